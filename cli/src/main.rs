@@ -1,0 +1,2 @@
+//! The `aurora` binary.
+fn main() {}

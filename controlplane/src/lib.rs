@@ -1,0 +1,1 @@
+//! The Aurora control plane (filled by the control-plane issue).

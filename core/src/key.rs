@@ -1,0 +1,152 @@
+//! Gateway key secrets and their hashes.
+//!
+//! A gateway key's plaintext exists in exactly two places: in the response to the admin call
+//! that created it, and in the client that uses it. Everything Aurora stores or distributes is a
+//! SHA-256 hash. Secrets carry 256 bits of randomness, so a fast unsalted hash is enough: there is
+//! nothing to brute-force, and the data plane can hash every presented token in well under a
+//! microsecond.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Every generated secret starts with this, so secret scanners can recognise a leaked one.
+pub const SECRET_PREFIX: &str = "aur_";
+
+/// 43 characters from a 62-letter alphabet carry 43 * log2(62) ≈ 256 bits.
+const SECRET_RANDOM_CHARS: usize = 43;
+
+/// The SHA-256 of a gateway token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    pub fn of(token: &str) -> Self {
+        KeyHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyHash(bytes)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(KeyHash)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Compares in constant time, for the master key where no hash map lookup is involved.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A short, non-reversible fingerprint for display (the first 4 bytes of the hash).
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", self.fingerprint())
+    }
+}
+
+impl FromStr for KeyHash {
+    type Err = hex::FromHexError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes)?;
+        Ok(KeyHash(bytes))
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(deserializer)?;
+        hex.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A freshly generated gateway key secret. Its `Debug` never prints the secret.
+pub struct KeySecret(String);
+
+impl KeySecret {
+    pub fn generate() -> Self {
+        let random: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(SECRET_RANDOM_CHARS)
+            .map(char::from)
+            .collect();
+        KeySecret(format!("{SECRET_PREFIX}{random}"))
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+
+    /// The prefix and the last four characters, e.g. `aur_…x9Qz`: enough to tell keys apart in
+    /// a listing, useless to an attacker.
+    pub fn redacted(&self) -> String {
+        let tail = &self.0[self.0.len() - 4..];
+        format!("{SECRET_PREFIX}…{tail}")
+    }
+
+    /// The plaintext, for the one response that returns it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_exposed(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeySecret({})", self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_random_and_hashed() {
+        let a = KeySecret::generate();
+        let b = KeySecret::generate();
+        assert!(a.expose().starts_with(SECRET_PREFIX));
+        assert_eq!(a.expose().len(), SECRET_PREFIX.len() + SECRET_RANDOM_CHARS);
+        assert_ne!(a.expose(), b.expose());
+        assert_eq!(a.hash(), KeyHash::of(a.expose()));
+        assert!(a.redacted().ends_with(&a.expose()[a.expose().len() - 4..]));
+        assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn hash_hex_round_trips() {
+        let hash = KeyHash::of("change-me");
+        assert_eq!(hash.to_hex().parse::<KeyHash>().unwrap(), hash);
+        assert!(hash.ct_eq(&KeyHash::of("change-me")));
+        assert!(!hash.ct_eq(&KeyHash::of("change-me2")));
+    }
+}

@@ -1,0 +1,16 @@
+//! Domain vocabulary shared by every Aurora component.
+//!
+//! The control plane, the data plane and the CLI must agree on a handful of facts: which
+//! providers exist and how each one authenticates, what a gateway key looks like and how it is
+//! hashed, and how a provider base URL is validated. Those facts live here, in one place, so that
+//! the two planes can never drift apart. Nothing in this crate does I/O.
+
+mod base_url;
+mod key;
+mod product_vars;
+mod provider;
+
+pub use base_url::{BaseUrl, BaseUrlError};
+pub use key::{KeyHash, KeySecret, SECRET_PREFIX};
+pub use product_vars::{ProductVars, ProviderBaseUrls, ProviderCredentials};
+pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};

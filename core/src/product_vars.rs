@@ -1,0 +1,202 @@
+//! The product page's environment variables, parsed once.
+//!
+//! `ENABLE_PASSTHROUGH_ROUTES`, `ALLOW_PASSTHROUGH_V1_ALIAS`, `ENABLED_PASSTHROUGH_PROVIDERS`,
+//! `AURORA_MASTER_KEY` and, per provider, `<PROVIDER>_API_KEY` and `<PROVIDER>_BASE_URL`.
+//! Every field is optional so that callers can tell "not set" from "set to the default": the
+//! control plane applies only the variables an operator actually set (see its bootstrap).
+
+use clap::Args;
+use clap::builder::BoolishValueParser;
+
+use crate::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
+
+#[derive(Args, Clone, Default)]
+pub struct ProductVars {
+    /// Serve /p/{provider}/... at all [default: true].
+    #[arg(long, env = "ENABLE_PASSTHROUGH_ROUTES", value_parser = BoolishValueParser::new())]
+    pub enable_passthrough_routes: Option<bool>,
+
+    /// Accept and strip a leading /v1 endpoint segment [default: true].
+    #[arg(long, env = "ALLOW_PASSTHROUGH_V1_ALIAS", value_parser = BoolishValueParser::new())]
+    pub allow_passthrough_v1_alias: Option<bool>,
+
+    /// Comma-separated providers to expose [default: openai,anthropic,openrouter,zai,vllm].
+    #[arg(long, env = "ENABLED_PASSTHROUGH_PROVIDERS", value_parser = parse_provider_set)]
+    pub enabled_passthrough_providers: Option<ProviderSet>,
+
+    /// The gateway's master key: a bearer token that passes gateway auth and the admin API.
+    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    #[command(flatten)]
+    pub credentials: ProviderCredentials,
+
+    #[command(flatten)]
+    pub base_urls: ProviderBaseUrls,
+}
+
+/// `<PROVIDER>_API_KEY`: upstream credentials. Never printed, not even by `--help`.
+#[derive(Args, Clone, Default)]
+pub struct ProviderCredentials {
+    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai: Option<String>,
+    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic: Option<String>,
+    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    pub openrouter: Option<String>,
+    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true)]
+    pub zai: Option<String>,
+    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true)]
+    pub vllm: Option<String>,
+}
+
+/// `<PROVIDER>_BASE_URL`: upstream base URLs, validated at startup.
+#[derive(Args, Clone, Default, Debug)]
+pub struct ProviderBaseUrls {
+    #[arg(id = "openai_base_url", long = "openai-base-url", env = "OPENAI_BASE_URL", value_parser = parse_base_url)]
+    pub openai: Option<BaseUrl>,
+    #[arg(id = "anthropic_base_url", long = "anthropic-base-url", env = "ANTHROPIC_BASE_URL", value_parser = parse_base_url)]
+    pub anthropic: Option<BaseUrl>,
+    #[arg(id = "openrouter_base_url", long = "openrouter-base-url", env = "OPENROUTER_BASE_URL", value_parser = parse_base_url)]
+    pub openrouter: Option<BaseUrl>,
+    #[arg(id = "zai_base_url", long = "zai-base-url", env = "ZAI_BASE_URL", value_parser = parse_base_url)]
+    pub zai: Option<BaseUrl>,
+    #[arg(id = "vllm_base_url", long = "vllm-base-url", env = "VLLM_BASE_URL", value_parser = parse_base_url)]
+    pub vllm: Option<BaseUrl>,
+}
+
+impl ProductVars {
+    pub fn passthrough_enabled(&self) -> bool {
+        self.enable_passthrough_routes.unwrap_or(true)
+    }
+
+    pub fn v1_alias_enabled(&self) -> bool {
+        self.allow_passthrough_v1_alias.unwrap_or(true)
+    }
+
+    pub fn enabled_providers(&self) -> ProviderSet {
+        self.enabled_passthrough_providers.unwrap_or_else(ProviderSet::all)
+    }
+
+    /// The master key, treating an empty variable as unset.
+    pub fn master_key(&self) -> Option<&str> {
+        self.master_key.as_deref().filter(|key| !key.is_empty())
+    }
+
+    pub fn master_key_hash(&self) -> Option<KeyHash> {
+        self.master_key().map(KeyHash::of)
+    }
+
+    /// The credential set for `kind`, treating an empty variable as unset.
+    pub fn credential(&self, kind: ProviderKind) -> Option<&str> {
+        let c = &self.credentials;
+        let value = match kind {
+            ProviderKind::OpenAi => &c.openai,
+            ProviderKind::Anthropic => &c.anthropic,
+            ProviderKind::OpenRouter => &c.openrouter,
+            ProviderKind::Zai => &c.zai,
+            ProviderKind::Vllm => &c.vllm,
+        };
+        value.as_deref().filter(|v| !v.is_empty())
+    }
+
+    /// The base URL set for `kind`, if the operator set one.
+    pub fn base_url(&self, kind: ProviderKind) -> Option<&BaseUrl> {
+        let b = &self.base_urls;
+        match kind {
+            ProviderKind::OpenAi => b.openai.as_ref(),
+            ProviderKind::Anthropic => b.anthropic.as_ref(),
+            ProviderKind::OpenRouter => b.openrouter.as_ref(),
+            ProviderKind::Zai => b.zai.as_ref(),
+            ProviderKind::Vllm => b.vllm.as_ref(),
+        }
+    }
+
+    /// The base URL for `kind`: the operator's, or the provider's default.
+    pub fn base_url_or_default(&self, kind: ProviderKind) -> BaseUrl {
+        self.base_url(kind).cloned().unwrap_or_else(|| kind.default_base_url_parsed())
+    }
+}
+
+/// Hand-written so that secrets can never reach a log line through `{:?}`.
+impl std::fmt::Debug for ProductVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials: Vec<_> = ProviderKind::ALL
+            .into_iter()
+            .filter(|kind| self.credential(*kind).is_some())
+            .collect();
+        f.debug_struct("ProductVars")
+            .field("enable_passthrough_routes", &self.enable_passthrough_routes)
+            .field("allow_passthrough_v1_alias", &self.allow_passthrough_v1_alias)
+            .field("enabled_passthrough_providers", &self.enabled_passthrough_providers)
+            .field("master_key_set", &self.master_key().is_some())
+            .field("credentials_set", &credentials)
+            .field("base_urls", &self.base_urls)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ProviderCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderCredentials(<redacted>)")
+    }
+}
+
+fn parse_provider_set(raw: &str) -> Result<ProviderSet, String> {
+    ProviderSet::parse_list(raw).map_err(|err| err.to_string())
+}
+
+fn parse_base_url(raw: &str) -> Result<BaseUrl, String> {
+    BaseUrl::parse(raw).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vars: ProductVars,
+    }
+
+    #[test]
+    fn defaults_follow_the_product_page() {
+        let vars = Cli::parse_from(["x"]).vars;
+        assert!(vars.passthrough_enabled());
+        assert!(vars.v1_alias_enabled());
+        assert_eq!(vars.enabled_providers(), ProviderSet::all());
+        assert_eq!(
+            vars.base_url_or_default(ProviderKind::Zai).as_str(),
+            "https://api.z.ai/api/paas/v4"
+        );
+    }
+
+    #[test]
+    fn parses_flags_and_keeps_secrets_out_of_debug() {
+        let vars = Cli::try_parse_from([
+            "x",
+            "--enable-passthrough-routes=false",
+            "--enabled-passthrough-providers=anthropic",
+            "--anthropic-api-key=sk-ant-secret",
+            "--vllm-base-url=http://gpu:8000/v1/",
+            "--master-key=mk-secret",
+        ])
+        .unwrap()
+        .vars;
+        assert!(!vars.passthrough_enabled());
+        assert_eq!(vars.enabled_providers().to_string(), "anthropic");
+        assert_eq!(vars.credential(ProviderKind::Anthropic), Some("sk-ant-secret"));
+        assert_eq!(vars.base_url(ProviderKind::Vllm).unwrap().as_str(), "http://gpu:8000/v1");
+        let debug = format!("{vars:?}");
+        assert!(!debug.contains("sk-ant-secret") && !debug.contains("mk-secret"), "{debug}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Cli::try_parse_from(["x", "--enabled-passthrough-providers=gemini"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--openai-base-url=not a url"]).is_err());
+    }
+}

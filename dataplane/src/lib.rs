@@ -1,0 +1,1 @@
+//! The Aurora data plane.

@@ -1,1 +1,16 @@
-//! The Aurora control plane (filled by the control-plane issue).
+//! The Aurora control plane: the durable store, the admin gRPC API and their server.
+//!
+//! An operator manages keys, providers and settings through [`admin`]; every mutation commits
+//! one new global revision in the [`store`] together with a change-log entry, which is what the
+//! config stream to data planes is built from. [`bootstrap`] applies the product page's
+//! environment variables at startup, and [`server`] wires everything to one gRPC listener.
+
+
+pub mod bootstrap;
+pub mod config;
+
+pub mod store;
+mod time;
+
+pub use config::Config;
+

@@ -22,7 +22,7 @@ pub const SECRET_PREFIX: &str = "aur_";
 const SECRET_RANDOM_CHARS: usize = 43;
 
 /// The SHA-256 of a gateway token.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
@@ -56,6 +56,18 @@ impl KeyHash {
         hex::encode(&self.0[..4])
     }
 }
+
+/// Feeds the hasher one word of the digest: a SHA-256 output is already uniformly random, so
+/// hash tables keyed by it can skip hashing it again (see `nohash_hasher`).
+impl std::hash::Hash for KeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
+
+impl nohash_hasher::IsEnabled for KeyHash {}
 
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,12 @@
+//! One module per subcommand.
+
+pub(crate) mod dataplane;
+
+use std::process::ExitCode;
+
+/// Prints an error as one line (with its causes) and returns a failing exit code.
+#[allow(clippy::print_stderr)]
+pub(crate) fn report_error(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
+}

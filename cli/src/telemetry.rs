@@ -1,0 +1,58 @@
+//! Logging setup and process signals, shared by every long-running role.
+
+use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LogArgs {
+    /// Log filter in env-filter syntax, e.g. `info` or `aurora_dataplane=debug,info`.
+    #[arg(long = "log", env = "AURORA_LOG", default_value = "info", global = true)]
+    filter: String,
+
+    /// Log format.
+    #[arg(long = "log-format", env = "AURORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Installs the global subscriber. Logs go to stderr so that command output on stdout stays
+/// machine-readable.
+pub(crate) fn init(args: &LogArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.filter)
+        .map_err(|err| anyhow::anyhow!("invalid AURORA_LOG filter {:?}: {err}", args.filter))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match args.format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+    result.map_err(|err| anyhow::anyhow!("cannot install the log subscriber: {err}"))
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}

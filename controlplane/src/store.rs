@@ -1,0 +1,87 @@
+//! The durable store: keys, providers, settings, one global revision and the change log.
+//!
+//! [`Store`] is the seam between the admin API (and later the config stream) and a database.
+//! Every successful mutation runs in one transaction that first allocates the next revision by
+//! updating the single head row (`UPDATE head SET revision = revision + 1 RETURNING revision`),
+//! then writes the objects, then appends one change-log row per object it changed. Because the
+//! head row is locked until commit, writers are serialized and revisions are gap-free and in
+//! commit order, whichever process the writer lives in. The change log is a redo log: each row's
+//! payload is an encoded `aurora.v1.Change` with the object's state after the mutation, so
+//! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
+
+mod change;
+mod error;
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use aurora_core::ProviderKind;
+use aurora_proto::v1::Delta;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use model::{
+    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
+    SettingsView, Snapshot, provider_bits,
+};
+pub use sqlite::SqliteStore;
+
+use crate::bootstrap::Bootstrap;
+
+/// A store revision. 0 means nothing was ever written; the first write is revision 1.
+pub type Revision = u64;
+
+/// The control plane's durable state. Implementations must be safe to share between tasks and
+/// between control-plane processes pointing at the same database.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a key; fails with [`StoreError::KeyNameTaken`] if the name is in use.
+    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError>;
+    /// Up to `limit` keys with ids greater than `after`, in id (creation) order.
+    async fn list_keys(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Applies the fields set in `patch`. Enabling a revoked key fails with
+    /// [`StoreError::KeyRevoked`].
+    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError>;
+    /// Disables the key for good and stamps `revoked_at`.
+    async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError>;
+
+    /// The providers that have a record, in [`ProviderKind::ALL`] order.
+    async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
+    /// Creates the provider's record if missing (enabled, default base URL, no credential),
+    /// then applies the fields set in `patch`.
+    async fn upsert_provider(
+        &self,
+        kind: ProviderKind,
+        patch: ProviderPatch,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+    async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError>;
+
+    /// The settings, the enabled providers and the head revision, read together.
+    async fn get_settings(&self) -> Result<SettingsView, StoreError>;
+    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError>;
+
+    /// Applies the environment at startup in one transaction. Returns the revision it committed,
+    /// or `None` when the store already matched and nothing was written.
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError>;
+
+    /// The last committed revision.
+    async fn head_revision(&self) -> Result<Revision, StoreError>;
+    /// The deltas of revisions `after + 1 ..= after + limit` that are committed, in order. The
+    /// result is complete (no revision missing) when `after + 1 >= oldest_retained_revision()`.
+    async fn changes_since(&self, after: Revision, limit: u32) -> Result<Vec<Delta>, StoreError>;
+    /// The oldest revision still in the change log, or `head + 1` when the log is empty. A
+    /// replica at revision `r` can catch up from deltas alone iff `r + 1 >= this`.
+    async fn oldest_retained_revision(&self) -> Result<Revision, StoreError>;
+    /// Drops change-log entries older than the newest `keep_revisions` revisions; returns how
+    /// many revisions were dropped. Never touches the objects themselves.
+    async fn compact_changes(&self, keep_revisions: u64) -> Result<u64, StoreError>;
+    /// Every key, provider, the settings and the master-key hash at one consistent revision.
+    async fn load_snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// A receiver whose value is the newest revision this process committed or observed. It is
+    /// updated right after each commit, so the config stream can push every commit at once.
+    fn watch_head(&self) -> watch::Receiver<Revision>;
+}

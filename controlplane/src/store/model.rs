@@ -1,0 +1,272 @@
+//! The records the store keeps and the patches that change them.
+//!
+//! Records are validated domain values: the admin API validates requests before building a
+//! patch, so the store never sees an unknown provider or a malformed base URL. Anything holding
+//! an upstream credential has a hand-written `Debug` that never prints it.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
+use aurora_proto::v1::{ConfigSettings, KeyConfig, ProviderConfig};
+use uuid::Uuid;
+
+use super::Revision;
+use crate::time;
+
+/// An upstream provider credential. Write-only: it is shown to nobody but data planes, and its
+/// `Debug` prints only the fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Credential(secret.into())
+    }
+
+    /// The first 8 hex digits of the credential's SHA-256.
+    pub fn fingerprint(&self) -> String {
+        KeyHash::of(&self.0).fingerprint()
+    }
+
+    /// The plaintext, for the config stream and the database only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({})", self.fingerprint())
+    }
+}
+
+/// A gateway key as stored. The secret is not part of it: only its hash and redacted form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub hash: KeyHash,
+    pub redacted: String,
+    pub enabled: bool,
+    pub expires_at: Option<SystemTime>,
+    /// Empty: every provider is allowed.
+    pub allowed_providers: ProviderSet,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub revoked_at: Option<SystemTime>,
+}
+
+impl KeyRecord {
+    /// The key as data planes see it. A revoked key is sent as disabled.
+    pub fn to_config(&self) -> KeyConfig {
+        KeyConfig {
+            hash: self.hash.as_bytes().to_vec(),
+            id: self.id.as_bytes().to_vec(),
+            enabled: self.enabled && self.revoked_at.is_none(),
+            expires_at: self.expires_at.map(time::to_unix_secs).unwrap_or(0),
+            allowed_providers: provider_bits(self.allowed_providers),
+        }
+    }
+}
+
+/// A provider set as `KeyConfig.allowed_providers` carries it: bit i is `ProviderKind::ALL[i]`.
+pub fn provider_bits(set: ProviderSet) -> u32 {
+    ProviderKind::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, kind)| set.contains(**kind))
+        .fold(0, |bits, (i, _)| bits | (1 << i))
+}
+
+/// The fields of a key to create; `hash` and `redacted` come from a freshly generated secret.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub description: String,
+    pub hash: KeyHash,
+    pub redacted: String,
+    pub enabled: bool,
+    pub expires_at: Option<SystemTime>,
+    pub allowed_providers: ProviderSet,
+}
+
+/// A partial update of a key: `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<SystemTime>>,
+    pub allowed_providers: Option<ProviderSet>,
+}
+
+/// A provider's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub kind: ProviderKind,
+    pub enabled: bool,
+    pub base_url: BaseUrl,
+    pub credential: Option<Credential>,
+    pub updated_at: SystemTime,
+}
+
+impl ProviderRecord {
+    /// The record a provider gets when one is first created: enabled, default base URL, no
+    /// credential.
+    pub fn new_default(kind: ProviderKind, now: SystemTime) -> Self {
+        ProviderRecord {
+            kind,
+            enabled: true,
+            base_url: kind.default_base_url_parsed(),
+            credential: None,
+            updated_at: now,
+        }
+    }
+
+    /// Whether the two records configure the same thing (ignoring timestamps).
+    pub fn same_config(&self, other: &ProviderRecord) -> bool {
+        self.kind == other.kind
+            && self.enabled == other.enabled
+            && self.base_url == other.base_url
+            && self.credential == other.credential
+    }
+
+    pub fn to_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            name: self.kind.as_str().to_owned(),
+            enabled: self.enabled,
+            base_url: self.base_url.as_str().to_owned(),
+            credential: self.credential.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A partial update of a provider: `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderPatch {
+    pub enabled: Option<bool>,
+    pub base_url: Option<BaseUrl>,
+    /// `Some(None)` removes the credential.
+    pub credential: Option<Option<Credential>>,
+}
+
+impl ProviderPatch {
+    pub(crate) fn apply(self, record: &mut ProviderRecord) {
+        if let Some(enabled) = self.enabled {
+            record.enabled = enabled;
+        }
+        if let Some(base_url) = self.base_url {
+            record.base_url = base_url;
+        }
+        if let Some(credential) = self.credential {
+            record.credential = credential;
+        }
+    }
+}
+
+/// The global settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub passthrough_enabled: bool,
+    pub v1_alias_enabled: bool,
+}
+
+impl Default for Settings {
+    /// The product page's defaults.
+    fn default() -> Self {
+        Settings { passthrough_enabled: true, v1_alias_enabled: true }
+    }
+}
+
+impl Settings {
+    pub fn to_config(self) -> ConfigSettings {
+        ConfigSettings {
+            passthrough_enabled: self.passthrough_enabled,
+            v1_alias_enabled: self.v1_alias_enabled,
+        }
+    }
+}
+
+/// A partial update of the settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SettingsPatch {
+    pub passthrough_enabled: Option<bool>,
+    pub v1_alias_enabled: Option<bool>,
+}
+
+impl SettingsPatch {
+    pub fn is_empty(&self) -> bool {
+        self.passthrough_enabled.is_none() && self.v1_alias_enabled.is_none()
+    }
+
+    pub(crate) fn apply(self, settings: &mut Settings) {
+        if let Some(on) = self.passthrough_enabled {
+            settings.passthrough_enabled = on;
+        }
+        if let Some(on) = self.v1_alias_enabled {
+            settings.v1_alias_enabled = on;
+        }
+    }
+}
+
+/// The settings as the admin API shows them, read in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsView {
+    pub settings: Settings,
+    /// The providers whose record is enabled.
+    pub enabled_providers: ProviderSet,
+    pub revision: Revision,
+}
+
+/// Everything a data plane needs, at one revision, in the config stream's own types.
+#[derive(Clone, PartialEq)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub settings: ConfigSettings,
+    /// In [`ProviderKind::ALL`] order.
+    pub providers: Vec<ProviderConfig>,
+    pub master_key_hash: Option<KeyHash>,
+    /// In id (creation) order.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// Hand-written: provider configs hold credentials.
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let providers: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("settings", &self.settings)
+            .field("providers", &providers)
+            .field("master_key_hash", &self.master_key_hash)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_bits_follow_the_canonical_order() {
+        assert_eq!(provider_bits(ProviderSet::empty()), 0);
+        assert_eq!(provider_bits(ProviderSet::all()), 0b11111);
+        let set = ProviderSet::parse_list("anthropic,vllm").expect("known providers");
+        assert_eq!(provider_bits(set), 0b10010);
+    }
+
+    #[test]
+    fn credentials_never_reach_debug_output() {
+        let record = ProviderRecord {
+            credential: Some(Credential::new("sk-very-secret")),
+            ..ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH)
+        };
+        let debug = format!("{record:?}");
+        assert!(!debug.contains("sk-very-secret"), "{debug}");
+        assert!(debug.contains(&Credential::new("sk-very-secret").fingerprint()));
+    }
+}

@@ -1,0 +1,49 @@
+//! The admin listener: liveness and readiness for load balancers and Kubernetes probes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, full};
+use crate::server::Handler;
+use crate::state::ConfigState;
+
+#[derive(Debug)]
+pub struct Admin {
+    state: Arc<ConfigState>,
+    draining: AtomicBool,
+}
+
+impl Admin {
+    pub fn new(state: Arc<ConfigState>) -> Self {
+        Admin { state, draining: AtomicBool::new(false) }
+    }
+
+    /// From now on `/readyz` answers 503, so load balancers stop sending new requests.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn respond(&self, request: &Request<Incoming>) -> (StatusCode, &'static str) {
+        match request.uri().path() {
+            "/healthz" => (StatusCode::OK, "ok\n"),
+            "/readyz" if self.draining.load(Ordering::Relaxed) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            "/readyz" if !self.state.is_ready() => (StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n"),
+            "/readyz" => (StatusCode::OK, "ready\n"),
+            _ => (StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+impl Handler for Admin {
+    type Body = ProxyBody;
+
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let (status, text) = self.respond(&request);
+        let mut response = Response::new(full(text));
+        *response.status_mut() = status;
+        response
+    }
+}

@@ -1,0 +1,165 @@
+//! Every error the data plane itself answers with, and the one place each becomes a response.
+//!
+//! Gateway-made errors carry the provider's native error schema, so SDKs raise their usual
+//! exception classes, and `x-aurora-error: gateway`, so an operator can tell them from upstream
+//! errors (which are passed through untouched and never come through here).
+
+use aurora_core::{ErrorShape, ProviderKind, ProviderSet};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::body::{ProxyBody, full};
+use crate::headers::X_AURORA_ERROR;
+use crate::route::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the gateway has not received its configuration yet; retry shortly")]
+    NotReady,
+    #[error("no route for this path; passthrough routes look like /p/{{provider}}/{{endpoint}}")]
+    NoRoute,
+    #[error("passthrough routes are disabled (ENABLE_PASSTHROUGH_ROUTES=false); enabled providers: {0}")]
+    PassthroughDisabled(ProviderSet),
+    #[error("passthrough provider {name:?} is not enabled; enabled providers: {enabled}")]
+    ProviderNotEnabled { name: String, enabled: ProviderSet },
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("provider {0} has no upstream credential configured (set {env} or use `aurora providers set`)", env = .0.credential_env())]
+    CredentialMissing(ProviderKind),
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("the request body could not be read")]
+    RequestBody,
+    #[error("the upstream provider could not be reached")]
+    UpstreamUnreachable,
+    #[error("the upstream provider did not respond in time")]
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoRoute
+            | GatewayError::PassthroughDisabled(_)
+            | GatewayError::ProviderNotEnabled { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Path(_) | GatewayError::RequestBody => StatusCode::BAD_REQUEST,
+            GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => StatusCode::FORBIDDEN,
+            GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable machine-readable code (the OpenAI-style `code` field, and a metrics label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NotReady => "not_ready",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::PassthroughDisabled(_) => "passthrough_disabled",
+            GatewayError::ProviderNotEnabled { .. } => "provider_not_enabled",
+            GatewayError::Path(PathError::V1AliasDisabled) => "v1_alias_disabled",
+            GatewayError::Path(_) => "invalid_path",
+            GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => "provider_not_allowed",
+            GatewayError::Auth(_) => "invalid_api_key",
+            GatewayError::CredentialMissing(_) => "provider_credential_missing",
+            GatewayError::BodyTooLarge(_) => "request_too_large",
+            GatewayError::RequestBody => "invalid_request_body",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The `error.type` an Anthropic SDK maps to its exception classes.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The `error.type` OpenAI-style APIs use.
+    fn openai_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            status if status.is_client_error() => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// The response for this error, shaped for `shape`.
+    pub fn into_response(self, shape: ErrorShape) -> Response<ProxyBody> {
+        let message = self.to_string();
+        let body = match shape {
+            ErrorShape::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": message },
+            }),
+            ErrorShape::OpenAi => json!({
+                "error": { "message": message, "type": self.openai_type(), "param": null, "code": self.code() },
+            }),
+        };
+        let mut response = Response::new(full(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(X_AURORA_ERROR, HeaderValue::from_static("gateway"));
+        if matches!(self, GatewayError::NotReady) {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body_json(response: Response<ProxyBody>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn anthropic_shape() {
+        let response = GatewayError::Auth(AuthError::Unknown).into_response(ErrorShape::Anthropic);
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["x-aurora-error"], "gateway");
+        assert_eq!(
+            body_json(response).await,
+            json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid gateway token"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn openai_shape() {
+        let err = GatewayError::ProviderNotEnabled { name: "zai".into(), enabled: ProviderSet::all() };
+        let response = err.into_response(ErrorShape::OpenAi);
+        assert_eq!(response.status(), 404);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "provider_not_enabled");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["message"].as_str().unwrap().ends_with("openai, anthropic, openrouter, zai, vllm"));
+    }
+
+    #[tokio::test]
+    async fn not_ready_asks_to_retry() {
+        let response = GatewayError::NotReady.into_response(ErrorShape::OpenAi);
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+}

@@ -1,0 +1,202 @@
+//! Header rules for both directions of a passthrough request.
+//!
+//! A deny-list, not an allow-list: provider headers Aurora has never heard of (`anthropic-beta`,
+//! `OpenAI-Organization`, next year's rate-limit headers) must pass through untouched. What is
+//! removed is client credentials, connection-scoped (hop-by-hop) headers and headers that would
+//! tell the provider about the client's network. Both functions edit the map in place.
+
+use aurora_core::{AuthStyle, ProviderKind};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+use crate::snapshot::Upstream;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_AURORA_ERROR: HeaderName = HeaderName::from_static("x-aurora-error");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const DEFAULT_ANTHROPIC_VERSION: HeaderValue = HeaderValue::from_static("2023-06-01");
+
+/// Connection-scoped headers (RFC 9110 §7.6.1 and the legacy ones), removed in both directions.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    // The gateway answers `Expect: 100-continue` itself; the upstream client does not do it.
+    header::EXPECT,
+];
+
+/// Removed from requests before they go upstream, besides the hop-by-hop ones.
+const REQUEST_DENY: [HeaderName; 8] = [
+    // Client credentials: the Aurora token must never reach a provider.
+    header::AUTHORIZATION,
+    X_API_KEY,
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    header::COOKIE,
+    // Set by the HTTP client for the upstream instead.
+    header::HOST,
+    header::CONTENT_LENGTH,
+    // Client network details the provider has no business seeing (X-Forwarded-* below).
+    header::FORWARDED,
+];
+
+/// Turns the client's request headers into the upstream request headers.
+pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id: &HeaderValue) {
+    remove_connection_listed(headers);
+    for name in HOP_BY_HOP.iter().chain(&REQUEST_DENY) {
+        headers.remove(name);
+    }
+    remove_where(headers, |name| name.as_str().starts_with("x-forwarded-"));
+
+    if let Some(credential) = upstream.credential() {
+        let name = match upstream.kind.auth_style() {
+            AuthStyle::XApiKey => X_API_KEY,
+            AuthStyle::Bearer => header::AUTHORIZATION,
+        };
+        headers.insert(name, credential.clone());
+    }
+    if upstream.kind == ProviderKind::Anthropic && !headers.contains_key(ANTHROPIC_VERSION) {
+        // A default only: clients pick their own API version when they send one.
+        headers.insert(ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_VERSION);
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+/// Filters the upstream's response headers before they go back to the client. Everything else,
+/// `retry-after` and `x-ratelimit-*` above all, passes through verbatim.
+pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    remove_connection_listed(headers);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // Provider cookies would be scoped to the gateway's host, never the provider's.
+    headers.remove(header::SET_COOKIE);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+/// Removes the headers a `Connection` header names (they are hop-by-hop by declaration).
+fn remove_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
+    // Collecting first is needed because the map cannot be mutated while iterating; the vector
+    // only allocates when something matches.
+    let doomed: Vec<HeaderName> = headers.keys().filter(|name| matches(name)).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(kind: ProviderKind, credential: Option<&str>) -> Upstream {
+        Upstream::new(kind, true, kind.default_base_url_parsed(), credential).unwrap()
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn strips_client_credentials_and_hop_by_hop_headers() {
+        let mut headers = map(&[
+            ("authorization", "Bearer aurora"),
+            ("x-api-key", "aurora"),
+            ("api-key", "a"),
+            ("x-goog-api-key", "g"),
+            ("cookie", "c=1"),
+            ("host", "gateway"),
+            ("content-length", "12"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("anthropic-beta", "tools-2024"),
+            ("anthropic-version", "2024-01-01"),
+            ("openai-organization", "org"),
+            ("idempotency-key", "k"),
+            ("accept", "text/event-stream"),
+        ]);
+        let id = HeaderValue::from_static("req-1");
+        prepare_request(&mut headers, &upstream(ProviderKind::Anthropic, Some("sk-ant")), &id);
+
+        let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept", "anthropic-beta", "anthropic-version", "idempotency-key", "openai-organization", "x-api-key", "x-request-id"]
+        );
+        assert_eq!(headers["x-api-key"], "sk-ant");
+        assert_eq!(headers["anthropic-version"], "2024-01-01", "the client's version wins");
+        assert_eq!(headers["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn injects_per_provider() {
+        let id = HeaderValue::from_static("r");
+        let mut headers = HeaderMap::new();
+        prepare_request(&mut headers, &upstream(ProviderKind::Anthropic, Some("sk-ant")), &id);
+        assert_eq!(headers["anthropic-version"], "2023-06-01");
+
+        for kind in [ProviderKind::OpenAi, ProviderKind::OpenRouter, ProviderKind::Zai, ProviderKind::Vllm] {
+            let mut headers = map(&[("authorization", "Bearer aurora")]);
+            prepare_request(&mut headers, &upstream(kind, Some("sk-up")), &id);
+            assert_eq!(headers["authorization"], "Bearer sk-up", "{kind}");
+            assert!(!headers.contains_key("anthropic-version"));
+        }
+
+        let mut headers = map(&[("authorization", "Bearer aurora")]);
+        prepare_request(&mut headers, &upstream(ProviderKind::Vllm, None), &id);
+        assert!(!headers.contains_key("authorization"), "no credential configured: nothing sent");
+    }
+
+    #[test]
+    fn response_keeps_provider_headers() {
+        let mut headers = map(&[
+            ("retry-after", "7"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("content-type", "application/json"),
+            ("content-length", "42"),
+            ("set-cookie", "a=b"),
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("request-id", "req_upstream"),
+        ]);
+        prepare_response(&mut headers, &HeaderValue::from_static("r"));
+        let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["content-length", "content-type", "request-id", "retry-after", "x-ratelimit-remaining-requests", "x-request-id"]
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The passthrough request path: route, authenticate, rewrite headers, forward, stream back.
+//!
+//! Everything that can refuse a request is checked against one snapshot, loaded once, before a
+//! byte goes upstream; the snapshot guard is dropped before the first `.await`. Bodies stream
+//! in both directions. Dropping the response (the client went away) drops the upstream
+//! response future or body, which closes or resets the upstream stream: an abandoned LLM call
+//! stops costing money at once.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aurora_core::{ErrorShape, ProviderKind};
+use http::header::CONTENT_LENGTH;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body_util::{Either, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tower_http::timeout::TimeoutBody;
+
+use crate::auth::{self, Principal};
+use crate::body::ProxyBody;
+use crate::config::{Limits, UpstreamConfig};
+use crate::error::GatewayError;
+use crate::snapshot::Snapshot;
+use crate::state::ConfigState;
+use crate::upstream::UpstreamClient;
+use crate::{headers, request_id, route};
+
+#[derive(Debug)]
+pub struct Proxy {
+    state: Arc<ConfigState>,
+    client: UpstreamClient,
+    response_header_timeout: Duration,
+    idle_timeout: Duration,
+    max_request_body_bytes: u64,
+}
+
+/// What the access log says about a request; filled in as the request is processed.
+#[derive(Debug, Default)]
+struct AccessLog {
+    provider: Option<ProviderKind>,
+    principal: Option<Principal>,
+}
+
+/// A request that passed every check, ready to go upstream.
+struct Forward {
+    uri: Uri,
+    shape: ErrorShape,
+}
+
+/// A refused request and the error shape its provider's SDK understands.
+type Rejection = (GatewayError, ErrorShape);
+
+impl Proxy {
+    pub fn new(state: Arc<ConfigState>, client: UpstreamClient, upstream: &UpstreamConfig, limits: &Limits) -> Self {
+        Proxy {
+            state,
+            client,
+            response_header_timeout: upstream.response_header_timeout,
+            idle_timeout: upstream.idle_timeout,
+            max_request_body_bytes: limits.max_request_body_bytes,
+        }
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let request_id = request_id::for_request(request.headers());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut log = AccessLog::default();
+
+        let (response, source) = match self.forward(request, &request_id, &mut log).await {
+            Ok(response) => (response, "upstream"),
+            Err((err, shape)) => {
+                let mut response = err.into_response(shape);
+                response.headers_mut().insert(headers::X_REQUEST_ID, request_id.clone());
+                (response, "gateway")
+            }
+        };
+        tracing::info!(
+            target: "aurora::access",
+            request_id = request_id.to_str().unwrap_or_default(),
+            provider = log.provider.map_or("-", ProviderKind::as_str),
+            method = method.as_str(),
+            path,
+            status = response.status().as_u16(),
+            source,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            key_id = log.principal.map(|p| match p {
+                Principal::Key(id) => id.to_string(),
+                Principal::MasterKey => "master".to_owned(),
+                Principal::Anonymous => "-".to_owned(),
+            }),
+            "request"
+        );
+        response
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let Forward { uri, shape } = self.check(&mut parts, request_id, log)?;
+
+        let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
+        let mut upstream_request = Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        // The client library picks HTTP/1.1 or HTTP/2 per connection (ALPN); the version the
+        // client spoke to us has no bearing on it.
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = parts.headers;
+
+        let pending = self.client.request(upstream_request);
+        let response = match tokio::time::timeout(self.response_header_timeout, pending).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err((self.classify(&err), shape)),
+            Err(_elapsed) => return Err((GatewayError::UpstreamTimeout, shape)),
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::prepare_response(&mut parts.headers, request_id);
+        Ok(Response::from_parts(parts, Either::Right(TimeoutBody::new(self.idle_timeout, body))))
+    }
+
+    /// Every check that can refuse the request, against one snapshot. Synchronous on purpose:
+    /// the snapshot guard must not live across an `.await`.
+    fn check(&self, parts: &mut Parts, request_id: &HeaderValue, log: &mut AccessLog) -> Result<Forward, Rejection> {
+        let default_shape = ErrorShape::OpenAi;
+        let guard = self.state.load();
+        let snapshot: &Snapshot = guard.as_deref().ok_or((GatewayError::NotReady, default_shape))?;
+
+        let (name, endpoint) = route::split(parts.uri.path()).ok_or((GatewayError::NoRoute, default_shape))?;
+        if !snapshot.settings.passthrough_enabled {
+            return Err((GatewayError::PassthroughDisabled(snapshot.enabled_providers()), default_shape));
+        }
+        let not_enabled = || GatewayError::ProviderNotEnabled { name: name.to_owned(), enabled: snapshot.enabled_providers() };
+        let kind: ProviderKind = name.parse().map_err(|_| (not_enabled(), default_shape))?;
+        let shape = kind.error_shape();
+        let upstream = snapshot.provider(kind).filter(|u| u.enabled).ok_or_else(|| (not_enabled(), shape))?;
+        log.provider = Some(kind);
+
+        let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| (err.into(), shape))?;
+        log.principal = Some(principal);
+
+        let endpoint = route::normalize_endpoint(endpoint, snapshot.settings.v1_alias_enabled)
+            .map_err(|err| (err.into(), shape))?;
+        if upstream.credential().is_none() && !kind.credential_optional() {
+            return Err((GatewayError::CredentialMissing(kind), shape));
+        }
+        if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
+            return Err((GatewayError::BodyTooLarge(self.max_request_body_bytes), shape));
+        }
+
+        let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
+            .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
+        headers::prepare_request(&mut parts.headers, upstream, request_id);
+        Ok(Forward { uri, shape })
+    }
+
+    /// Maps a failed upstream exchange to the error the client sees.
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
+        let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+        while let Some(cause) = source {
+            if cause.is::<LengthLimitError>() {
+                return GatewayError::BodyTooLarge(self.max_request_body_bytes);
+            }
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
+                    return GatewayError::UpstreamTimeout;
+                }
+            }
+            if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+                // The client's own body failed mid-upload (it went away or sent garbage).
+                if hyper_err.is_user() && !err.is_connect() {
+                    return GatewayError::RequestBody;
+                }
+            }
+            source = cause.source();
+        }
+        tracing::warn!(error = %DisplayChain(err), "upstream request failed");
+        GatewayError::UpstreamUnreachable
+    }
+}
+
+impl crate::server::Handler for Proxy {
+    type Body = ProxyBody;
+
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        self.handle(request).await
+    }
+}
+
+/// `{base}/{endpoint}?{query}`, the query byte for byte. `None` only if the result is not a
+/// valid URI, which the route checks make impossible in practice.
+fn upstream_uri(base: &str, endpoint: &str, query: Option<&str>) -> Option<Uri> {
+    let mut uri = String::with_capacity(base.len() + endpoint.len() + query.map_or(0, str::len) + 2);
+    uri.push_str(base);
+    if !endpoint.is_empty() {
+        uri.push('/');
+        uri.push_str(endpoint);
+    }
+    if let Some(query) = query {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    Uri::try_from(uri).ok()
+}
+
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts.headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Formats an error with its causes on one line.
+struct DisplayChain<'a>(&'a (dyn StdError + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_without_doubling_slashes_and_keeps_the_query() {
+        let uri = upstream_uri("https://api.anthropic.com/v1", "messages", Some("beta=true&x=%20y")).unwrap();
+        assert_eq!(uri.to_string(), "https://api.anthropic.com/v1/messages?beta=true&x=%20y");
+        let uri = upstream_uri("https://api.anthropic.com/v1", "", None).unwrap();
+        assert_eq!(uri.to_string(), "https://api.anthropic.com/v1");
+    }
+}

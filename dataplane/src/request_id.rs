@@ -1,0 +1,45 @@
+//! Request ids: honour the client's `X-Request-ID` when it is sane, otherwise mint one.
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::headers::X_REQUEST_ID;
+
+const MAX_LEN: usize = 128;
+
+/// The request id to log, forward upstream and return to the client.
+pub fn for_request(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(value) if is_acceptable(value) => value.clone(),
+        _ => generate(),
+    }
+}
+
+/// Visible ASCII only and bounded, so an id can be logged and echoed without escaping.
+fn is_acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn generate() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| unreachable!("a UUID is a valid header value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_sane_ids_and_replaces_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(for_request(&headers), "abc-123");
+
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(for_request(&headers).len(), 36);
+        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        assert_eq!(for_request(&headers).len(), 36);
+        assert_ne!(for_request(&HeaderMap::new()), for_request(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,86 @@
+//! Accepting connections: HTTP/1.1 and h2c on one port, with a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Limits;
+
+/// Something that answers a request; implemented by the proxy and the admin endpoints.
+pub trait Handler: Send + Sync + 'static {
+    type Body: Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static;
+
+    fn call(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
+}
+
+/// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// open connections finish their in-flight requests for up to `grace`.
+pub async fn serve<H: Handler>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX));
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Usually EMFILE: back off briefly instead of spinning on the error.
+                    tracing::warn!(listener = name, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.call(request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!(listener = name, "stopped accepting; draining open connections");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(listener = name, "grace period over; closing remaining connections");
+    }
+}
+
+/// Binds `addr`, logging the bound address (tests and operators binding port 0 read it there).
+pub async fn bind(name: &'static str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(listener = name, addr = %local, "listening");
+    Ok(listener)
+}

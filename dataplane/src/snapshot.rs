@@ -1,0 +1,221 @@
+//! The gateway configuration a data plane enforces: one immutable value per revision.
+//!
+//! Every source (a JSON file, the environment, and the control-plane stream) produces the same
+//! [`Snapshot`] type, validated once when it is built, so the request path can trust it and
+//! never re-parses anything. Keys live in a persistent hash map: a delta that changes one key
+//! shares every untouched entry with the previous revision instead of copying a million keys.
+
+mod file;
+
+use std::fmt;
+use std::sync::Arc;
+
+use aurora_core::{AuthStyle, BaseUrl, KeyHash, ProviderKind, ProviderSet};
+use http::HeaderValue;
+
+pub use file::{SnapshotFile, SnapshotFileError};
+
+/// A complete, validated gateway configuration at one revision.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub settings: Settings,
+    providers: [Option<Arc<Upstream>>; ProviderKind::ALL.len()],
+    pub master_key: Option<KeyHash>,
+    pub keys: KeyTable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub passthrough_enabled: bool,
+    pub v1_alias_enabled: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { passthrough_enabled: true, v1_alias_enabled: true }
+    }
+}
+
+/// A provider as the data plane uses it.
+pub struct Upstream {
+    pub kind: ProviderKind,
+    pub enabled: bool,
+    pub base_url: BaseUrl,
+    /// The ready-to-send credential header value, built once per snapshot and marked sensitive
+    /// so that hyper never logs it or adds it to an HPACK table.
+    credential: Option<HeaderValue>,
+}
+
+/// The credential cannot be sent as an HTTP header value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the credential for provider {0} contains characters not allowed in an HTTP header")]
+pub struct InvalidCredential(pub ProviderKind);
+
+impl Upstream {
+    pub fn new(
+        kind: ProviderKind,
+        enabled: bool,
+        base_url: BaseUrl,
+        credential: Option<&str>,
+    ) -> Result<Self, InvalidCredential> {
+        let credential = credential
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                let value = match kind.auth_style() {
+                    AuthStyle::XApiKey => HeaderValue::from_str(c),
+                    AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {c}")),
+                };
+                value.map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+            })
+            .transpose()
+            .map_err(|_| InvalidCredential(kind))?;
+        Ok(Upstream { kind, enabled, base_url, credential })
+    }
+
+    pub fn credential(&self) -> Option<&HeaderValue> {
+        self.credential.as_ref()
+    }
+}
+
+/// Hand-written: the credential must never reach a log line.
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("kind", &self.kind)
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("credential_set", &self.credential.is_some())
+            .finish()
+    }
+}
+
+/// A managed gateway key, as small as possible: a snapshot may hold millions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManagedKey {
+    pub id: KeyId,
+    pub enabled: bool,
+    /// Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// Empty means every provider.
+    pub allowed_providers: ProviderSet,
+}
+
+/// A key id (a UUID), kept as raw bytes and formatted only when logged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; 16]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_bytes(self.0).fmt(f)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Keys by the SHA-256 of their secret. The hash is already uniformly random, so the table
+/// uses it directly instead of hashing it again.
+pub type KeyTable = imbl::GenericHashMap<
+    KeyHash,
+    ManagedKey,
+    std::hash::BuildHasherDefault<nohash_hasher::NoHashHasher<u64>>,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
+
+impl Snapshot {
+    pub fn new(revision: u64, settings: Settings, master_key: Option<KeyHash>) -> Self {
+        Snapshot { revision, settings, providers: Default::default(), master_key, keys: KeyTable::default() }
+    }
+
+    /// The configuration described by the product page's variables alone: no managed keys,
+    /// gateway auth on only when `AURORA_MASTER_KEY` is set.
+    pub fn from_product_vars(vars: &aurora_core::ProductVars) -> Result<Self, InvalidCredential> {
+        let settings = Settings {
+            passthrough_enabled: vars.passthrough_enabled(),
+            v1_alias_enabled: vars.v1_alias_enabled(),
+        };
+        let mut snapshot = Snapshot::new(0, settings, vars.master_key_hash());
+        let enabled = vars.enabled_providers();
+        for kind in ProviderKind::ALL {
+            let upstream = Upstream::new(
+                kind,
+                enabled.contains(kind),
+                vars.base_url_or_default(kind),
+                vars.credential(kind),
+            )?;
+            snapshot.set_provider(upstream);
+        }
+        Ok(snapshot)
+    }
+
+    pub fn provider(&self, kind: ProviderKind) -> Option<&Arc<Upstream>> {
+        self.providers[kind as usize].as_ref()
+    }
+
+    pub fn set_provider(&mut self, upstream: Upstream) {
+        let slot = upstream.kind as usize;
+        self.providers[slot] = Some(Arc::new(upstream));
+    }
+
+    pub fn remove_provider(&mut self, kind: ProviderKind) {
+        self.providers[kind as usize] = None;
+    }
+
+    /// The providers a client may currently reach: listed in every "not found" error.
+    pub fn enabled_providers(&self) -> ProviderSet {
+        if !self.settings.passthrough_enabled {
+            return ProviderSet::empty();
+        }
+        self.providers.iter().flatten().filter(|u| u.enabled).map(|u| u.kind).collect()
+    }
+
+    /// Gateway auth is on when a master key is configured or any managed key exists.
+    pub fn auth_required(&self) -> bool {
+        self.master_key.is_some() || !self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_prebuilt_and_sensitive() {
+        let anthropic = Upstream::new(
+            ProviderKind::Anthropic,
+            true,
+            ProviderKind::Anthropic.default_base_url_parsed(),
+            Some("sk-ant"),
+        )
+        .unwrap();
+        assert_eq!(anthropic.credential().unwrap(), "sk-ant");
+        assert!(anthropic.credential().unwrap().is_sensitive());
+        assert!(!format!("{anthropic:?}").contains("sk-ant"));
+
+        let openai =
+            Upstream::new(ProviderKind::OpenAi, true, ProviderKind::OpenAi.default_base_url_parsed(), Some("sk-oa"))
+                .unwrap();
+        assert_eq!(openai.credential().unwrap(), "Bearer sk-oa");
+
+        let bad = Upstream::new(ProviderKind::Zai, true, ProviderKind::Zai.default_base_url_parsed(), Some("a\nb"));
+        assert_eq!(bad.unwrap_err(), InvalidCredential(ProviderKind::Zai));
+    }
+
+    #[test]
+    fn enabled_providers_respect_the_routes_switch() {
+        let mut snapshot = Snapshot::new(1, Settings::default(), None);
+        let url = ProviderKind::Vllm.default_base_url_parsed();
+        snapshot.set_provider(Upstream::new(ProviderKind::Vllm, true, url.clone(), None).unwrap());
+        snapshot.set_provider(Upstream::new(ProviderKind::Zai, false, url, None).unwrap());
+        assert_eq!(snapshot.enabled_providers().to_string(), "vllm");
+        snapshot.settings.passthrough_enabled = false;
+        assert!(snapshot.enabled_providers().is_empty());
+    }
+}

@@ -108,7 +108,9 @@ impl Bootstrap {
         now: SystemTime,
     ) -> Option<ProviderRecord> {
         let vars = &self.vars;
-        let enabled = vars.enabled_passthrough_providers.map(|set| set.contains(kind));
+        let enabled = vars
+            .enabled_passthrough_providers
+            .map(|set| set.contains(kind));
         let base_url = vars.base_url(kind);
         let credential = vars.credential(kind);
         let touched = enabled.is_some() || base_url.is_some() || credential.is_some();
@@ -117,7 +119,12 @@ impl Bootstrap {
         }
         // A provider without a record is disabled already; only create one to enable it or
         // to give it a base URL or credential.
-        if current.is_none() && !first_start && enabled == Some(false) && base_url.is_none() && credential.is_none() {
+        if current.is_none()
+            && !first_start
+            && enabled == Some(false)
+            && base_url.is_none()
+            && credential.is_none()
+        {
             return None;
         }
         let mut record = match current {
@@ -171,11 +178,15 @@ pub async fn run(store: &dyn Store, vars: &ProductVars) -> Result<Option<Revisio
     let variables = bootstrap.set_variables().join(",");
     let revision = store.bootstrap(&bootstrap).await?;
     match revision {
-        Some(revision) => tracing::info!(%variables, revision, "applied the environment to the store"),
+        Some(revision) => {
+            tracing::info!(%variables, revision, "applied the environment to the store")
+        }
         None => tracing::info!(%variables, "the store already matches the environment"),
     }
     if vars.master_key().is_none() {
-        tracing::warn!("AURORA_MASTER_KEY is not set: the admin API rejects every call until it is");
+        tracing::warn!(
+            "AURORA_MASTER_KEY is not set: the admin API rejects every call until it is"
+        );
     }
     Ok(revision)
 }
@@ -220,7 +231,8 @@ mod tests {
     #[test]
     fn first_start_writes_every_provider_with_defaults() {
         let mut vars = vars();
-        vars.enabled_passthrough_providers = Some(ProviderSet::parse_list("anthropic").expect("known"));
+        vars.enabled_passthrough_providers =
+            Some(ProviderSet::parse_list("anthropic").expect("known"));
         vars.credentials.anthropic = Some("sk-ant".into());
         let writes = Bootstrap::new(vars).plan(&empty_state(), SystemTime::UNIX_EPOCH);
         assert_eq!(writes.settings, Some(Settings::default()));
@@ -229,8 +241,14 @@ mod tests {
             assert_eq!(record.enabled, record.kind == ProviderKind::Anthropic);
             assert_eq!(record.base_url, record.kind.default_base_url_parsed());
         }
-        let anthropic = writes.providers.iter().find(|p| p.kind == ProviderKind::Anthropic);
-        assert_eq!(anthropic.and_then(|p| p.credential.clone()), Some(Credential::new("sk-ant")));
+        let anthropic = writes
+            .providers
+            .iter()
+            .find(|p| p.kind == ProviderKind::Anthropic);
+        assert_eq!(
+            anthropic.and_then(|p| p.credential.clone()),
+            Some(Credential::new("sk-ant"))
+        );
         assert_eq!(writes.master_key_hash, None);
     }
 
@@ -250,7 +268,10 @@ mod tests {
     #[test]
     fn set_variables_override_api_changes_and_unset_ones_keep_them() {
         let bootstrap = Bootstrap::new(vars());
-        let mut state = applied(&empty_state(), &bootstrap.plan(&empty_state(), SystemTime::UNIX_EPOCH));
+        let mut state = applied(
+            &empty_state(),
+            &bootstrap.plan(&empty_state(), SystemTime::UNIX_EPOCH),
+        );
         // The API disabled the v1 alias and openai, and set a credential.
         state.settings.v1_alias_enabled = false;
         for p in &mut state.providers {
@@ -269,8 +290,14 @@ mod tests {
         let writes = Bootstrap::new(vars).plan(&state, SystemTime::UNIX_EPOCH);
         assert_eq!(writes.settings.map(|s| s.v1_alias_enabled), Some(true));
         assert_eq!(writes.providers.len(), 1);
-        assert!(!writes.providers[0].enabled, "enabled is not touched by the credential variable");
-        assert_eq!(writes.providers[0].credential, Some(Credential::new("from-env")));
+        assert!(
+            !writes.providers[0].enabled,
+            "enabled is not touched by the credential variable"
+        );
+        assert_eq!(
+            writes.providers[0].credential,
+            Some(Credential::new("from-env"))
+        );
     }
 
     #[test]
@@ -282,7 +309,11 @@ mod tests {
         assert_eq!(writes.master_key_hash, Some(None));
         let mut vars = vars();
         vars.master_key = Some("old".into());
-        assert!(Bootstrap::new(vars).plan(&state, SystemTime::UNIX_EPOCH).is_empty());
+        assert!(
+            Bootstrap::new(vars)
+                .plan(&state, SystemTime::UNIX_EPOCH)
+                .is_empty()
+        );
     }
 
     #[test]

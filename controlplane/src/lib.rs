@@ -5,12 +5,12 @@
 //! config stream to data planes is built from. [`bootstrap`] applies the product page's
 //! environment variables at startup, and [`server`] wires everything to one gRPC listener.
 
-
+pub mod admin;
 pub mod bootstrap;
 pub mod config;
-
+pub mod server;
 pub mod store;
 mod time;
 
 pub use config::Config;
-
+pub use server::{ControlPlane, ServerError, run, start};

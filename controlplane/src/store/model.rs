@@ -139,7 +139,11 @@ impl ProviderRecord {
             name: self.kind.as_str().to_owned(),
             enabled: self.enabled,
             base_url: self.base_url.as_str().to_owned(),
-            credential: self.credential.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
+            credential: self
+                .credential
+                .as_ref()
+                .map(|c| c.expose().to_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -177,7 +181,10 @@ pub struct Settings {
 impl Default for Settings {
     /// The product page's defaults.
     fn default() -> Self {
-        Settings { passthrough_enabled: true, v1_alias_enabled: true }
+        Settings {
+            passthrough_enabled: true,
+            v1_alias_enabled: true,
+        }
     }
 }
 

@@ -1,0 +1,305 @@
+//! The `AdminService` handlers: validate, call the store, convert, log (never a secret).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aurora_core::KeySecret;
+use aurora_proto::v1 as pb;
+use aurora_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use super::error::AdminError;
+use super::{convert, validate};
+use crate::store::{KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
+
+/// The admin API over a [`Store`].
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    store: Arc<dyn Store>,
+}
+
+impl AdminApi {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        AdminApi { store }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Runs a handler body, mapping its error through the single `AdminError -> Status` mapping.
+fn reply<T>(result: Result<T, AdminError>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Reply<pb::CreateKeyResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let now = SystemTime::now();
+                let secret = KeySecret::generate();
+                let new = NewKey {
+                    name: validate::name(&req.name)?,
+                    description: validate::description(&req.description)?,
+                    hash: secret.hash(),
+                    redacted: secret.redacted(),
+                    enabled: !req.disabled,
+                    expires_at: req
+                        .expires_at
+                        .as_ref()
+                        .map(|t| validate::expires_at(t, now))
+                        .transpose()?,
+                    allowed_providers: validate::providers(
+                        "allowed_providers",
+                        &req.allowed_providers,
+                    )?,
+                };
+                let (record, revision) = self.store.create_key(new).await?;
+                tracing::info!(key_id = %record.id, revision, "key created");
+                Ok(pb::CreateKeyResponse {
+                    key: Some(convert::key(&record)),
+                    secret: secret.into_exposed(),
+                    revision,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn get_key(&self, request: Request<pb::GetKeyRequest>) -> Reply<pb::Key> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let id = validate::key_id(&req.id)?;
+                Ok(convert::key(&self.store.get_key(id).await?))
+            }
+            .await,
+        )
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Reply<pb::ListKeysResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let page_size = validate::page_size(req.page_size)?;
+                let after = validate::page_token(&req.page_token)?;
+                // One extra row tells whether another page follows, without a COUNT.
+                let mut records = self.store.list_keys(after, page_size + 1).await?;
+                let more = records.len() > page_size as usize;
+                records.truncate(page_size as usize);
+                let next_page_token = match records.last() {
+                    Some(last) if more => validate::next_page_token(last.id),
+                    _ => String::new(),
+                };
+                Ok(pb::ListKeysResponse {
+                    keys: records.iter().map(convert::key).collect(),
+                    next_page_token,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn update_key(
+        &self,
+        request: Request<pb::UpdateKeyRequest>,
+    ) -> Reply<pb::KeyMutationResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let id = validate::key_id(&req.id)?;
+                let patch = KeyPatch {
+                    name: req.name.as_deref().map(validate::name).transpose()?,
+                    description: req
+                        .description
+                        .as_deref()
+                        .map(validate::description)
+                        .transpose()?,
+                    enabled: req.enabled,
+                    expires_at: match &req.expiry {
+                        Some(pb::update_key_request::Expiry::ExpiresAt(t)) => {
+                            Some(Some(validate::expires_at(t, SystemTime::now())?))
+                        }
+                        Some(pb::update_key_request::Expiry::ClearExpiry(true)) => Some(None),
+                        Some(pb::update_key_request::Expiry::ClearExpiry(false)) | None => None,
+                    },
+                    allowed_providers: req
+                        .allowed_providers
+                        .as_ref()
+                        .map(|list| validate::providers("allowed_providers", &list.providers))
+                        .transpose()?,
+                };
+                let (record, revision) = self.store.update_key(id, patch).await?;
+                tracing::info!(key_id = %id, revision, "key updated");
+                Ok(pb::KeyMutationResponse {
+                    key: Some(convert::key(&record)),
+                    revision,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<pb::RevokeKeyRequest>,
+    ) -> Reply<pb::KeyMutationResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let id = validate::key_id(&req.id)?;
+                let (record, revision) = self.store.revoke_key(id).await?;
+                tracing::info!(key_id = %id, revision, "key revoked");
+                Ok(pb::KeyMutationResponse {
+                    key: Some(convert::key(&record)),
+                    revision,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<pb::DeleteKeyRequest>,
+    ) -> Reply<pb::DeleteResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let id = validate::key_id(&req.id)?;
+                let revision = self.store.delete_key(id).await?;
+                tracing::info!(key_id = %id, revision, "key deleted");
+                Ok(pb::DeleteResponse { revision })
+            }
+            .await,
+        )
+    }
+
+    async fn list_providers(
+        &self,
+        _request: Request<pb::ListProvidersRequest>,
+    ) -> Reply<pb::ListProvidersResponse> {
+        reply(
+            async {
+                let records = self.store.list_providers().await?;
+                Ok(pb::ListProvidersResponse {
+                    providers: records.iter().map(convert::provider).collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn upsert_provider(
+        &self,
+        request: Request<pb::UpsertProviderRequest>,
+    ) -> Reply<pb::ProviderMutationResponse> {
+        // The request holds a credential: it is consumed here and never logged.
+        let req = request.into_inner();
+        reply(
+            async {
+                let kind = validate::provider("name", &req.name)?;
+                let patch = ProviderPatch {
+                    enabled: req.enabled,
+                    base_url: req
+                        .base_url
+                        .as_deref()
+                        .map(validate::base_url)
+                        .transpose()?,
+                    credential: match &req.credential_change {
+                        Some(pb::upsert_provider_request::CredentialChange::Credential(c)) => {
+                            Some(Some(validate::credential(c)?))
+                        }
+                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(
+                            true,
+                        )) => Some(None),
+                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(
+                            false,
+                        ))
+                        | None => None,
+                    },
+                };
+                let (record, revision) = self.store.upsert_provider(kind, patch).await?;
+                tracing::info!(provider = %kind, revision, "provider upserted");
+                Ok(pb::ProviderMutationResponse {
+                    provider: Some(convert::provider(&record)),
+                    revision,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn delete_provider(
+        &self,
+        request: Request<pb::DeleteProviderRequest>,
+    ) -> Reply<pb::DeleteResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let kind = validate::provider("name", &req.name)?;
+                let revision = self.store.delete_provider(kind).await?;
+                tracing::info!(provider = %kind, revision, "provider deleted");
+                Ok(pb::DeleteResponse { revision })
+            }
+            .await,
+        )
+    }
+
+    async fn get_settings(&self, _request: Request<pb::GetSettingsRequest>) -> Reply<pb::Settings> {
+        reply(async { Ok(convert::settings(&self.store.get_settings().await?)) }.await)
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Reply<pb::SettingsMutationResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let patch = SettingsPatch {
+                    passthrough_enabled: req.passthrough_enabled,
+                    v1_alias_enabled: req.v1_alias_enabled,
+                };
+                let (view, revision) = self.store.update_settings(patch).await?;
+                tracing::info!(revision, "settings updated");
+                Ok(pb::SettingsMutationResponse {
+                    settings: Some(convert::settings(&view)),
+                    revision,
+                })
+            }
+            .await,
+        )
+    }
+
+    // Replica tracking needs the config stream (the next issue): the stream's registry of
+    // connected data planes and their acknowledged revisions is what these two read.
+    async fn list_data_planes(
+        &self,
+        _request: Request<pb::ListDataPlanesRequest>,
+    ) -> Reply<pb::ListDataPlanesResponse> {
+        Err(Status::unimplemented(
+            "ListDataPlanes arrives with the config stream",
+        ))
+    }
+
+    async fn wait_for_revision(
+        &self,
+        _request: Request<pb::WaitForRevisionRequest>,
+    ) -> Reply<pb::WaitForRevisionResponse> {
+        Err(Status::unimplemented(
+            "WaitForRevision arrives with the config stream",
+        ))
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

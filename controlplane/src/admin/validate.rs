@@ -1,0 +1,193 @@
+//! Validation of admin requests into domain values. Every error names the field it is about,
+//! as `INVALID_ARGUMENT: name: must be 1 to 128 characters`.
+
+use std::time::SystemTime;
+
+use aurora_core::{BaseUrl, ProviderKind, ProviderSet};
+use uuid::Uuid;
+
+use crate::store::Credential;
+
+pub(crate) const NAME_MAX_CHARS: usize = 128;
+pub(crate) const DESCRIPTION_MAX_CHARS: usize = 1024;
+pub(crate) const CREDENTIAL_MAX_BYTES: usize = 4096;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
+
+/// An invalid request field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub(crate) struct FieldError {
+    pub(crate) field: &'static str,
+    pub(crate) message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn key_id(raw: &str) -> Result<Uuid, FieldError> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| invalid("id", format!("{raw:?} is not a key id (a UUID)")))
+}
+
+pub(crate) fn name(raw: &str) -> Result<String, FieldError> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > NAME_MAX_CHARS {
+        return Err(invalid(
+            "name",
+            format!("must be 1 to {NAME_MAX_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+pub(crate) fn description(raw: &str) -> Result<String, FieldError> {
+    if raw.chars().count() > DESCRIPTION_MAX_CHARS {
+        return Err(invalid(
+            "description",
+            format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// An expiry, which must lie in the future.
+pub(crate) fn expires_at(
+    timestamp: &prost_types::Timestamp,
+    now: SystemTime,
+) -> Result<SystemTime, FieldError> {
+    let time = SystemTime::try_from(*timestamp)
+        .map_err(|_| invalid("expires_at", "not a valid timestamp"))?;
+    if time <= now {
+        return Err(invalid("expires_at", "must be in the future"));
+    }
+    // The store keeps milliseconds; truncate now so the response equals later reads.
+    Ok(crate::time::from_millis(crate::time::to_millis(time)))
+}
+
+/// A provider list; empty means every provider.
+pub(crate) fn providers(field: &'static str, names: &[String]) -> Result<ProviderSet, FieldError> {
+    names.iter().map(|name| provider(field, name)).collect()
+}
+
+pub(crate) fn provider(field: &'static str, name: &str) -> Result<ProviderKind, FieldError> {
+    name.trim()
+        .parse()
+        .map_err(|err: aurora_core::UnknownProvider| invalid(field, err.to_string()))
+}
+
+pub(crate) fn base_url(raw: &str) -> Result<BaseUrl, FieldError> {
+    BaseUrl::parse(raw).map_err(|err| invalid("base_url", err.to_string()))
+}
+
+/// An upstream credential: it goes into an HTTP header, so printable ASCII only. The error
+/// never repeats the value.
+pub(crate) fn credential(raw: &str) -> Result<Credential, FieldError> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > CREDENTIAL_MAX_BYTES {
+        return Err(invalid(
+            "credential",
+            format!("must be 1 to {CREDENTIAL_MAX_BYTES} characters"),
+        ));
+    }
+    if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(invalid("credential", "must be printable ASCII"));
+    }
+    Ok(Credential::new(raw))
+}
+
+pub(crate) fn page_size(raw: u32) -> Result<u32, FieldError> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Page tokens are the hex of the last key id returned: opaque to clients, stable for us.
+pub(crate) fn page_token(raw: &str) -> Result<Option<Uuid>, FieldError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(raw, &mut bytes)
+        .map_err(|_| invalid("page_token", "not a token from a previous response"))?;
+    Ok(Some(Uuid::from_bytes(bytes)))
+}
+
+pub(crate) fn next_page_token(last: Uuid) -> String {
+    hex::encode(last.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_errors_name_the_field() {
+        assert_eq!(name("  ci  ").as_deref(), Ok("ci"));
+        assert_eq!(
+            name("").map_err(|e| e.to_string()),
+            Err("name: must be 1 to 128 characters".to_owned())
+        );
+        assert!(name(&"x".repeat(129)).is_err());
+        assert!(name(&"é".repeat(128)).is_ok());
+        assert!(name("a\nb").is_err());
+    }
+
+    #[test]
+    fn expiry_must_be_in_the_future() {
+        let now = SystemTime::now();
+        let past = prost_types::Timestamp::from(now - Duration::from_secs(1));
+        let future = prost_types::Timestamp::from(now + Duration::from_secs(60));
+        assert_eq!(
+            expires_at(&past, now).map_err(|e| e.field),
+            Err("expires_at")
+        );
+        assert!(expires_at(&future, now).is_ok());
+    }
+
+    #[test]
+    fn unknown_providers_list_the_known_ones() {
+        let err = providers("allowed_providers", &["openai".into(), "gemini".into()])
+            .expect_err("unknown");
+        assert_eq!(err.field, "allowed_providers");
+        assert!(
+            err.message
+                .contains("known providers: openai, anthropic, openrouter, zai, vllm"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_are_header_safe_and_never_echoed() {
+        assert!(credential("sk-abc").is_ok());
+        let err = credential("sk-\u{7}secret").expect_err("control character");
+        assert!(!err.to_string().contains("secret"));
+        assert!(credential("   ").is_err());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_sizes_are_bounded() {
+        let id = Uuid::now_v7();
+        assert_eq!(page_token(&next_page_token(id)), Ok(Some(id)));
+        assert_eq!(page_token(""), Ok(None));
+        assert!(page_token("zz").is_err());
+        assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(1000), Ok(1000));
+        assert!(page_size(1001).is_err());
+    }
+}

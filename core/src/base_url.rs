@@ -41,11 +41,7 @@ impl BaseUrl {
         if url.host().is_none() {
             return Err(BaseUrlError::NotAbsolute(raw.to_owned()));
         }
-        if url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
             return Err(BaseUrlError::Extras(raw.to_owned()));
         }
         // `url` normalises the path (percent-encoding, dot segments), so what we store is exactly

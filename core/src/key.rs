@@ -103,11 +103,7 @@ pub struct KeySecret(String);
 
 impl KeySecret {
     pub fn generate() -> Self {
-        let random: String = rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(SECRET_RANDOM_CHARS)
-            .map(char::from)
-            .collect();
+        let random: String = rand::rng().sample_iter(&Alphanumeric).take(SECRET_RANDOM_CHARS).map(char::from).collect();
         KeySecret(format!("{SECRET_PREFIX}{random}"))
     }
 

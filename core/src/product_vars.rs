@@ -121,10 +121,8 @@ impl ProductVars {
 /// Hand-written so that secrets can never reach a log line through `{:?}`.
 impl std::fmt::Debug for ProductVars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let credentials: Vec<_> = ProviderKind::ALL
-            .into_iter()
-            .filter(|kind| self.credential(*kind).is_some())
-            .collect();
+        let credentials: Vec<_> =
+            ProviderKind::ALL.into_iter().filter(|kind| self.credential(*kind).is_some()).collect();
         f.debug_struct("ProductVars")
             .field("enable_passthrough_routes", &self.enable_passthrough_routes)
             .field("allow_passthrough_v1_alias", &self.allow_passthrough_v1_alias)
@@ -168,10 +166,7 @@ mod tests {
         assert!(vars.passthrough_enabled());
         assert!(vars.v1_alias_enabled());
         assert_eq!(vars.enabled_providers(), ProviderSet::all());
-        assert_eq!(
-            vars.base_url_or_default(ProviderKind::Zai).as_str(),
-            "https://api.z.ai/api/paas/v4"
-        );
+        assert_eq!(vars.base_url_or_default(ProviderKind::Zai).as_str(), "https://api.z.ai/api/paas/v4");
     }
 
     #[test]

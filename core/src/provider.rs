@@ -186,11 +186,7 @@ impl ProviderSet {
 
     /// Parses a comma-separated list such as `openai, anthropic`; blanks are ignored.
     pub fn parse_list(list: &str) -> Result<Self, UnknownProvider> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::parse)
-            .collect()
+        list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::parse).collect()
     }
 }
 

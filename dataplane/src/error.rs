@@ -44,9 +44,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::NoRoute
-            | GatewayError::PassthroughDisabled(_)
-            | GatewayError::ProviderNotEnabled { .. } => StatusCode::NOT_FOUND,
+            GatewayError::NoRoute | GatewayError::PassthroughDisabled(_) | GatewayError::ProviderNotEnabled { .. } => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::Path(_) | GatewayError::RequestBody => StatusCode::BAD_REQUEST,
             GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => StatusCode::FORBIDDEN,
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,

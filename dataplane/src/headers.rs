@@ -153,7 +153,15 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            ["accept", "anthropic-beta", "anthropic-version", "idempotency-key", "openai-organization", "x-api-key", "x-request-id"]
+            [
+                "accept",
+                "anthropic-beta",
+                "anthropic-version",
+                "idempotency-key",
+                "openai-organization",
+                "x-api-key",
+                "x-request-id"
+            ]
         );
         assert_eq!(headers["x-api-key"], "sk-ant");
         assert_eq!(headers["anthropic-version"], "2024-01-01", "the client's version wins");
@@ -196,7 +204,14 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            ["content-length", "content-type", "request-id", "retry-after", "x-ratelimit-remaining-requests", "x-request-id"]
+            [
+                "content-length",
+                "content-type",
+                "request-id",
+                "retry-after",
+                "x-ratelimit-remaining-requests",
+                "x-request-id"
+            ]
         );
     }
 }

@@ -70,9 +70,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let proxy = Arc::new(Proxy::new(state.clone(), client, &config.upstream, &config.limits));
     let admin = Arc::new(Admin::new(state));
 
-    let bind = |name, addr| async move {
-        server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source })
-    };
+    let bind =
+        |name, addr| async move { server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source }) };
     let passthrough_listener = bind("passthrough", config.listen_addr).await?;
     let admin_listener = bind("admin", config.admin_listen_addr).await?;
 

@@ -137,13 +137,15 @@ impl Proxy {
         if !snapshot.settings.passthrough_enabled {
             return Err((GatewayError::PassthroughDisabled(snapshot.enabled_providers()), default_shape));
         }
-        let not_enabled = || GatewayError::ProviderNotEnabled { name: name.to_owned(), enabled: snapshot.enabled_providers() };
+        let not_enabled =
+            || GatewayError::ProviderNotEnabled { name: name.to_owned(), enabled: snapshot.enabled_providers() };
         let kind: ProviderKind = name.parse().map_err(|_| (not_enabled(), default_shape))?;
         let shape = kind.error_shape();
         let upstream = snapshot.provider(kind).filter(|u| u.enabled).ok_or_else(|| (not_enabled(), shape))?;
         log.provider = Some(kind);
 
-        let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| (err.into(), shape))?;
+        let principal =
+            auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| (err.into(), shape))?;
         log.principal = Some(principal);
 
         let endpoint = route::normalize_endpoint(endpoint, snapshot.settings.v1_alias_enabled)
@@ -163,23 +165,21 @@ impl Proxy {
 
     /// Maps a failed upstream exchange to the error the client sees.
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
-        let mut source: Option<&(dyn StdError + 'static)> = Some(err);
-        while let Some(cause) = source {
-            if cause.is::<LengthLimitError>() {
-                return GatewayError::BodyTooLarge(self.max_request_body_bytes);
-            }
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return GatewayError::UpstreamTimeout;
-                }
-            }
-            if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
-                // The client's own body failed mid-upload (it went away or sent garbage).
-                if hyper_err.is_user() && !err.is_connect() {
-                    return GatewayError::RequestBody;
-                }
-            }
-            source = cause.source();
+        let root: &(dyn StdError + 'static) = err;
+        let causes = || std::iter::successors(Some(root), |e: &&(dyn StdError + 'static)| (*e).source());
+        if causes().any(|cause| cause.is::<LengthLimitError>()) {
+            return GatewayError::BodyTooLarge(self.max_request_body_bytes);
+        }
+        if causes().any(|cause| {
+            cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        }) {
+            return GatewayError::UpstreamTimeout;
+        }
+        // The client's own body failed mid-upload (it went away or sent garbage).
+        if !err.is_connect()
+            && causes().any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
+        {
+            return GatewayError::RequestBody;
         }
         tracing::warn!(error = %DisplayChain(err), "upstream request failed");
         GatewayError::UpstreamUnreachable

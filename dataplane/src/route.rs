@@ -20,7 +20,9 @@ pub enum PathError {
     ControlCharacter,
     #[error("the endpoint path contains an invalid percent-encoded sequence")]
     InvalidEncoding,
-    #[error("the /v1 alias is disabled (ALLOW_PASSTHROUGH_V1_ALIAS=false); send the endpoint without the leading v1 segment")]
+    #[error(
+        "the /v1 alias is disabled (ALLOW_PASSTHROUGH_V1_ALIAS=false); send the endpoint without the leading v1 segment"
+    )]
     V1AliasDisabled,
 }
 
@@ -84,9 +86,11 @@ fn is_dot_segment(segment: &[u8]) -> bool {
 /// Whether every `%` in the segment starts a two-hex-digit escape.
 fn valid_escapes(segment: &str) -> bool {
     let bytes = segment.as_bytes();
-    bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
-        bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    })
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
 }
 
 #[cfg(test)]
@@ -144,7 +148,9 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_paths() {
-        for endpoint in ["chat/completions", "files/file-abc/content", "models/gpt-4o%3Amini", "a..b", ".well-known", "x//y"] {
+        for endpoint in
+            ["chat/completions", "files/file-abc/content", "models/gpt-4o%3Amini", "a..b", ".well-known", "x//y"]
+        {
             assert_eq!(normalize_endpoint(endpoint, true), Ok(endpoint));
         }
     }

@@ -137,19 +137,13 @@ impl Snapshot {
     /// The configuration described by the product page's variables alone: no managed keys,
     /// gateway auth on only when `AURORA_MASTER_KEY` is set.
     pub fn from_product_vars(vars: &aurora_core::ProductVars) -> Result<Self, InvalidCredential> {
-        let settings = Settings {
-            passthrough_enabled: vars.passthrough_enabled(),
-            v1_alias_enabled: vars.v1_alias_enabled(),
-        };
+        let settings =
+            Settings { passthrough_enabled: vars.passthrough_enabled(), v1_alias_enabled: vars.v1_alias_enabled() };
         let mut snapshot = Snapshot::new(0, settings, vars.master_key_hash());
         let enabled = vars.enabled_providers();
         for kind in ProviderKind::ALL {
-            let upstream = Upstream::new(
-                kind,
-                enabled.contains(kind),
-                vars.base_url_or_default(kind),
-                vars.credential(kind),
-            )?;
+            let upstream =
+                Upstream::new(kind, enabled.contains(kind), vars.base_url_or_default(kind), vars.credential(kind))?;
             snapshot.set_provider(upstream);
         }
         Ok(snapshot)

@@ -101,8 +101,7 @@ pub enum SnapshotFileError {
 impl SnapshotFile {
     pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
         let display = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|source| SnapshotFileError::Read { path: display.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SnapshotFileError::Read { path: display.clone(), source })?;
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|source| SnapshotFileError::Parse { path: display.clone(), source })?;
         file.into_snapshot(&display)

@@ -1,0 +1,12 @@
+//! End-to-end tests: real `aurora` processes on 127.0.0.1, wiremock or hand-rolled upstreams.
+//!
+//! Everything waits on conditions with deadlines (see `support::wait`), never on bare sleeps,
+//! so the suite is deterministic on a loaded 2-core machine.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr, unreachable_pub)]
+
+mod support;
+
+mod passthrough;
+
+mod sdk;

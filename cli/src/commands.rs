@@ -1,6 +1,12 @@
 //! One module per subcommand.
 
+pub(crate) mod client;
+pub(crate) mod controlplane;
 pub(crate) mod dataplane;
+pub(crate) mod keys;
+pub(crate) mod output;
+pub(crate) mod providers;
+pub(crate) mod settings;
 
 use std::process::ExitCode;
 

@@ -23,6 +23,14 @@ struct Cli {
 enum Command {
     /// Run a data-plane replica: the passthrough proxy on /p/{provider}/{endpoint}.
     Dataplane(Box<aurora_dataplane::Config>),
+    /// Run the control plane: the durable store and the admin gRPC API.
+    Controlplane(Box<aurora_controlplane::Config>),
+    /// Manage gateway keys through the control plane.
+    Keys(commands::keys::KeysArgs),
+    /// Manage upstream providers through the control plane.
+    Providers(commands::providers::ProvidersArgs),
+    /// Show or change global settings through the control plane.
+    Settings(commands::settings::SettingsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +45,13 @@ fn main() -> std::process::ExitCode {
                 telemetry::init(&cli.log)?;
                 commands::dataplane::run(*config).await
             }
+            Command::Controlplane(config) => {
+                telemetry::init(&cli.log)?;
+                commands::controlplane::run(*config).await
+            }
+            Command::Keys(args) => commands::keys::run(args).await,
+            Command::Providers(args) => commands::providers::run(args).await,
+            Command::Settings(args) => commands::settings::run(args).await,
         }
     });
     match result {

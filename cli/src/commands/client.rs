@@ -1,0 +1,136 @@
+//! The admin client shared by `aurora keys|providers|settings`: where the control plane is, the
+//! master key, the output format, and one-line errors for failed calls.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use aurora_proto::v1::admin_service_client::AdminServiceClient;
+use clap::Args;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::output::OutputFormat;
+
+/// Options every admin command takes, before or after its subcommand.
+#[derive(Args, Clone)]
+pub(crate) struct ClientArgs {
+    /// The control plane's gRPC address.
+    #[arg(
+        long = "control-plane",
+        env = "AURORA_CONTROL_PLANE_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    url: String,
+
+    /// The master key to authenticate with (prefer the environment variable: flags land in
+    /// shell history).
+    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true, global = true)]
+    token: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub(crate) output: OutputFormat,
+}
+
+/// Hand-written so that the token never reaches a debug print.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("url", &self.url)
+            .field("token_set", &self.token.is_some())
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+pub(crate) type AdminClient = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <master key>` to every call.
+#[derive(Clone)]
+pub(crate) struct BearerToken(MetadataValue<tonic::metadata::Ascii>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+impl ClientArgs {
+    /// Connects to the control plane; fails with one clear line when it is unreachable or no
+    /// token is configured.
+    pub(crate) async fn connect(&self) -> anyhow::Result<AdminClient> {
+        let token = self
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .context("no admin token: set AURORA_MASTER_KEY or pass --token")?;
+        let mut bearer: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the admin token must be printable ASCII"))?;
+        bearer.set_sensitive(true);
+        let endpoint = Endpoint::from_shared(self.url.clone())
+            .with_context(|| format!("invalid --control-plane URL {:?}", self.url))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot reach the control plane at {}: {}", self.url, root_cause(&err)))?;
+        Ok(AdminServiceClient::with_interceptor(channel, BearerToken(bearer)))
+    }
+}
+
+/// The innermost error message: tonic's outer "transport error" says nothing useful.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Turns a failed call into `NOT_FOUND: key … not found`.
+pub(crate) trait CallExt<T> {
+    fn or_status(self) -> anyhow::Result<T>;
+}
+
+impl<T> CallExt<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn or_status(self) -> anyhow::Result<T> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|status| anyhow::anyhow!("{}: {}", code_name(status.code()), status.message()))
+    }
+}
+
+/// The canonical gRPC name of a status code, as grpcurl and the gRPC docs print it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

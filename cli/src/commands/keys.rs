@@ -1,0 +1,247 @@
+//! `aurora keys create|list|get|update|revoke|delete`: gateway keys.
+
+use std::time::{Duration, SystemTime};
+
+use aurora_proto::v1 as pb;
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::client::{AdminClient, CallExt, ClientArgs};
+use super::output::{self, OutputFormat};
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its secret (shown only this once).
+    Create(CreateArgs),
+    /// List keys (every page, unless --page-size or --page-token is given).
+    List(ListArgs),
+    /// Show one key.
+    Get {
+        /// The key's id.
+        id: String,
+    },
+    /// Change a key's name, description, status, expiry or allowed providers.
+    Update(UpdateArgs),
+    /// Revoke a key for good.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+    /// Delete a key's record.
+    Delete {
+        /// The key's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group = ArgGroup::new("expiry").multiple(false))]
+struct CreateArgs {
+    /// A unique name, 1 to 128 characters.
+    #[arg(long)]
+    name: String,
+    /// Free text, at most 1024 characters.
+    #[arg(long, default_value = "")]
+    description: String,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    /// Comma-separated providers the key may use [default: all].
+    #[arg(long, value_delimiter = ',')]
+    providers: Vec<String>,
+    /// Create the key disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExpiryArgs {
+    /// Expiry as an RFC 3339 timestamp, e.g. 2027-01-31T00:00:00Z.
+    #[arg(long, value_parser = parse_time, group = "expiry")]
+    expires_at: Option<SystemTime>,
+    /// Expiry as a duration from now, e.g. 30d or 12h.
+    #[arg(long, value_parser = humantime::parse_duration, group = "expiry")]
+    expires_in: Option<Duration>,
+}
+
+impl ExpiryArgs {
+    fn timestamp(&self) -> Option<prost_types::Timestamp> {
+        let at = self.expires_at.or_else(|| self.expires_in.map(|d| SystemTime::now() + d));
+        at.map(Into::into)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Keys per page (at most 1000); prints one page and its next-page token.
+    #[arg(long)]
+    page_size: Option<u32>,
+    /// The token printed with the previous page.
+    #[arg(long)]
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group = ArgGroup::new("status").multiple(false))]
+#[command(group = ArgGroup::new("expiry").multiple(false))]
+#[command(group = ArgGroup::new("allowed").multiple(false))]
+struct UpdateArgs {
+    /// The key's id.
+    id: String,
+    /// A new unique name.
+    #[arg(long)]
+    name: Option<String>,
+    /// A new description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Enable the key (a revoked key cannot be enabled again).
+    #[arg(long, group = "status")]
+    enable: bool,
+    /// Disable the key; it can be enabled again later.
+    #[arg(long, group = "status")]
+    disable: bool,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    /// Remove the expiry.
+    #[arg(long, group = "expiry")]
+    no_expiry: bool,
+    /// Comma-separated providers the key may use.
+    #[arg(long, value_delimiter = ',', group = "allowed")]
+    providers: Option<Vec<String>>,
+    /// Allow every provider.
+    #[arg(long, group = "allowed")]
+    all_providers: bool,
+}
+
+fn parse_time(raw: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(raw).map_err(|err| format!("{err} (expected RFC 3339, e.g. 2027-01-31T00:00:00Z)"))
+}
+
+pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
+    let format = args.client.output;
+    let mut client = args.client.connect().await?;
+    match args.command {
+        KeysCommand::Create(create) => {
+            let request = pb::CreateKeyRequest {
+                name: create.name,
+                description: create.description,
+                expires_at: create.expiry.timestamp(),
+                allowed_providers: create.providers,
+                disabled: create.disabled,
+            };
+            let created = client.create_key(request).await.or_status()?;
+            let key = created.key.unwrap_or_default();
+            match format {
+                OutputFormat::Json => {
+                    let mut value = output::key_json(&key);
+                    value["secret"] = json!(created.secret);
+                    value["revision"] = json!(created.revision);
+                    output::print_json(&value)
+                }
+                OutputFormat::Table => output::print(&format!(
+                    "{}\nsecret: {}\n\nStore the secret now: Aurora keeps only its hash and will not show it again.\nrevision: {}\n",
+                    output::key_table(std::slice::from_ref(&key)).render(),
+                    created.secret,
+                    created.revision
+                )),
+            }
+        }
+        KeysCommand::List(list) => list_keys(&mut client, list, format).await,
+        KeysCommand::Get { id } => {
+            let key = client.get_key(pb::GetKeyRequest { id }).await.or_status()?;
+            print_key(&key, None, format)
+        }
+        KeysCommand::Update(update) => {
+            let expiry = if update.no_expiry {
+                Some(pb::update_key_request::Expiry::ClearExpiry(true))
+            } else {
+                update.expiry.timestamp().map(pb::update_key_request::Expiry::ExpiresAt)
+            };
+            let allowed = if update.all_providers { Some(Vec::new()) } else { update.providers };
+            let enabled = match (update.enable, update.disable) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let request = pb::UpdateKeyRequest {
+                id: update.id,
+                name: update.name,
+                description: update.description,
+                enabled,
+                expiry,
+                allowed_providers: allowed.map(|providers| pb::ProviderList { providers }),
+            };
+            let updated = client.update_key(request).await.or_status()?;
+            print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)
+        }
+        KeysCommand::Revoke { id } => {
+            let revoked = client.revoke_key(pb::RevokeKeyRequest { id }).await.or_status()?;
+            print_key(&revoked.key.unwrap_or_default(), Some(revoked.revision), format)
+        }
+        KeysCommand::Delete { id } => {
+            let deleted = client.delete_key(pb::DeleteKeyRequest { id: id.clone() }).await.or_status()?;
+            match format {
+                OutputFormat::Json => output::print_json(&json!({ "id": id, "revision": deleted.revision })),
+                OutputFormat::Table => output::print(&format!("deleted key {id}\nrevision: {}\n", deleted.revision)),
+            }
+        }
+    }
+}
+
+async fn list_keys(client: &mut AdminClient, list: ListArgs, format: OutputFormat) -> anyhow::Result<()> {
+    let one_page = list.page_size.is_some() || list.page_token.is_some();
+    let mut keys = Vec::new();
+    let mut token = list.page_token.unwrap_or_default();
+    let next_page_token = loop {
+        let request = pb::ListKeysRequest { page_size: list.page_size.unwrap_or(1000), page_token: token };
+        let page = client.list_keys(request).await.or_status()?;
+        keys.extend(page.keys);
+        if one_page || page.next_page_token.is_empty() {
+            break page.next_page_token;
+        }
+        token = page.next_page_token;
+    };
+    match format {
+        OutputFormat::Json => output::print_json(&json!({
+            "keys": keys.iter().map(output::key_json).collect::<Vec<Value>>(),
+            "next_page_token": next_page_token,
+        })),
+        OutputFormat::Table => {
+            let mut text = output::key_table(&keys).render();
+            if !next_page_token.is_empty() {
+                text.push_str(&format!("next page: --page-token {next_page_token}\n"));
+            }
+            output::print(&text)
+        }
+    }
+}
+
+fn print_key(key: &pb::Key, revision: Option<u64>, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            let mut value = output::key_json(key);
+            if let Some(revision) = revision {
+                value["revision"] = json!(revision);
+            }
+            output::print_json(&value)
+        }
+        OutputFormat::Table => {
+            let mut text = output::key_table(std::slice::from_ref(key)).render();
+            if !key.description.is_empty() {
+                text.push_str(&format!("description: {}\n", key.description));
+            }
+            if let Some(revision) = revision {
+                text.push_str(&format!("revision: {revision}\n"));
+            }
+            output::print(&text)
+        }
+    }
+}

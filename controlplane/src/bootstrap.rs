@@ -62,10 +62,8 @@ impl Bootstrap {
 
         let mut settings = state.settings;
         if state.first_start {
-            settings = Settings {
-                passthrough_enabled: vars.passthrough_enabled(),
-                v1_alias_enabled: vars.v1_alias_enabled(),
-            };
+            settings =
+                Settings { passthrough_enabled: vars.passthrough_enabled(), v1_alias_enabled: vars.v1_alias_enabled() };
         }
         if let Some(on) = vars.enable_passthrough_routes {
             settings.passthrough_enabled = on;
@@ -108,9 +106,7 @@ impl Bootstrap {
         now: SystemTime,
     ) -> Option<ProviderRecord> {
         let vars = &self.vars;
-        let enabled = vars
-            .enabled_passthrough_providers
-            .map(|set| set.contains(kind));
+        let enabled = vars.enabled_passthrough_providers.map(|set| set.contains(kind));
         let base_url = vars.base_url(kind);
         let credential = vars.credential(kind);
         let touched = enabled.is_some() || base_url.is_some() || credential.is_some();
@@ -119,12 +115,7 @@ impl Bootstrap {
         }
         // A provider without a record is disabled already; only create one to enable it or
         // to give it a base URL or credential.
-        if current.is_none()
-            && !first_start
-            && enabled == Some(false)
-            && base_url.is_none()
-            && credential.is_none()
-        {
+        if current.is_none() && !first_start && enabled == Some(false) && base_url.is_none() && credential.is_none() {
             return None;
         }
         let mut record = match current {
@@ -184,9 +175,7 @@ pub async fn run(store: &dyn Store, vars: &ProductVars) -> Result<Option<Revisio
         None => tracing::info!(%variables, "the store already matches the environment"),
     }
     if vars.master_key().is_none() {
-        tracing::warn!(
-            "AURORA_MASTER_KEY is not set: the admin API rejects every call until it is"
-        );
+        tracing::warn!("AURORA_MASTER_KEY is not set: the admin API rejects every call until it is");
     }
     Ok(revision)
 }
@@ -231,8 +220,7 @@ mod tests {
     #[test]
     fn first_start_writes_every_provider_with_defaults() {
         let mut vars = vars();
-        vars.enabled_passthrough_providers =
-            Some(ProviderSet::parse_list("anthropic").expect("known"));
+        vars.enabled_passthrough_providers = Some(ProviderSet::parse_list("anthropic").expect("known"));
         vars.credentials.anthropic = Some("sk-ant".into());
         let writes = Bootstrap::new(vars).plan(&empty_state(), SystemTime::UNIX_EPOCH);
         assert_eq!(writes.settings, Some(Settings::default()));
@@ -241,14 +229,8 @@ mod tests {
             assert_eq!(record.enabled, record.kind == ProviderKind::Anthropic);
             assert_eq!(record.base_url, record.kind.default_base_url_parsed());
         }
-        let anthropic = writes
-            .providers
-            .iter()
-            .find(|p| p.kind == ProviderKind::Anthropic);
-        assert_eq!(
-            anthropic.and_then(|p| p.credential.clone()),
-            Some(Credential::new("sk-ant"))
-        );
+        let anthropic = writes.providers.iter().find(|p| p.kind == ProviderKind::Anthropic);
+        assert_eq!(anthropic.and_then(|p| p.credential.clone()), Some(Credential::new("sk-ant")));
         assert_eq!(writes.master_key_hash, None);
     }
 
@@ -268,10 +250,7 @@ mod tests {
     #[test]
     fn set_variables_override_api_changes_and_unset_ones_keep_them() {
         let bootstrap = Bootstrap::new(vars());
-        let mut state = applied(
-            &empty_state(),
-            &bootstrap.plan(&empty_state(), SystemTime::UNIX_EPOCH),
-        );
+        let mut state = applied(&empty_state(), &bootstrap.plan(&empty_state(), SystemTime::UNIX_EPOCH));
         // The API disabled the v1 alias and openai, and set a credential.
         state.settings.v1_alias_enabled = false;
         for p in &mut state.providers {
@@ -290,14 +269,8 @@ mod tests {
         let writes = Bootstrap::new(vars).plan(&state, SystemTime::UNIX_EPOCH);
         assert_eq!(writes.settings.map(|s| s.v1_alias_enabled), Some(true));
         assert_eq!(writes.providers.len(), 1);
-        assert!(
-            !writes.providers[0].enabled,
-            "enabled is not touched by the credential variable"
-        );
-        assert_eq!(
-            writes.providers[0].credential,
-            Some(Credential::new("from-env"))
-        );
+        assert!(!writes.providers[0].enabled, "enabled is not touched by the credential variable");
+        assert_eq!(writes.providers[0].credential, Some(Credential::new("from-env")));
     }
 
     #[test]
@@ -309,11 +282,7 @@ mod tests {
         assert_eq!(writes.master_key_hash, Some(None));
         let mut vars = vars();
         vars.master_key = Some("old".into());
-        assert!(
-            Bootstrap::new(vars)
-                .plan(&state, SystemTime::UNIX_EPOCH)
-                .is_empty()
-        );
+        assert!(Bootstrap::new(vars).plan(&state, SystemTime::UNIX_EPOCH).is_empty());
     }
 
     #[test]

@@ -13,11 +13,7 @@ pub struct Config {
     pub grpc_listen_addr: SocketAddr,
 
     /// Where the store lives. `sqlite://PATH` (created on first start, parent directory too).
-    #[arg(
-        long,
-        env = "AURORA_DATABASE_URL",
-        default_value = "sqlite://aurora-data/aurora.db"
-    )]
+    #[arg(long, env = "AURORA_DATABASE_URL", default_value = "sqlite://aurora-data/aurora.db")]
     pub database_url: String,
 
     /// The product page's variables, applied to the store at every startup (see bootstrap).
@@ -29,11 +25,7 @@ impl Config {
     /// A configuration for tests and embedding: listen on `addr`, store in `database_url`,
     /// no product variables set.
     pub fn new(grpc_listen_addr: SocketAddr, database_url: impl Into<String>) -> Self {
-        Config {
-            grpc_listen_addr,
-            database_url: database_url.into(),
-            product: ProductVars::default(),
-        }
+        Config { grpc_listen_addr, database_url: database_url.into(), product: ProductVars::default() }
     }
 }
 

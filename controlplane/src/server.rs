@@ -19,10 +19,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -44,25 +41,13 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
     let store = SqliteStore::open(&config.database_url).await?;
     crate::bootstrap::run(&store, &config.product).await?;
     let addr = config.grpc_listen_addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok(ControlPlane {
-        listener,
-        local_addr,
-        store: Arc::new(store),
-        master_key: config.product.master_key_hash(),
-    })
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(ControlPlane { listener, local_addr, store: Arc::new(store), master_key: config.product.master_key_hash() })
 }
 
 /// [`start`], then [`ControlPlane::serve`] until `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServerError> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
     start(config).await?.serve(shutdown).await
 }
 
@@ -78,9 +63,7 @@ impl ControlPlane {
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_service_status(ADMIN_SERVICE, ServingStatus::Serving)
-            .await;
+        health_reporter.set_service_status(ADMIN_SERVICE, ServingStatus::Serving).await;
 
         // Reflection describes our services and health, so grpcurl needs no proto files.
         let reflection = || {
@@ -92,12 +75,10 @@ impl ControlPlane {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         // Only the admin API is authenticated: probes and reflection must work without a token.
-        let admin = AdminServiceServer::with_interceptor(
-            AdminApi::new(self.store),
-            AdminAuth::new(self.master_key),
-        );
+        let admin = AdminServiceServer::with_interceptor(AdminApi::new(self.store), AdminAuth::new(self.master_key));
 
-        tracing::info!(addr = %self.local_addr, "control plane listening");
+        // The same event shape as the data plane's listeners: tests read `addr` from it.
+        tracing::info!(listener = "grpc", addr = %self.local_addr, "listening");
         tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection_v1)
@@ -124,16 +105,10 @@ mod tests {
 
     use super::*;
 
-    async fn serve() -> (
-        SocketAddr,
-        tokio::sync::oneshot::Sender<()>,
-        tempfile::TempDir,
-    ) {
+    async fn serve() -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let control_plane = start(Config::new("127.0.0.1:0".parse().unwrap(), url))
-            .await
-            .unwrap();
+        let control_plane = start(Config::new("127.0.0.1:0".parse().unwrap(), url)).await.unwrap();
         let addr = control_plane.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(control_plane.serve(async move {
@@ -143,11 +118,7 @@ mod tests {
     }
 
     async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
     }
 
     #[tokio::test]
@@ -155,17 +126,8 @@ mod tests {
         let (addr, _stop, _dir) = serve().await;
         let mut client = HealthClient::new(channel(addr).await);
         for service in ["", ADMIN_SERVICE] {
-            let response = client
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-                .unwrap();
-            assert_eq!(
-                response.into_inner().status(),
-                Status::Serving,
-                "{service:?}"
-            );
+            let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+            assert_eq!(response.into_inner().status(), Status::Serving, "{service:?}");
         }
     }
 
@@ -178,15 +140,9 @@ mod tests {
             MessageRequest::FileContainingSymbol(ADMIN_SERVICE.into()),
             MessageRequest::FileContainingSymbol("grpc.health.v1.Health".into()),
         ];
-        let requests = requests.map(|message| ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(message),
-        });
-        let mut responses = client
-            .server_reflection_info(tokio_stream::iter(requests))
-            .await
-            .unwrap()
-            .into_inner();
+        let requests =
+            requests.map(|message| ServerReflectionRequest { host: String::new(), message_request: Some(message) });
+        let mut responses = client.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
 
         let Some(MessageResponse::ListServicesResponse(list)) =
             responses.message().await.unwrap().unwrap().message_response
@@ -194,15 +150,8 @@ mod tests {
             panic!("expected a service list")
         };
         let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-        for expected in [
-            ADMIN_SERVICE,
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-        ] {
-            assert!(
-                names.iter().any(|n| n == expected),
-                "{expected} missing from {names:?}"
-            );
+        for expected in [ADMIN_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }
         for _ in 0..2 {
             let response = responses.message().await.unwrap().unwrap().message_response;

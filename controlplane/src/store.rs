@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings,
-    SettingsPatch, SettingsView, Snapshot, provider_bits,
+    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
+    Snapshot, provider_bits,
 };
 pub use sqlite::SqliteStore;
 
@@ -40,18 +40,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError>;
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError>;
     /// Up to `limit` keys with ids greater than `after`, in id (creation) order.
-    async fn list_keys(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<KeyRecord>, StoreError>;
+    async fn list_keys(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
     /// Applies the fields set in `patch`. Enabling a revoked key fails with
     /// [`StoreError::KeyRevoked`].
-    async fn update_key(
-        &self,
-        id: Uuid,
-        patch: KeyPatch,
-    ) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError>;
     /// Disables the key for good and stamps `revoked_at`.
     async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError>;
     async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError>;
@@ -69,10 +61,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;
-    async fn update_settings(
-        &self,
-        patch: SettingsPatch,
-    ) -> Result<(SettingsView, Revision), StoreError>;
+    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError>;
 
     /// Applies the environment at startup in one transaction. Returns the revision it committed,
     /// or `None` when the store already matched and nothing was written.

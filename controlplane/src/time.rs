@@ -12,10 +12,7 @@ pub(crate) fn now() -> SystemTime {
 
 /// Milliseconds since the Unix epoch; times before it clamp to 0.
 pub(crate) fn to_millis(time: SystemTime) -> i64 {
-    let millis = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let millis = time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     i64::try_from(millis).unwrap_or(i64::MAX)
 }
 

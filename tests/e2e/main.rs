@@ -7,6 +7,7 @@
 
 mod support;
 
+mod controlplane;
 mod passthrough;
 
 mod sdk;

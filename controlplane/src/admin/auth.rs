@@ -27,18 +27,14 @@ impl AdminAuth {
             ));
         };
         let header = metadata.get("authorization").ok_or_else(|| {
-            Status::unauthenticated(
-                "missing authorization: send `authorization: Bearer <master key>`",
-            )
+            Status::unauthenticated("missing authorization: send `authorization: Bearer <master key>`")
         })?;
-        let token = header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
-            Status::unauthenticated("malformed authorization: expected `Bearer <master key>`")
-        })?;
-        if KeyHash::of(token).ct_eq(master_key) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("invalid master key"))
-        }
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or_else(|| Status::unauthenticated("malformed authorization: expected `Bearer <master key>`"))?;
+        if KeyHash::of(token).ct_eq(master_key) { Ok(()) } else { Err(Status::unauthenticated("invalid master key")) }
     }
 }
 
@@ -75,23 +71,14 @@ mod tests {
         assert!(auth.check(&metadata("Bearer mk")).is_ok());
         assert!(auth.check(&metadata("bearer mk")).is_ok());
         for bad in ["Bearer mk2", "Basic mk", "Bearer ", "mk"] {
-            assert_eq!(
-                auth.check(&metadata(bad)).map_err(|s| s.code()),
-                Err(Code::Unauthenticated),
-                "{bad}"
-            );
+            assert_eq!(auth.check(&metadata(bad)).map_err(|s| s.code()), Err(Code::Unauthenticated), "{bad}");
         }
-        assert_eq!(
-            auth.check(&MetadataMap::new()).map_err(|s| s.code()),
-            Err(Code::Unauthenticated)
-        );
+        assert_eq!(auth.check(&MetadataMap::new()).map_err(|s| s.code()), Err(Code::Unauthenticated));
     }
 
     #[test]
     fn without_a_master_key_everything_is_rejected() {
-        let status = AdminAuth::new(None)
-            .check(&metadata("Bearer anything"))
-            .expect_err("disabled");
+        let status = AdminAuth::new(None).check(&metadata("Bearer anything")).expect_err("disabled");
         assert_eq!(status.code(), Code::Unauthenticated);
         assert!(status.message().contains("AURORA_MASTER_KEY"));
     }

@@ -13,11 +13,7 @@ pub(crate) fn key(record: &KeyRecord) -> pb::Key {
         redacted: record.redacted.clone(),
         enabled: record.enabled,
         expires_at: record.expires_at.map(Into::into),
-        allowed_providers: record
-            .allowed_providers
-            .iter()
-            .map(|k| k.as_str().to_owned())
-            .collect(),
+        allowed_providers: record.allowed_providers.iter().map(|k| k.as_str().to_owned()).collect(),
         created_at: Some(record.created_at.into()),
         updated_at: Some(record.updated_at.into()),
         revoked_at: record.revoked_at.map(Into::into),
@@ -31,11 +27,7 @@ pub(crate) fn provider(record: &ProviderRecord) -> pb::Provider {
         enabled: record.enabled,
         base_url: record.base_url.as_str().to_owned(),
         credential_set: record.credential.is_some(),
-        credential_fingerprint: record
-            .credential
-            .as_ref()
-            .map(|c| c.fingerprint())
-            .unwrap_or_default(),
+        credential_fingerprint: record.credential.as_ref().map(|c| c.fingerprint()).unwrap_or_default(),
         updated_at: Some(record.updated_at.into()),
     }
 }
@@ -44,11 +36,7 @@ pub(crate) fn settings(view: &SettingsView) -> pb::Settings {
     pb::Settings {
         passthrough_enabled: view.settings.passthrough_enabled,
         v1_alias_enabled: view.settings.v1_alias_enabled,
-        enabled_providers: view
-            .enabled_providers
-            .iter()
-            .map(|k| ProviderKind::as_str(k).to_owned())
-            .collect(),
+        enabled_providers: view.enabled_providers.iter().map(|k| ProviderKind::as_str(k).to_owned()).collect(),
         revision: view.revision,
     }
 }

@@ -19,9 +19,7 @@ impl From<AdminError> for Status {
         match err {
             AdminError::Invalid(err) => Status::invalid_argument(err.to_string()),
             AdminError::Store(err) => match err {
-                StoreError::KeyNotFound(_) | StoreError::ProviderNotFound(_) => {
-                    Status::not_found(err.to_string())
-                }
+                StoreError::KeyNotFound(_) | StoreError::ProviderNotFound(_) => Status::not_found(err.to_string()),
                 StoreError::KeyNameTaken(_) => Status::already_exists(err.to_string()),
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
                     Status::failed_precondition(err.to_string())
@@ -30,10 +28,7 @@ impl From<AdminError> for Status {
                     tracing::warn!(error = %err, "store busy");
                     Status::unavailable("the store is busy; retry")
                 }
-                StoreError::Corrupt(_)
-                | StoreError::Open(_)
-                | StoreError::Database(_)
-                | StoreError::Migrate(_) => {
+                StoreError::Corrupt(_) | StoreError::Open(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                     // The details go to the log only; the caller learns nothing about internals.
                     tracing::error!(error = %err, "admin call failed in the store");
                     Status::internal("internal store error; see the control plane's log")
@@ -55,18 +50,12 @@ mod tests {
         let id = Uuid::nil();
         let cases = [
             (StoreError::KeyNotFound(id), Code::NotFound),
-            (
-                StoreError::ProviderNotFound(aurora_core::ProviderKind::Zai),
-                Code::NotFound,
-            ),
+            (StoreError::ProviderNotFound(aurora_core::ProviderKind::Zai), Code::NotFound),
             (StoreError::KeyNameTaken("ci".into()), Code::AlreadyExists),
             (StoreError::KeyRevoked(id), Code::FailedPrecondition),
             (StoreError::KeyAlreadyRevoked(id), Code::FailedPrecondition),
             (StoreError::Corrupt("keys.hash".into()), Code::Internal),
-            (
-                StoreError::Database(sqlx::Error::PoolTimedOut),
-                Code::Unavailable,
-            ),
+            (StoreError::Database(sqlx::Error::PoolTimedOut), Code::Unavailable),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(AdminError::from(err)).code(), code);

@@ -33,10 +33,7 @@ fn reply<T>(result: Result<T, AdminError>) -> Reply<T> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn create_key(
-        &self,
-        request: Request<pb::CreateKeyRequest>,
-    ) -> Reply<pb::CreateKeyResponse> {
+    async fn create_key(&self, request: Request<pb::CreateKeyRequest>) -> Reply<pb::CreateKeyResponse> {
         let req = request.into_inner();
         reply(
             async {
@@ -48,23 +45,12 @@ impl AdminService for AdminApi {
                     hash: secret.hash(),
                     redacted: secret.redacted(),
                     enabled: !req.disabled,
-                    expires_at: req
-                        .expires_at
-                        .as_ref()
-                        .map(|t| validate::expires_at(t, now))
-                        .transpose()?,
-                    allowed_providers: validate::providers(
-                        "allowed_providers",
-                        &req.allowed_providers,
-                    )?,
+                    expires_at: req.expires_at.as_ref().map(|t| validate::expires_at(t, now)).transpose()?,
+                    allowed_providers: validate::providers("allowed_providers", &req.allowed_providers)?,
                 };
                 let (record, revision) = self.store.create_key(new).await?;
                 tracing::info!(key_id = %record.id, revision, "key created");
-                Ok(pb::CreateKeyResponse {
-                    key: Some(convert::key(&record)),
-                    secret: secret.into_exposed(),
-                    revision,
-                })
+                Ok(pb::CreateKeyResponse { key: Some(convert::key(&record)), secret: secret.into_exposed(), revision })
             }
             .await,
         )
@@ -81,10 +67,7 @@ impl AdminService for AdminApi {
         )
     }
 
-    async fn list_keys(
-        &self,
-        request: Request<pb::ListKeysRequest>,
-    ) -> Reply<pb::ListKeysResponse> {
+    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
         let req = request.into_inner();
         reply(
             async {
@@ -98,30 +81,20 @@ impl AdminService for AdminApi {
                     Some(last) if more => validate::next_page_token(last.id),
                     _ => String::new(),
                 };
-                Ok(pb::ListKeysResponse {
-                    keys: records.iter().map(convert::key).collect(),
-                    next_page_token,
-                })
+                Ok(pb::ListKeysResponse { keys: records.iter().map(convert::key).collect(), next_page_token })
             }
             .await,
         )
     }
 
-    async fn update_key(
-        &self,
-        request: Request<pb::UpdateKeyRequest>,
-    ) -> Reply<pb::KeyMutationResponse> {
+    async fn update_key(&self, request: Request<pb::UpdateKeyRequest>) -> Reply<pb::KeyMutationResponse> {
         let req = request.into_inner();
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
                 let patch = KeyPatch {
                     name: req.name.as_deref().map(validate::name).transpose()?,
-                    description: req
-                        .description
-                        .as_deref()
-                        .map(validate::description)
-                        .transpose()?,
+                    description: req.description.as_deref().map(validate::description).transpose()?,
                     enabled: req.enabled,
                     expires_at: match &req.expiry {
                         Some(pb::update_key_request::Expiry::ExpiresAt(t)) => {
@@ -138,38 +111,26 @@ impl AdminService for AdminApi {
                 };
                 let (record, revision) = self.store.update_key(id, patch).await?;
                 tracing::info!(key_id = %id, revision, "key updated");
-                Ok(pb::KeyMutationResponse {
-                    key: Some(convert::key(&record)),
-                    revision,
-                })
+                Ok(pb::KeyMutationResponse { key: Some(convert::key(&record)), revision })
             }
             .await,
         )
     }
 
-    async fn revoke_key(
-        &self,
-        request: Request<pb::RevokeKeyRequest>,
-    ) -> Reply<pb::KeyMutationResponse> {
+    async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Reply<pb::KeyMutationResponse> {
         let req = request.into_inner();
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
                 let (record, revision) = self.store.revoke_key(id).await?;
                 tracing::info!(key_id = %id, revision, "key revoked");
-                Ok(pb::KeyMutationResponse {
-                    key: Some(convert::key(&record)),
-                    revision,
-                })
+                Ok(pb::KeyMutationResponse { key: Some(convert::key(&record)), revision })
             }
             .await,
         )
     }
 
-    async fn delete_key(
-        &self,
-        request: Request<pb::DeleteKeyRequest>,
-    ) -> Reply<pb::DeleteResponse> {
+    async fn delete_key(&self, request: Request<pb::DeleteKeyRequest>) -> Reply<pb::DeleteResponse> {
         let req = request.into_inner();
         reply(
             async {
@@ -182,16 +143,11 @@ impl AdminService for AdminApi {
         )
     }
 
-    async fn list_providers(
-        &self,
-        _request: Request<pb::ListProvidersRequest>,
-    ) -> Reply<pb::ListProvidersResponse> {
+    async fn list_providers(&self, _request: Request<pb::ListProvidersRequest>) -> Reply<pb::ListProvidersResponse> {
         reply(
             async {
                 let records = self.store.list_providers().await?;
-                Ok(pb::ListProvidersResponse {
-                    providers: records.iter().map(convert::provider).collect(),
-                })
+                Ok(pb::ListProvidersResponse { providers: records.iter().map(convert::provider).collect() })
             }
             .await,
         )
@@ -208,39 +164,24 @@ impl AdminService for AdminApi {
                 let kind = validate::provider("name", &req.name)?;
                 let patch = ProviderPatch {
                     enabled: req.enabled,
-                    base_url: req
-                        .base_url
-                        .as_deref()
-                        .map(validate::base_url)
-                        .transpose()?,
+                    base_url: req.base_url.as_deref().map(validate::base_url).transpose()?,
                     credential: match &req.credential_change {
                         Some(pb::upsert_provider_request::CredentialChange::Credential(c)) => {
                             Some(Some(validate::credential(c)?))
                         }
-                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(
-                            true,
-                        )) => Some(None),
-                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(
-                            false,
-                        ))
-                        | None => None,
+                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(true)) => Some(None),
+                        Some(pb::upsert_provider_request::CredentialChange::ClearCredential(false)) | None => None,
                     },
                 };
                 let (record, revision) = self.store.upsert_provider(kind, patch).await?;
                 tracing::info!(provider = %kind, revision, "provider upserted");
-                Ok(pb::ProviderMutationResponse {
-                    provider: Some(convert::provider(&record)),
-                    revision,
-                })
+                Ok(pb::ProviderMutationResponse { provider: Some(convert::provider(&record)), revision })
             }
             .await,
         )
     }
 
-    async fn delete_provider(
-        &self,
-        request: Request<pb::DeleteProviderRequest>,
-    ) -> Reply<pb::DeleteResponse> {
+    async fn delete_provider(&self, request: Request<pb::DeleteProviderRequest>) -> Reply<pb::DeleteResponse> {
         let req = request.into_inner();
         reply(
             async {
@@ -270,10 +211,7 @@ impl AdminService for AdminApi {
                 };
                 let (view, revision) = self.store.update_settings(patch).await?;
                 tracing::info!(revision, "settings updated");
-                Ok(pb::SettingsMutationResponse {
-                    settings: Some(convert::settings(&view)),
-                    revision,
-                })
+                Ok(pb::SettingsMutationResponse { settings: Some(convert::settings(&view)), revision })
             }
             .await,
         )
@@ -285,18 +223,14 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<pb::ListDataPlanesRequest>,
     ) -> Reply<pb::ListDataPlanesResponse> {
-        Err(Status::unimplemented(
-            "ListDataPlanes arrives with the config stream",
-        ))
+        Err(Status::unimplemented("ListDataPlanes arrives with the config stream"))
     }
 
     async fn wait_for_revision(
         &self,
         _request: Request<pb::WaitForRevisionRequest>,
     ) -> Reply<pb::WaitForRevisionResponse> {
-        Err(Status::unimplemented(
-            "WaitForRevision arrives with the config stream",
-        ))
+        Err(Status::unimplemented("WaitForRevision arrives with the config stream"))
     }
 }
 

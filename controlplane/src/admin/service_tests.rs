@@ -24,44 +24,25 @@ struct Running {
 
 async fn serve(master_key: Option<&str>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        format!("sqlite://{}/cp.db", dir.path().display()),
-    );
-    config.product = ProductVars {
-        master_key: master_key.map(Into::into),
-        ..ProductVars::default()
-    };
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), format!("sqlite://{}/cp.db", dir.path().display()));
+    config.product = ProductVars { master_key: master_key.map(Into::into), ..ProductVars::default() };
     let control_plane = crate::start(config).await.unwrap();
     let url = format!("http://{}", control_plane.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(control_plane.serve(async move {
         let _ = stopped.await;
     }));
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Running {
-        channel,
-        _stop: stop,
-        _dir: dir,
-    }
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    Running { channel, _stop: stop, _dir: dir }
 }
 
 #[derive(Clone)]
 struct Bearer(Option<&'static str>);
 
 impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         }
         Ok(request)
     }
@@ -80,60 +61,38 @@ async fn admin() -> (Running, Client) {
 }
 
 fn create(name: &str) -> pb::CreateKeyRequest {
-    pb::CreateKeyRequest {
-        name: name.into(),
-        ..Default::default()
-    }
+    pb::CreateKeyRequest { name: name.into(), ..Default::default() }
 }
 
 /// Asserts the call failed with `code` and a message containing `needle`.
 fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("the call should fail");
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(needle),
-        "{:?} does not mention {needle:?}",
-        status.message()
-    );
+    assert!(status.message().contains(needle), "{:?} does not mention {needle:?}", status.message());
 }
 
 #[tokio::test]
 async fn every_call_needs_the_master_key() {
     let running = serve(Some(MASTER_KEY)).await;
     assert_status(
-        client(&running, None)
-            .list_keys(pb::ListKeysRequest::default())
-            .await,
+        client(&running, None).list_keys(pb::ListKeysRequest::default()).await,
         Code::Unauthenticated,
         "authorization",
     );
     assert_status(
-        client(&running, Some("wrong"))
-            .get_settings(pb::GetSettingsRequest {})
-            .await,
+        client(&running, Some("wrong")).get_settings(pb::GetSettingsRequest {}).await,
         Code::Unauthenticated,
         "invalid",
     );
-    assert_status(
-        client(&running, Some("wrong"))
-            .create_key(create("x"))
-            .await,
-        Code::Unauthenticated,
-        "invalid",
-    );
-    client(&running, Some(MASTER_KEY))
-        .get_settings(pb::GetSettingsRequest {})
-        .await
-        .unwrap();
+    assert_status(client(&running, Some("wrong")).create_key(create("x")).await, Code::Unauthenticated, "invalid");
+    client(&running, Some(MASTER_KEY)).get_settings(pb::GetSettingsRequest {}).await.unwrap();
 }
 
 #[tokio::test]
 async fn without_a_master_key_the_admin_api_is_closed() {
     let running = serve(None).await;
     for token in [None, Some(""), Some("anything")] {
-        let result = client(&running, token)
-            .list_providers(pb::ListProvidersRequest {})
-            .await;
+        let result = client(&running, token).list_providers(pb::ListProvidersRequest {}).await;
         assert_status(result, Code::Unauthenticated, "AURORA_MASTER_KEY");
     }
 }
@@ -153,24 +112,13 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        created.secret.starts_with("aur_") && created.secret.len() >= 47,
-        "{}",
-        created.secret.len()
-    );
+    assert!(created.secret.starts_with("aur_") && created.secret.len() >= 47, "{}", created.secret.len());
     let key = created.key.unwrap();
-    assert_eq!(
-        key.redacted,
-        format!("aur_…{}", &created.secret[created.secret.len() - 4..])
-    );
+    assert_eq!(key.redacted, format!("aur_…{}", &created.secret[created.secret.len() - 4..]));
     assert_eq!(key.allowed_providers, ["anthropic"]);
     assert!(key.enabled && key.revoked_at.is_none());
 
-    let fetched = admin
-        .get_key(pb::GetKeyRequest { id: key.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(fetched, key);
 
     let updated = admin
@@ -187,168 +135,60 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
         .into_inner();
     assert_eq!(updated.revision, created.revision + 1);
     let updated_key = updated.key.unwrap();
-    assert_eq!(
-        (updated_key.name.as_str(), updated_key.enabled),
-        ("ci-2", false)
-    );
+    assert_eq!((updated_key.name.as_str(), updated_key.enabled), ("ci-2", false));
     assert!(updated_key.expires_at.is_none() && updated_key.allowed_providers.is_empty());
 
-    let revoked = admin
-        .revoke_key(pb::RevokeKeyRequest { id: key.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = admin.revoke_key(pb::RevokeKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(revoked.revision, updated.revision + 1);
     assert!(revoked.key.unwrap().revoked_at.is_some());
 
-    let deleted = admin
-        .delete_key(pb::DeleteKeyRequest { id: key.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let deleted = admin.delete_key(pb::DeleteKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(deleted.revision, revoked.revision + 1);
-    assert_status(
-        admin.get_key(pb::GetKeyRequest { id: key.id }).await,
-        Code::NotFound,
-        "not found",
-    );
+    assert_status(admin.get_key(pb::GetKeyRequest { id: key.id }).await, Code::NotFound, "not found");
 }
 
 #[tokio::test]
 async fn status_codes_are_precise() {
     let (_running, mut admin) = admin().await;
-    let key = admin
-        .create_key(create("taken"))
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap();
+    let key = admin.create_key(create("taken")).await.unwrap().into_inner().key.unwrap();
 
     // INVALID_ARGUMENT names the field.
-    assert_status(
-        admin.create_key(create("")).await,
-        Code::InvalidArgument,
-        "name: must be 1 to 128 characters",
-    );
+    assert_status(admin.create_key(create("")).await, Code::InvalidArgument, "name: must be 1 to 128 characters");
     let past = pb::CreateKeyRequest {
         expires_at: Some((SystemTime::now() - Duration::from_secs(5)).into()),
         ..create("late")
     };
-    assert_status(
-        admin.create_key(past).await,
-        Code::InvalidArgument,
-        "expires_at: must be in the future",
-    );
-    let unknown = pb::CreateKeyRequest {
-        allowed_providers: vec!["gemini".into()],
-        ..create("g")
-    };
-    assert_status(
-        admin.create_key(unknown).await,
-        Code::InvalidArgument,
-        "known providers: openai, anthropic",
-    );
-    assert_status(
-        admin.get_key(pb::GetKeyRequest { id: "nope".into() }).await,
-        Code::InvalidArgument,
-        "id:",
-    );
-    let bad_url = pb::UpsertProviderRequest {
-        name: "vllm".into(),
-        base_url: Some("gpu:8000".into()),
-        ..Default::default()
-    };
-    assert_status(
-        admin.upsert_provider(bad_url).await,
-        Code::InvalidArgument,
-        "base_url:",
-    );
-    let bad_provider = pb::UpsertProviderRequest {
-        name: "gemini".into(),
-        ..Default::default()
-    };
-    assert_status(
-        admin.upsert_provider(bad_provider).await,
-        Code::InvalidArgument,
-        "name: unknown provider",
-    );
-    let too_big = pb::ListKeysRequest {
-        page_size: 1001,
-        ..Default::default()
-    };
-    assert_status(
-        admin.list_keys(too_big).await,
-        Code::InvalidArgument,
-        "page_size:",
-    );
-    let bad_token = pb::ListKeysRequest {
-        page_token: "xyz".into(),
-        ..Default::default()
-    };
-    assert_status(
-        admin.list_keys(bad_token).await,
-        Code::InvalidArgument,
-        "page_token:",
-    );
+    assert_status(admin.create_key(past).await, Code::InvalidArgument, "expires_at: must be in the future");
+    let unknown = pb::CreateKeyRequest { allowed_providers: vec!["gemini".into()], ..create("g") };
+    assert_status(admin.create_key(unknown).await, Code::InvalidArgument, "known providers: openai, anthropic");
+    assert_status(admin.get_key(pb::GetKeyRequest { id: "nope".into() }).await, Code::InvalidArgument, "id:");
+    let bad_url =
+        pb::UpsertProviderRequest { name: "vllm".into(), base_url: Some("gpu:8000".into()), ..Default::default() };
+    assert_status(admin.upsert_provider(bad_url).await, Code::InvalidArgument, "base_url:");
+    let bad_provider = pb::UpsertProviderRequest { name: "gemini".into(), ..Default::default() };
+    assert_status(admin.upsert_provider(bad_provider).await, Code::InvalidArgument, "name: unknown provider");
+    let too_big = pb::ListKeysRequest { page_size: 1001, ..Default::default() };
+    assert_status(admin.list_keys(too_big).await, Code::InvalidArgument, "page_size:");
+    let bad_token = pb::ListKeysRequest { page_token: "xyz".into(), ..Default::default() };
+    assert_status(admin.list_keys(bad_token).await, Code::InvalidArgument, "page_token:");
 
     // NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION.
     let missing = uuid::Uuid::now_v7().to_string();
-    assert_status(
-        admin
-            .get_key(pb::GetKeyRequest {
-                id: missing.clone(),
-            })
-            .await,
-        Code::NotFound,
-        &missing,
-    );
-    assert_status(
-        admin.revoke_key(pb::RevokeKeyRequest { id: missing }).await,
-        Code::NotFound,
-        "not found",
-    );
-    admin
-        .delete_provider(pb::DeleteProviderRequest { name: "zai".into() })
-        .await
-        .unwrap();
-    assert_status(
-        admin
-            .delete_provider(pb::DeleteProviderRequest { name: "zai".into() })
-            .await,
-        Code::NotFound,
-        "zai",
-    );
-    assert_status(
-        admin.create_key(create("taken")).await,
-        Code::AlreadyExists,
-        "taken",
-    );
-    admin
-        .revoke_key(pb::RevokeKeyRequest { id: key.id.clone() })
-        .await
-        .unwrap();
-    let enable = pb::UpdateKeyRequest {
-        id: key.id.clone(),
-        enabled: Some(true),
-        ..Default::default()
-    };
-    assert_status(
-        admin.update_key(enable).await,
-        Code::FailedPrecondition,
-        "revoked",
-    );
+    assert_status(admin.get_key(pb::GetKeyRequest { id: missing.clone() }).await, Code::NotFound, &missing);
+    assert_status(admin.revoke_key(pb::RevokeKeyRequest { id: missing }).await, Code::NotFound, "not found");
+    admin.delete_provider(pb::DeleteProviderRequest { name: "zai".into() }).await.unwrap();
+    assert_status(admin.delete_provider(pb::DeleteProviderRequest { name: "zai".into() }).await, Code::NotFound, "zai");
+    assert_status(admin.create_key(create("taken")).await, Code::AlreadyExists, "taken");
+    admin.revoke_key(pb::RevokeKeyRequest { id: key.id.clone() }).await.unwrap();
+    let enable = pb::UpdateKeyRequest { id: key.id.clone(), enabled: Some(true), ..Default::default() };
+    assert_status(admin.update_key(enable).await, Code::FailedPrecondition, "revoked");
     assert_status(
         admin.revoke_key(pb::RevokeKeyRequest { id: key.id }).await,
         Code::FailedPrecondition,
         "already revoked",
     );
 
-    assert_status(
-        admin.list_data_planes(pb::ListDataPlanesRequest {}).await,
-        Code::Unimplemented,
-        "config stream",
-    );
+    assert_status(admin.list_data_planes(pb::ListDataPlanesRequest {}).await, Code::Unimplemented, "config stream");
 }
 
 #[tokio::test]
@@ -356,29 +196,13 @@ async fn list_keys_paginates() {
     let (_running, mut admin) = admin().await;
     let mut created = Vec::new();
     for i in 0..5 {
-        created.push(
-            admin
-                .create_key(create(&format!("k{i}")))
-                .await
-                .unwrap()
-                .into_inner()
-                .key
-                .unwrap()
-                .id,
-        );
+        created.push(admin.create_key(create(&format!("k{i}"))).await.unwrap().into_inner().key.unwrap().id);
     }
     let mut seen = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = admin
-            .list_keys(pb::ListKeysRequest {
-                page_size: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page = admin.list_keys(pb::ListKeysRequest { page_size: 2, page_token: token }).await.unwrap().into_inner();
         pages += 1;
         seen.extend(page.keys.into_iter().map(|k| k.id));
         if page.next_page_token.is_empty() {
@@ -387,11 +211,7 @@ async fn list_keys_paginates() {
         token = page.next_page_token;
     }
     assert_eq!((pages, seen), (3, created.clone()));
-    let all = admin
-        .list_keys(pb::ListKeysRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let all = admin.list_keys(pb::ListKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(all.keys.len(), 5);
     assert!(all.next_page_token.is_empty());
 }
@@ -399,26 +219,16 @@ async fn list_keys_paginates() {
 #[tokio::test]
 async fn provider_credentials_are_write_only() {
     let (_running, mut admin) = admin().await;
-    let listed = admin
-        .list_providers(pb::ListProvidersRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = admin.list_providers(pb::ListProvidersRequest {}).await.unwrap().into_inner();
     let names: Vec<_> = listed.providers.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["openai", "anthropic", "openrouter", "zai", "vllm"],
-        "bootstrap created every provider"
-    );
+    assert_eq!(names, ["openai", "anthropic", "openrouter", "zai", "vllm"], "bootstrap created every provider");
 
     let upserted = admin
         .upsert_provider(pb::UpsertProviderRequest {
             name: "vllm".into(),
             enabled: Some(false),
             base_url: Some("http://gpu:8000/v1/".into()),
-            credential_change: Some(pb::upsert_provider_request::CredentialChange::Credential(
-                "vllm-secret".into(),
-            )),
+            credential_change: Some(pb::upsert_provider_request::CredentialChange::Credential("vllm-secret".into())),
         })
         .await
         .unwrap()
@@ -426,23 +236,14 @@ async fn provider_credentials_are_write_only() {
     let provider = upserted.provider.unwrap();
     assert_eq!(provider.base_url, "http://gpu:8000/v1");
     assert!(provider.credential_set && !provider.enabled);
-    assert_eq!(
-        provider.credential_fingerprint,
-        KeyHash::of("vllm-secret").fingerprint()
-    );
-    let listed = admin
-        .list_providers(pb::ListProvidersRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(provider.credential_fingerprint, KeyHash::of("vllm-secret").fingerprint());
+    let listed = admin.list_providers(pb::ListProvidersRequest {}).await.unwrap().into_inner();
     assert!(!format!("{listed:?}").contains("vllm-secret"));
 
     let cleared = admin
         .upsert_provider(pb::UpsertProviderRequest {
             name: "vllm".into(),
-            credential_change: Some(
-                pb::upsert_provider_request::CredentialChange::ClearCredential(true),
-            ),
+            credential_change: Some(pb::upsert_provider_request::CredentialChange::ClearCredential(true)),
             ..Default::default()
         })
         .await
@@ -451,36 +252,22 @@ async fn provider_credentials_are_write_only() {
     assert_eq!(cleared.revision, upserted.revision + 1);
     let provider = cleared.provider.unwrap();
     assert!(!provider.credential_set && provider.credential_fingerprint.is_empty());
-    assert_eq!(
-        provider.base_url, "http://gpu:8000/v1",
-        "unset fields are left alone"
-    );
+    assert_eq!(provider.base_url, "http://gpu:8000/v1", "unset fields are left alone");
 }
 
 #[tokio::test]
 async fn settings_round_trip_with_revisions() {
     let (_running, mut admin) = admin().await;
-    let settings = admin
-        .get_settings(pb::GetSettingsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let settings = admin.get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner();
     assert!(settings.passthrough_enabled && settings.v1_alias_enabled);
     assert_eq!(settings.enabled_providers.len(), 5);
     let updated = admin
-        .update_settings(pb::UpdateSettingsRequest {
-            passthrough_enabled: None,
-            v1_alias_enabled: Some(false),
-        })
+        .update_settings(pb::UpdateSettingsRequest { passthrough_enabled: None, v1_alias_enabled: Some(false) })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(updated.revision, settings.revision + 1);
-    let now = admin
-        .get_settings(pb::GetSettingsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let now = admin.get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner();
     assert_eq!(Some(&now), updated.settings.as_ref());
     assert!(now.passthrough_enabled && !now.v1_alias_enabled);
     assert_eq!(now.revision, updated.revision);

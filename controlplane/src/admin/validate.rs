@@ -23,25 +23,18 @@ pub(crate) struct FieldError {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        message: message.into(),
-    }
+    FieldError { field, message: message.into() }
 }
 
 pub(crate) fn key_id(raw: &str) -> Result<Uuid, FieldError> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| invalid("id", format!("{raw:?} is not a key id (a UUID)")))
+    Uuid::parse_str(raw.trim()).map_err(|_| invalid("id", format!("{raw:?} is not a key id (a UUID)")))
 }
 
 pub(crate) fn name(raw: &str) -> Result<String, FieldError> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > NAME_MAX_CHARS {
-        return Err(invalid(
-            "name",
-            format!("must be 1 to {NAME_MAX_CHARS} characters"),
-        ));
+        return Err(invalid("name", format!("must be 1 to {NAME_MAX_CHARS} characters")));
     }
     if name.chars().any(char::is_control) {
         return Err(invalid("name", "must not contain control characters"));
@@ -51,21 +44,14 @@ pub(crate) fn name(raw: &str) -> Result<String, FieldError> {
 
 pub(crate) fn description(raw: &str) -> Result<String, FieldError> {
     if raw.chars().count() > DESCRIPTION_MAX_CHARS {
-        return Err(invalid(
-            "description",
-            format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
-        ));
+        return Err(invalid("description", format!("must be at most {DESCRIPTION_MAX_CHARS} characters")));
     }
     Ok(raw.to_owned())
 }
 
 /// An expiry, which must lie in the future.
-pub(crate) fn expires_at(
-    timestamp: &prost_types::Timestamp,
-    now: SystemTime,
-) -> Result<SystemTime, FieldError> {
-    let time = SystemTime::try_from(*timestamp)
-        .map_err(|_| invalid("expires_at", "not a valid timestamp"))?;
+pub(crate) fn expires_at(timestamp: &prost_types::Timestamp, now: SystemTime) -> Result<SystemTime, FieldError> {
+    let time = SystemTime::try_from(*timestamp).map_err(|_| invalid("expires_at", "not a valid timestamp"))?;
     if time <= now {
         return Err(invalid("expires_at", "must be in the future"));
     }
@@ -79,9 +65,7 @@ pub(crate) fn providers(field: &'static str, names: &[String]) -> Result<Provide
 }
 
 pub(crate) fn provider(field: &'static str, name: &str) -> Result<ProviderKind, FieldError> {
-    name.trim()
-        .parse()
-        .map_err(|err: aurora_core::UnknownProvider| invalid(field, err.to_string()))
+    name.trim().parse().map_err(|err: aurora_core::UnknownProvider| invalid(field, err.to_string()))
 }
 
 pub(crate) fn base_url(raw: &str) -> Result<BaseUrl, FieldError> {
@@ -93,10 +77,7 @@ pub(crate) fn base_url(raw: &str) -> Result<BaseUrl, FieldError> {
 pub(crate) fn credential(raw: &str) -> Result<Credential, FieldError> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > CREDENTIAL_MAX_BYTES {
-        return Err(invalid(
-            "credential",
-            format!("must be 1 to {CREDENTIAL_MAX_BYTES} characters"),
-        ));
+        return Err(invalid("credential", format!("must be 1 to {CREDENTIAL_MAX_BYTES} characters")));
     }
     if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         return Err(invalid("credential", "must be printable ASCII"));
@@ -107,10 +88,7 @@ pub(crate) fn credential(raw: &str) -> Result<Credential, FieldError> {
 pub(crate) fn page_size(raw: u32) -> Result<u32, FieldError> {
     match raw {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(invalid(
-            "page_size",
-            format!("must be at most {MAX_PAGE_SIZE}"),
-        )),
+        n if n > MAX_PAGE_SIZE => Err(invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}"))),
         n => Ok(n),
     }
 }
@@ -121,8 +99,7 @@ pub(crate) fn page_token(raw: &str) -> Result<Option<Uuid>, FieldError> {
         return Ok(None);
     }
     let mut bytes = [0u8; 16];
-    hex::decode_to_slice(raw, &mut bytes)
-        .map_err(|_| invalid("page_token", "not a token from a previous response"))?;
+    hex::decode_to_slice(raw, &mut bytes).map_err(|_| invalid("page_token", "not a token from a previous response"))?;
     Ok(Some(Uuid::from_bytes(bytes)))
 }
 
@@ -139,10 +116,7 @@ mod tests {
     #[test]
     fn names_are_bounded_and_errors_name_the_field() {
         assert_eq!(name("  ci  ").as_deref(), Ok("ci"));
-        assert_eq!(
-            name("").map_err(|e| e.to_string()),
-            Err("name: must be 1 to 128 characters".to_owned())
-        );
+        assert_eq!(name("").map_err(|e| e.to_string()), Err("name: must be 1 to 128 characters".to_owned()));
         assert!(name(&"x".repeat(129)).is_err());
         assert!(name(&"é".repeat(128)).is_ok());
         assert!(name("a\nb").is_err());
@@ -153,23 +127,15 @@ mod tests {
         let now = SystemTime::now();
         let past = prost_types::Timestamp::from(now - Duration::from_secs(1));
         let future = prost_types::Timestamp::from(now + Duration::from_secs(60));
-        assert_eq!(
-            expires_at(&past, now).map_err(|e| e.field),
-            Err("expires_at")
-        );
+        assert_eq!(expires_at(&past, now).map_err(|e| e.field), Err("expires_at"));
         assert!(expires_at(&future, now).is_ok());
     }
 
     #[test]
     fn unknown_providers_list_the_known_ones() {
-        let err = providers("allowed_providers", &["openai".into(), "gemini".into()])
-            .expect_err("unknown");
+        let err = providers("allowed_providers", &["openai".into(), "gemini".into()]).expect_err("unknown");
         assert_eq!(err.field, "allowed_providers");
-        assert!(
-            err.message
-                .contains("known providers: openai, anthropic, openrouter, zai, vllm"),
-            "{err}"
-        );
+        assert!(err.message.contains("known providers: openai, anthropic, openrouter, zai, vllm"), "{err}");
     }
 
     #[test]

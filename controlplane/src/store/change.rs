@@ -20,11 +20,7 @@ pub(crate) struct ChangeEntry {
 
 impl ChangeEntry {
     pub(crate) fn key_upsert(key: &KeyRecord) -> Self {
-        Self::upsert(
-            "key",
-            key.id.to_string(),
-            change::Change::KeyUpsert(key.to_config()),
-        )
+        Self::upsert("key", key.id.to_string(), change::Change::KeyUpsert(key.to_config()))
     }
 
     pub(crate) fn key_delete(key: &KeyRecord) -> Self {
@@ -32,9 +28,7 @@ impl ChangeEntry {
             kind: "key",
             object_id: key.id.to_string(),
             op: "delete",
-            change: Change {
-                change: Some(change::Change::KeyDelete(key.hash.as_bytes().to_vec())),
-            },
+            change: Change { change: Some(change::Change::KeyDelete(key.hash.as_bytes().to_vec())) },
         }
     }
 
@@ -51,39 +45,22 @@ impl ChangeEntry {
             kind: "provider",
             object_id: kind.as_str().to_owned(),
             op: "delete",
-            change: Change {
-                change: Some(change::Change::ProviderDelete(kind.as_str().to_owned())),
-            },
+            change: Change { change: Some(change::Change::ProviderDelete(kind.as_str().to_owned())) },
         }
     }
 
     pub(crate) fn settings(settings: Settings) -> Self {
-        Self::upsert(
-            "settings",
-            "settings".to_owned(),
-            change::Change::Settings(settings.to_config()),
-        )
+        Self::upsert("settings", "settings".to_owned(), change::Change::Settings(settings.to_config()))
     }
 
     /// The master key changed; an empty hash means there is none any more.
     pub(crate) fn master_key_hash(hash: Option<KeyHash>) -> Self {
         let bytes = hash.map(|h| h.as_bytes().to_vec()).unwrap_or_default();
-        Self::upsert(
-            "master_key",
-            "master_key".to_owned(),
-            change::Change::MasterKeyHash(bytes),
-        )
+        Self::upsert("master_key", "master_key".to_owned(), change::Change::MasterKeyHash(bytes))
     }
 
     fn upsert(kind: &'static str, object_id: String, change: change::Change) -> Self {
-        ChangeEntry {
-            kind,
-            object_id,
-            op: "upsert",
-            change: Change {
-                change: Some(change),
-            },
-        }
+        ChangeEntry { kind, object_id, op: "upsert", change: Change { change: Some(change) } }
     }
 
     pub(crate) fn payload(&self) -> Vec<u8> {

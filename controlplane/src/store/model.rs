@@ -139,11 +139,7 @@ impl ProviderRecord {
             name: self.kind.as_str().to_owned(),
             enabled: self.enabled,
             base_url: self.base_url.as_str().to_owned(),
-            credential: self
-                .credential
-                .as_ref()
-                .map(|c| c.expose().to_owned())
-                .unwrap_or_default(),
+            credential: self.credential.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
         }
     }
 }
@@ -181,19 +177,13 @@ pub struct Settings {
 impl Default for Settings {
     /// The product page's defaults.
     fn default() -> Self {
-        Settings {
-            passthrough_enabled: true,
-            v1_alias_enabled: true,
-        }
+        Settings { passthrough_enabled: true, v1_alias_enabled: true }
     }
 }
 
 impl Settings {
     pub fn to_config(self) -> ConfigSettings {
-        ConfigSettings {
-            passthrough_enabled: self.passthrough_enabled,
-            v1_alias_enabled: self.v1_alias_enabled,
-        }
+        ConfigSettings { passthrough_enabled: self.passthrough_enabled, v1_alias_enabled: self.v1_alias_enabled }
     }
 }
 

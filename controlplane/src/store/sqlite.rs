@@ -16,8 +16,7 @@ use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
 use aurora_proto::v1::{Change, Delta};
 use prost::Message;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::watch;
@@ -25,8 +24,8 @@ use uuid::Uuid;
 
 use super::change::ChangeEntry;
 use super::model::{
-    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings,
-    SettingsPatch, SettingsView, Snapshot,
+    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
+    Snapshot,
 };
 use super::{Revision, Store, StoreError};
 use crate::bootstrap::{Bootstrap, BootstrapState};
@@ -60,9 +59,7 @@ impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if !url.starts_with("sqlite:") {
             // The URL is not echoed: a PostgreSQL URL may carry a password.
-            return Err(StoreError::Open(
-                "unsupported database URL: expected sqlite://PATH".into(),
-            ));
+            return Err(StoreError::Open("unsupported database URL: expected sqlite://PATH".into()));
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -72,24 +69,14 @@ impl SqliteStore {
             .foreign_keys(true);
         let file = options.get_filename();
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| {
-                StoreError::Open(format!(
-                    "cannot create directory {}: {err}",
-                    parent.display()
-                ))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|err| StoreError::Open(format!("cannot create directory {}: {err}", parent.display())))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         let head = read_head(&mut *pool.acquire().await?).await?;
         let (sender, _) = watch::channel(head);
-        Ok(SqliteStore {
-            pool,
-            head: Arc::new(sender),
-        })
+        Ok(SqliteStore { pool, head: Arc::new(sender) })
     }
 
     /// Closes every connection, for tests that reopen the same file.
@@ -101,11 +88,10 @@ impl SqliteStore {
     /// committing rolls the revision back too.
     async fn begin_write(&self) -> Result<(Transaction<'static, Sqlite>, Revision), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE head SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let revision: i64 =
+            sqlx::query_scalar("UPDATE head SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+                .fetch_one(&mut *tx)
+                .await?;
         Ok((tx, to_revision(revision)?))
     }
 
@@ -169,26 +155,21 @@ impl Store for SqliteStore {
             updated_at: now,
             revoked_at: None,
         };
-        sqlx::query(concat!(
-            "INSERT INTO keys (",
-            key_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(record.id.to_string())
-        .bind(&record.name)
-        .bind(&record.description)
-        .bind(record.hash.as_bytes().as_slice())
-        .bind(&record.redacted)
-        .bind(record.enabled)
-        .bind(record.expires_at.map(time::to_millis))
-        .bind(provider_list(record.allowed_providers))
-        .bind(time::to_millis(record.created_at))
-        .bind(time::to_millis(record.updated_at))
-        .bind(None::<i64>)
-        .execute(&mut *tx)
-        .await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now)
+        sqlx::query(concat!("INSERT INTO keys (", key_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(record.id.to_string())
+            .bind(&record.name)
+            .bind(&record.description)
+            .bind(record.hash.as_bytes().as_slice())
+            .bind(&record.redacted)
+            .bind(record.enabled)
+            .bind(record.expires_at.map(time::to_millis))
+            .bind(provider_list(record.allowed_providers))
+            .bind(time::to_millis(record.created_at))
+            .bind(time::to_millis(record.updated_at))
+            .bind(None::<i64>)
+            .execute(&mut *tx)
             .await?;
+        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
         Ok((record, revision))
     }
 
@@ -197,29 +178,17 @@ impl Store for SqliteStore {
         fetch_key(&mut conn, id).await
     }
 
-    async fn list_keys(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn list_keys(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<KeyRecord>, StoreError> {
         let after = after.map(|id| id.to_string()).unwrap_or_default();
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keys WHERE id > ? ORDER BY id LIMIT ?"
-        ))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id > ? ORDER BY id LIMIT ?"))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn update_key(
-        &self,
-        id: Uuid,
-        patch: KeyPatch,
-    ) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError> {
         let (mut tx, revision) = self.begin_write().await?;
         let mut record = fetch_key(&mut tx, id).await?;
         if patch.enabled == Some(true) && record.revoked_at.is_some() {
@@ -244,8 +213,7 @@ impl Store for SqliteStore {
         let now = time::now();
         record.updated_at = now;
         write_key(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now)
-            .await?;
+        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
         Ok((record, revision))
     }
 
@@ -260,25 +228,15 @@ impl Store for SqliteStore {
         record.revoked_at = Some(now);
         record.updated_at = now;
         write_key(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now)
-            .await?;
+        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
         Ok((record, revision))
     }
 
     async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError> {
         let (mut tx, revision) = self.begin_write().await?;
         let record = fetch_key(&mut tx, id).await?;
-        sqlx::query("DELETE FROM keys WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        self.commit(
-            tx,
-            revision,
-            &[ChangeEntry::key_delete(&record)],
-            time::now(),
-        )
-        .await?;
+        sqlx::query("DELETE FROM keys WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+        self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now()).await?;
         Ok(revision)
     }
 
@@ -294,16 +252,12 @@ impl Store for SqliteStore {
     ) -> Result<(ProviderRecord, Revision), StoreError> {
         let (mut tx, revision) = self.begin_write().await?;
         let now = time::now();
-        let current = fetch_providers(&mut tx)
-            .await?
-            .into_iter()
-            .find(|p| p.kind == kind);
+        let current = fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
         let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
         patch.apply(&mut record);
         record.updated_at = now;
         write_provider(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now)
-            .await?;
+        self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
         Ok((record, revision))
     }
 
@@ -317,13 +271,7 @@ impl Store for SqliteStore {
         if deleted == 0 {
             return Err(StoreError::ProviderNotFound(kind));
         }
-        self.commit(
-            tx,
-            revision,
-            &[ChangeEntry::provider_delete(kind)],
-            time::now(),
-        )
-        .await?;
+        self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
         Ok(revision)
     }
 
@@ -335,18 +283,14 @@ impl Store for SqliteStore {
         Ok(view)
     }
 
-    async fn update_settings(
-        &self,
-        patch: SettingsPatch,
-    ) -> Result<(SettingsView, Revision), StoreError> {
+    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError> {
         let (mut tx, revision) = self.begin_write().await?;
         let (mut settings, _) = fetch_settings(&mut tx).await?;
         patch.apply(&mut settings);
         let now = time::now();
         write_settings(&mut tx, settings, now).await?;
         let view = settings_view(&mut tx, revision).await?;
-        self.commit(tx, revision, &[ChangeEntry::settings(settings)], now)
-            .await?;
+        self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
         Ok((view, revision))
     }
 
@@ -395,24 +339,22 @@ impl Store for SqliteStore {
 
     async fn changes_since(&self, after: Revision, limit: u32) -> Result<Vec<Delta>, StoreError> {
         let upper = after.saturating_add(u64::from(limit));
-        let rows = sqlx::query("SELECT revision, payload FROM changes WHERE revision > ? AND revision <= ? ORDER BY revision, seq")
-            .bind(to_i64(after))
-            .bind(to_i64(upper))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT revision, payload FROM changes WHERE revision > ? AND revision <= ? ORDER BY revision, seq",
+        )
+        .bind(to_i64(after))
+        .bind(to_i64(upper))
+        .fetch_all(&self.pool)
+        .await?;
         let mut deltas: Vec<Delta> = Vec::new();
         for row in rows {
             let revision = to_revision(row.try_get("revision")?)?;
             let payload: Vec<u8> = row.try_get("payload")?;
-            let change = Change::decode(payload.as_slice()).map_err(|_| {
-                StoreError::Corrupt(format!("changes.payload of revision {revision}"))
-            })?;
+            let change = Change::decode(payload.as_slice())
+                .map_err(|_| StoreError::Corrupt(format!("changes.payload of revision {revision}")))?;
             match deltas.last_mut() {
                 Some(delta) if delta.revision == revision => delta.changes.push(change),
-                _ => deltas.push(Delta {
-                    revision,
-                    changes: vec![change],
-                }),
+                _ => deltas.push(Delta { revision, changes: vec![change] }),
             }
         }
         Ok(deltas)
@@ -420,9 +362,7 @@ impl Store for SqliteStore {
 
     async fn oldest_retained_revision(&self) -> Result<Revision, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(revision) FROM changes")
-            .fetch_one(&mut *tx)
-            .await?;
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(revision) FROM changes").fetch_one(&mut *tx).await?;
         let head = read_head(&mut tx).await?;
         tx.commit().await?;
         match oldest {
@@ -435,15 +375,11 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = read_head(&mut tx).await?;
         let cutoff = to_i64(head.saturating_sub(keep_revisions));
-        let dropped: i64 =
-            sqlx::query_scalar("SELECT COUNT(DISTINCT revision) FROM changes WHERE revision <= ?")
-                .bind(cutoff)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query("DELETE FROM changes WHERE revision <= ?")
+        let dropped: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT revision) FROM changes WHERE revision <= ?")
             .bind(cutoff)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM changes WHERE revision <= ?").bind(cutoff).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(u64::try_from(dropped).unwrap_or(0))
     }
@@ -454,14 +390,10 @@ impl Store for SqliteStore {
         let revision = read_head(&mut tx).await?;
         let (settings, master_key_hash) = fetch_settings(&mut tx).await?;
         let providers = fetch_providers(&mut tx).await?;
-        let rows = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY id"))
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY id")).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        let keys = rows
-            .iter()
-            .map(|row| key_from_row(row).map(|k| k.to_config()))
-            .collect::<Result<_, _>>()?;
+        let keys = rows.iter().map(|row| key_from_row(row).map(|k| k.to_config())).collect::<Result<_, _>>()?;
         Ok(Snapshot {
             revision,
             settings: settings.to_config(),
@@ -477,21 +409,13 @@ impl Store for SqliteStore {
 }
 
 async fn read_head(conn: &mut SqliteConnection) -> Result<Revision, StoreError> {
-    let revision: i64 = sqlx::query_scalar("SELECT revision FROM head WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
+    let revision: i64 = sqlx::query_scalar("SELECT revision FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
     to_revision(revision)
 }
 
-async fn ensure_name_free(
-    conn: &mut SqliteConnection,
-    name: &str,
-    except: Option<Uuid>,
-) -> Result<(), StoreError> {
-    let holder: Option<String> = sqlx::query_scalar("SELECT id FROM keys WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn ensure_name_free(conn: &mut SqliteConnection, name: &str, except: Option<Uuid>) -> Result<(), StoreError> {
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT id FROM keys WHERE name = ?").bind(name).fetch_optional(&mut *conn).await?;
     match holder {
         Some(holder) if Some(holder.as_str()) != except.map(|id| id.to_string()).as_deref() => {
             Err(StoreError::KeyNameTaken(name.to_owned()))
@@ -501,18 +425,11 @@ async fn ensure_name_free(
 }
 
 async fn fetch_key(conn: &mut SqliteConnection, id: Uuid) -> Result<KeyRecord, StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM keys WHERE id = ?"
-    ))
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref()
-        .map(key_from_row)
-        .transpose()?
-        .ok_or(StoreError::KeyNotFound(id))
+    let row = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(key_from_row).transpose()?.ok_or(StoreError::KeyNotFound(id))
 }
 
 async fn write_key(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), StoreError> {
@@ -544,16 +461,12 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         hash: KeyHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt("keys.hash".into()))?,
         redacted: row.try_get("redacted")?,
         enabled: row.try_get("enabled")?,
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
-            .map(time::from_millis),
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(time::from_millis),
         allowed_providers: ProviderSet::parse_list(&allowed)
             .map_err(|_| StoreError::Corrupt("keys.allowed_providers".into()))?,
         created_at: time::from_millis(row.try_get("created_at")?),
         updated_at: time::from_millis(row.try_get("updated_at")?),
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(time::from_millis),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(time::from_millis),
     })
 }
 
@@ -568,15 +481,10 @@ async fn fetch_providers(conn: &mut SqliteConnection) -> Result<Vec<ProviderReco
             let name: String = row.try_get("name")?;
             let base_url: String = row.try_get("base_url")?;
             Ok(ProviderRecord {
-                kind: name
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("providers.name".into()))?,
+                kind: name.parse().map_err(|_| StoreError::Corrupt("providers.name".into()))?,
                 enabled: row.try_get("enabled")?,
-                base_url: BaseUrl::parse(&base_url)
-                    .map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
-                credential: row
-                    .try_get::<Option<String>, _>("credential")?
-                    .map(Credential::new),
+                base_url: BaseUrl::parse(&base_url).map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
+                credential: row.try_get::<Option<String>, _>("credential")?.map(Credential::new),
                 updated_at: time::from_millis(row.try_get("updated_at")?),
             })
         })
@@ -585,10 +493,7 @@ async fn fetch_providers(conn: &mut SqliteConnection) -> Result<Vec<ProviderReco
     Ok(records)
 }
 
-async fn write_provider(
-    conn: &mut SqliteConnection,
-    record: &ProviderRecord,
-) -> Result<(), StoreError> {
+async fn write_provider(conn: &mut SqliteConnection, record: &ProviderRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO providers (name, enabled, base_url, credential, updated_at) VALUES (?, ?, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
@@ -604,33 +509,22 @@ async fn write_provider(
     Ok(())
 }
 
-async fn fetch_settings(
-    conn: &mut SqliteConnection,
-) -> Result<(Settings, Option<KeyHash>), StoreError> {
-    let row = sqlx::query(
-        "SELECT passthrough_enabled, v1_alias_enabled, master_key_hash FROM settings WHERE id = 1",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+async fn fetch_settings(conn: &mut SqliteConnection) -> Result<(Settings, Option<KeyHash>), StoreError> {
+    let row = sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash FROM settings WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
     let settings = Settings {
         passthrough_enabled: row.try_get("passthrough_enabled")?,
         v1_alias_enabled: row.try_get("v1_alias_enabled")?,
     };
     let hash = row
         .try_get::<Option<Vec<u8>>, _>("master_key_hash")?
-        .map(|bytes| {
-            KeyHash::from_slice(&bytes)
-                .ok_or_else(|| StoreError::Corrupt("settings.master_key_hash".into()))
-        })
+        .map(|bytes| KeyHash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt("settings.master_key_hash".into())))
         .transpose()?;
     Ok((settings, hash))
 }
 
-async fn write_settings(
-    conn: &mut SqliteConnection,
-    settings: Settings,
-    now: SystemTime,
-) -> Result<(), StoreError> {
+async fn write_settings(conn: &mut SqliteConnection, settings: Settings, now: SystemTime) -> Result<(), StoreError> {
     sqlx::query("UPDATE settings SET passthrough_enabled = ?, v1_alias_enabled = ?, updated_at = ? WHERE id = 1")
         .bind(settings.passthrough_enabled)
         .bind(settings.v1_alias_enabled)
@@ -640,30 +534,15 @@ async fn write_settings(
     Ok(())
 }
 
-async fn settings_view(
-    conn: &mut SqliteConnection,
-    revision: Revision,
-) -> Result<SettingsView, StoreError> {
+async fn settings_view(conn: &mut SqliteConnection, revision: Revision) -> Result<SettingsView, StoreError> {
     let (settings, _) = fetch_settings(conn).await?;
-    let enabled_providers = fetch_providers(conn)
-        .await?
-        .into_iter()
-        .filter(|p| p.enabled)
-        .map(|p| p.kind)
-        .collect();
-    Ok(SettingsView {
-        settings,
-        enabled_providers,
-        revision,
-    })
+    let enabled_providers = fetch_providers(conn).await?.into_iter().filter(|p| p.enabled).map(|p| p.kind).collect();
+    Ok(SettingsView { settings, enabled_providers, revision })
 }
 
 /// `anthropic,vllm`; empty for "every provider".
 fn provider_list(set: ProviderSet) -> String {
-    set.iter()
-        .map(ProviderKind::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
+    set.iter().map(ProviderKind::as_str).collect::<Vec<_>>().join(",")
 }
 
 fn to_revision(value: i64) -> Result<Revision, StoreError> {

@@ -36,26 +36,18 @@ fn new_key(name: &str) -> (NewKey, KeySecret) {
 }
 
 fn credential_patch(secret: &str) -> ProviderPatch {
-    ProviderPatch {
-        credential: Some(Some(Credential::new(secret))),
-        ..ProviderPatch::default()
-    }
+    ProviderPatch { credential: Some(Some(Credential::new(secret))), ..ProviderPatch::default() }
 }
 
 #[tokio::test]
 async fn migrations_create_the_schema_from_empty() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    assert!(
-        dir.path().join("nested/dir/aurora.db").exists(),
-        "file and parent directories are created"
-    );
+    assert!(dir.path().join("nested/dir/aurora.db").exists(), "file and parent directories are created");
     assert_eq!(store.head_revision().await.unwrap(), 0);
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
     assert_eq!(applied, 1);
     // Opening again re-runs nothing and keeps the head.
     store.close().await;
@@ -66,23 +58,11 @@ async fn migrations_create_the_schema_from_empty() {
 async fn restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store
-        .bootstrap(&Bootstrap::new(ProductVars::default()))
-        .await
-        .unwrap();
+    store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap();
     let (key, _) = new_key("ci");
     let (key, _) = store.create_key(key).await.unwrap();
-    store
-        .upsert_provider(ProviderKind::Zai, credential_patch("zai-secret"))
-        .await
-        .unwrap();
-    store
-        .update_settings(SettingsPatch {
-            v1_alias_enabled: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret")).await.unwrap();
+    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
     let before = store.load_snapshot().await.unwrap();
     let providers = store.list_providers().await.unwrap();
     store.close().await;
@@ -92,24 +72,14 @@ async fn restart_keeps_everything() {
     assert_eq!(store.get_key(key.id).await.unwrap(), key);
     assert_eq!(store.list_providers().await.unwrap(), providers);
     assert_eq!(*store.watch_head().borrow(), before.revision);
-    assert!(
-        !store
-            .get_settings()
-            .await
-            .unwrap()
-            .settings
-            .v1_alias_enabled
-    );
+    assert!(!store.get_settings().await.unwrap().settings.v1_alias_enabled);
 }
 
 #[tokio::test]
 async fn revisions_are_gap_free_under_concurrent_writers() {
     let dir = tempfile::tempdir().unwrap();
     // Two pools on one file behave like two control-plane processes.
-    let stores = [
-        Arc::new(open(dir.path()).await),
-        Arc::new(open(dir.path()).await),
-    ];
+    let stores = [Arc::new(open(dir.path()).await), Arc::new(open(dir.path()).await)];
     let mut tasks = Vec::new();
     for task in 0..6 {
         let store = Arc::clone(&stores[task % 2]);
@@ -120,20 +90,8 @@ async fn revisions_are_gap_free_under_concurrent_writers() {
                 let (record, _) = store.create_key(key).await.unwrap();
                 // A failing mutation in between: its revision must roll back, not leave a hole.
                 let (duplicate, _) = new_key(&format!("key-{task}-{i}"));
-                assert!(matches!(
-                    store.create_key(duplicate).await,
-                    Err(StoreError::KeyNameTaken(_))
-                ));
-                store
-                    .update_key(
-                        record.id,
-                        KeyPatch {
-                            enabled: Some(false),
-                            ..KeyPatch::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
+                assert!(matches!(store.create_key(duplicate).await, Err(StoreError::KeyNameTaken(_))));
+                store.update_key(record.id, KeyPatch { enabled: Some(false), ..KeyPatch::default() }).await.unwrap();
                 committed += 2;
             }
             committed
@@ -145,13 +103,8 @@ async fn revisions_are_gap_free_under_concurrent_writers() {
     }
     let head = stores[0].head_revision().await.unwrap();
     assert_eq!(head, committed);
-    let revisions: Vec<u64> = stores[1]
-        .changes_since(0, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|delta| delta.revision)
-        .collect();
+    let revisions: Vec<u64> =
+        stores[1].changes_since(0, 1000).await.unwrap().iter().map(|delta| delta.revision).collect();
     assert_eq!(revisions, (1..=head).collect::<Vec<_>>());
 }
 
@@ -159,10 +112,7 @@ async fn revisions_are_gap_free_under_concurrent_writers() {
 async fn secrets_are_never_stored_in_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let vars = ProductVars {
-        master_key: Some("master-key-plaintext".into()),
-        ..ProductVars::default()
-    };
+    let vars = ProductVars { master_key: Some("master-key-plaintext".into()), ..ProductVars::default() };
     store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
     let (key, secret) = new_key("needle-name");
     store.create_key(key).await.unwrap();
@@ -175,18 +125,9 @@ async fn secrets_are_never_stored_in_plaintext() {
     }
     let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
     assert!(contains(b"needle-name"), "the test reads the real file");
-    assert!(
-        contains(secret.hash().as_bytes()),
-        "the hash is what is stored"
-    );
-    assert!(
-        !contains(secret.expose().as_bytes()),
-        "the key secret is in the file"
-    );
-    assert!(
-        !contains(b"master-key-plaintext"),
-        "the master key is in the file"
-    );
+    assert!(contains(secret.hash().as_bytes()), "the hash is what is stored");
+    assert!(!contains(secret.expose().as_bytes()), "the key secret is in the file");
+    assert!(!contains(b"master-key-plaintext"), "the master key is in the file");
 }
 
 /// The state a data plane builds by applying deltas, keyed like the snapshot.
@@ -227,30 +168,16 @@ impl Replayed {
         Replayed {
             revision: snapshot.revision,
             settings: Some(snapshot.settings),
-            providers: snapshot
-                .providers
-                .iter()
-                .map(|p| (p.name.clone(), p.clone()))
-                .collect(),
-            keys: snapshot
-                .keys
-                .iter()
-                .map(|k| (k.hash.clone(), k.clone()))
-                .collect(),
-            master_key_hash: snapshot
-                .master_key_hash
-                .map(|h| h.as_bytes().to_vec())
-                .unwrap_or_default(),
+            providers: snapshot.providers.iter().map(|p| (p.name.clone(), p.clone())).collect(),
+            keys: snapshot.keys.iter().map(|k| (k.hash.clone(), k.clone())).collect(),
+            master_key_hash: snapshot.master_key_hash.map(|h| h.as_bytes().to_vec()).unwrap_or_default(),
         }
     }
 }
 
 /// Exercises every kind of mutation.
 async fn mutate_everything(store: &SqliteStore) {
-    let vars = ProductVars {
-        master_key: Some("mk-1".into()),
-        ..ProductVars::default()
-    };
+    let vars = ProductVars { master_key: Some("mk-1".into()), ..ProductVars::default() };
     store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -259,43 +186,13 @@ async fn mutate_everything(store: &SqliteStore) {
         key.allowed_providers = ProviderSet::parse_list("anthropic,zai").unwrap();
         ids.push(store.create_key(key).await.unwrap().0.id);
     }
-    store
-        .update_key(
-            ids[0],
-            KeyPatch {
-                name: Some("renamed".into()),
-                ..KeyPatch::default()
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .update_key(
-            ids[1],
-            KeyPatch {
-                expires_at: Some(None),
-                ..KeyPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    store.update_key(ids[0], KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() }).await.unwrap();
+    store.update_key(ids[1], KeyPatch { expires_at: Some(None), ..KeyPatch::default() }).await.unwrap();
     store.revoke_key(ids[2]).await.unwrap();
     store.delete_key(ids[3]).await.unwrap();
-    store
-        .upsert_provider(ProviderKind::Vllm, credential_patch("vllm-token"))
-        .await
-        .unwrap();
-    store
-        .delete_provider(ProviderKind::OpenRouter)
-        .await
-        .unwrap();
-    store
-        .update_settings(SettingsPatch {
-            passthrough_enabled: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    store.upsert_provider(ProviderKind::Vllm, credential_patch("vllm-token")).await.unwrap();
+    store.delete_provider(ProviderKind::OpenRouter).await.unwrap();
+    store.update_settings(SettingsPatch { passthrough_enabled: Some(false), ..Default::default() }).await.unwrap();
     // A restart with another master key and an env override records one more revision.
     let vars = ProductVars {
         master_key: Some("mk-2".into()),
@@ -323,10 +220,7 @@ async fn replaying_the_change_log_over_empty_state_equals_the_snapshot() {
     let snapshot = store.load_snapshot().await.unwrap();
     assert_eq!(replayed, Replayed::of_snapshot(&snapshot));
     assert_eq!(snapshot.keys.len(), 4);
-    assert!(
-        snapshot.keys.iter().any(|k| !k.enabled),
-        "the revoked key is sent disabled"
-    );
+    assert!(snapshot.keys.iter().any(|k| !k.enabled), "the revoked key is sent disabled");
     assert_eq!(snapshot.master_key_hash, Some(KeyHash::of("mk-2")));
 }
 
@@ -341,20 +235,8 @@ async fn compaction_keeps_the_newest_revisions_replayable() {
     assert_eq!(store.compact_changes(3).await.unwrap(), head - 3);
     assert_eq!(store.oldest_retained_revision().await.unwrap(), head - 2);
     assert_eq!(store.changes_since(head - 3, 100).await.unwrap(), before);
-    assert!(
-        store
-            .changes_since(0, 100)
-            .await
-            .unwrap()
-            .first()
-            .map(|d| d.revision)
-            == Some(head - 2)
-    );
-    assert_eq!(
-        store.compact_changes(3).await.unwrap(),
-        0,
-        "compaction is idempotent"
-    );
+    assert!(store.changes_since(0, 100).await.unwrap().first().map(|d| d.revision) == Some(head - 2));
+    assert_eq!(store.compact_changes(3).await.unwrap(), 0, "compaction is idempotent");
     assert_eq!(store.compact_changes(0).await.unwrap(), 3);
     assert_eq!(store.oldest_retained_revision().await.unwrap(), head + 1);
 }
@@ -362,26 +244,13 @@ async fn compaction_keeps_the_newest_revisions_replayable() {
 #[tokio::test]
 async fn bootstrap_with_the_same_environment_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let vars = ProductVars {
-        master_key: Some("mk".into()),
-        enable_passthrough_routes: Some(false),
-        ..ProductVars::default()
-    };
+    let vars =
+        ProductVars { master_key: Some("mk".into()), enable_passthrough_routes: Some(false), ..ProductVars::default() };
     let store = open(dir.path()).await;
-    assert_eq!(
-        store
-            .bootstrap(&Bootstrap::new(vars.clone()))
-            .await
-            .unwrap(),
-        Some(1)
-    );
+    assert_eq!(store.bootstrap(&Bootstrap::new(vars.clone())).await.unwrap(), Some(1));
     let first = store.changes_since(0, 10).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!(
-        first[0].changes.len(),
-        7,
-        "settings, five providers and the master-key hash"
-    );
+    assert_eq!(first[0].changes.len(), 7, "settings, five providers and the master-key hash");
     store.close().await;
 
     let store = open(dir.path()).await;
@@ -389,46 +258,13 @@ async fn bootstrap_with_the_same_environment_writes_nothing() {
     assert_eq!(store.head_revision().await.unwrap(), 1);
     assert_eq!(store.list_providers().await.unwrap().len(), 5);
     // The API's change survives a restart that does not set the variable...
-    store
-        .update_settings(SettingsPatch {
-            v1_alias_enabled: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .bootstrap(&Bootstrap::new(ProductVars::default()))
-            .await
-            .unwrap(),
-        Some(3),
-        "only the master key"
-    );
-    assert!(
-        !store
-            .get_settings()
-            .await
-            .unwrap()
-            .settings
-            .v1_alias_enabled
-    );
+    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
+    assert_eq!(store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap(), Some(3), "only the master key");
+    assert!(!store.get_settings().await.unwrap().settings.v1_alias_enabled);
     // ...and a set variable overrides it.
-    let vars = ProductVars {
-        allow_passthrough_v1_alias: Some(true),
-        ..ProductVars::default()
-    };
-    assert_eq!(
-        store.bootstrap(&Bootstrap::new(vars)).await.unwrap(),
-        Some(4)
-    );
-    assert!(
-        store
-            .get_settings()
-            .await
-            .unwrap()
-            .settings
-            .v1_alias_enabled
-    );
+    let vars = ProductVars { allow_passthrough_v1_alias: Some(true), ..ProductVars::default() };
+    assert_eq!(store.bootstrap(&Bootstrap::new(vars)).await.unwrap(), Some(4));
+    assert!(store.get_settings().await.unwrap().settings.v1_alias_enabled);
 }
 
 #[tokio::test]
@@ -441,53 +277,21 @@ async fn failed_mutations_are_precise_and_leave_no_gap() {
     let (b, _) = store.create_key(key).await.unwrap();
 
     let missing = Uuid::now_v7();
-    assert!(
-        matches!(store.get_key(missing).await, Err(StoreError::KeyNotFound(id)) if id == missing)
-    );
-    assert!(matches!(
-        store.delete_key(missing).await,
-        Err(StoreError::KeyNotFound(_))
-    ));
-    assert!(matches!(
-        store.delete_provider(ProviderKind::Zai).await,
-        Err(StoreError::ProviderNotFound(_))
-    ));
-    let rename = KeyPatch {
-        name: Some("b".into()),
-        ..KeyPatch::default()
-    };
-    assert!(matches!(
-        store.update_key(a.id, rename).await,
-        Err(StoreError::KeyNameTaken(_))
-    ));
-    let keep_name = KeyPatch {
-        name: Some("b".into()),
-        ..KeyPatch::default()
-    };
+    assert!(matches!(store.get_key(missing).await, Err(StoreError::KeyNotFound(id)) if id == missing));
+    assert!(matches!(store.delete_key(missing).await, Err(StoreError::KeyNotFound(_))));
+    assert!(matches!(store.delete_provider(ProviderKind::Zai).await, Err(StoreError::ProviderNotFound(_))));
+    let rename = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
+    assert!(matches!(store.update_key(a.id, rename).await, Err(StoreError::KeyNameTaken(_))));
+    let keep_name = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
     store.update_key(b.id, keep_name).await.unwrap();
     store.revoke_key(a.id).await.unwrap();
-    assert!(matches!(
-        store.revoke_key(a.id).await,
-        Err(StoreError::KeyAlreadyRevoked(_))
-    ));
-    let enable = KeyPatch {
-        enabled: Some(true),
-        ..KeyPatch::default()
-    };
-    assert!(matches!(
-        store.update_key(a.id, enable).await,
-        Err(StoreError::KeyRevoked(_))
-    ));
+    assert!(matches!(store.revoke_key(a.id).await, Err(StoreError::KeyAlreadyRevoked(_))));
+    let enable = KeyPatch { enabled: Some(true), ..KeyPatch::default() };
+    assert!(matches!(store.update_key(a.id, enable).await, Err(StoreError::KeyRevoked(_))));
 
     let head = store.head_revision().await.unwrap();
     assert_eq!(head, r1 + 3, "create b, rename b, revoke a");
-    let revisions: Vec<u64> = store
-        .changes_since(0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.revision)
-        .collect();
+    let revisions: Vec<u64> = store.changes_since(0, 100).await.unwrap().iter().map(|d| d.revision).collect();
     assert_eq!(revisions, (1..=head).collect::<Vec<_>>());
 }
 
@@ -521,10 +325,7 @@ async fn watchers_learn_each_commit() {
     assert_eq!(*head.borrow_and_update(), 0);
     let (key, _) = new_key("w");
     let (_, revision) = store.create_key(key).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), head.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), head.changed()).await.unwrap().unwrap();
     assert_eq!(*head.borrow(), revision);
     // A failed mutation notifies nobody.
     assert!(store.delete_key(Uuid::now_v7()).await.is_err());

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod controlplane;
 pub mod dataplane;
 pub mod process;
 pub mod raw_http;

@@ -47,6 +47,10 @@ async fn cli_manages_a_key_through_its_whole_life() {
     assert_eq!(deleted["revision"].as_u64(), Some(created_revision + 3));
     let missing = cp.cli(&["keys", "get", &id]).await;
     assert_eq!(missing.error_line(), format!("error: NOT_FOUND: key {id} not found"));
+
+    let logs = cp.process.logs();
+    assert!(logs.contains(&id), "mutations are logged by key id");
+    assert!(!logs.contains(&secret) && !logs.contains(ADMIN_KEY), "no secret reaches the log:\n{logs}");
 }
 
 #[tokio::test]

@@ -1,5 +1,9 @@
 //! Compiles `proto/aurora/v1/*.proto` with protox, a pure-Rust protobuf compiler, so building
 //! Aurora never needs a system `protoc`. The encoded descriptor set is kept for gRPC reflection.
+//!
+//! `ConfigService`'s server is generated a second time, into `encoded/`, with `SubscribeResponse`
+//! mapped to [`PreEncoded`](crate::PreEncoded): the control plane encodes each change once and
+//! hands the same bytes to every replica's stream.
 
 use std::path::PathBuf;
 
@@ -12,6 +16,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("aurora_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure().compile_fds(descriptors.clone())?;
+
+    let mut config_only = descriptors;
+    config_only.file.retain(|file| file.name() == "aurora/v1/config.proto");
+    let encoded_dir = out_dir.join("encoded");
+    std::fs::create_dir_all(&encoded_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(encoded_dir)
+        .extern_path(".aurora.v1", "crate::v1")
+        .extern_path(".aurora.v1.SubscribeResponse", "crate::PreEncoded")
+        .compile_fds(config_only)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub(crate) mod controlplane;
 pub(crate) mod dataplane;
+pub(crate) mod dataplanes;
 pub(crate) mod keys;
 pub(crate) mod output;
 pub(crate) mod providers;

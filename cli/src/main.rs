@@ -31,6 +31,8 @@ enum Command {
     Providers(commands::providers::ProvidersArgs),
     /// Show or change global settings through the control plane.
     Settings(commands::settings::SettingsArgs),
+    /// List the data-plane replicas subscribed to the control plane (lagging ones marked).
+    Dataplanes(commands::dataplanes::DataplanesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys(args) => commands::keys::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Settings(args) => commands::settings::run(args).await,
+            Command::Dataplanes(args) => commands::dataplanes::run(args).await,
         }
     });
     match result {

@@ -1,6 +1,8 @@
 //! The control plane's configuration, parsed once from flags and environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use aurora_core::ProductVars;
 use clap::Args;
@@ -19,13 +21,73 @@ pub struct Config {
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
     pub product: ProductVars,
+
+    #[command(flatten)]
+    pub stream: StreamConfig,
+
+    #[command(flatten)]
+    pub tls: TlsConfig,
+}
+
+/// The config stream to data planes.
+#[derive(Args, Clone)]
+pub struct StreamConfig {
+    /// The token data planes must present to subscribe. Required: the stream carries upstream
+    /// credentials, so the control plane does not start without one.
+    #[arg(long, env = "AURORA_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+
+    /// How often an idle stream carries a heartbeat with the head revision.
+    #[arg(long, env = "AURORA_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How many revisions the change log keeps; a replica further behind gets a full snapshot.
+    #[arg(long, env = "AURORA_CHANGE_LOG_RETENTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub change_log_retention: u64,
+}
+
+/// Hand-written: the node token must never reach a log line.
+impl std::fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("node_token_set", &self.node_token.is_some())
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("change_log_retention", &self.change_log_retention)
+            .finish()
+    }
+}
+
+/// TLS for the gRPC listener (rustls).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM). With --tls-key, the listener speaks only TLS.
+    #[arg(long, env = "AURORA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the server certificate.
+    #[arg(long, env = "AURORA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA (PEM) that client certificates must chain to: enables mutual TLS.
+    #[arg(long, env = "AURORA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
     /// A configuration for tests and embedding: listen on `addr`, store in `database_url`,
-    /// no product variables set.
-    pub fn new(grpc_listen_addr: SocketAddr, database_url: impl Into<String>) -> Self {
-        Config { grpc_listen_addr, database_url: database_url.into(), product: ProductVars::default() }
+    /// data planes authenticate with `node_token`, no product variables set, no TLS.
+    pub fn new(grpc_listen_addr: SocketAddr, database_url: impl Into<String>, node_token: impl Into<String>) -> Self {
+        Config {
+            grpc_listen_addr,
+            database_url: database_url.into(),
+            product: ProductVars::default(),
+            stream: StreamConfig {
+                node_token: Some(node_token.into()),
+                heartbeat_interval: Duration::from_secs(5),
+                change_log_retention: 10_000,
+            },
+            tls: TlsConfig::default(),
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod config;
+pub mod config_stream;
+pub mod fleet;
 pub mod server;
 pub mod store;
 mod time;

@@ -1,17 +1,32 @@
-//! The gRPC server: the admin API, `grpc.health.v1.Health` and server reflection on one port.
+//! The gRPC server: the admin API, the config stream, `grpc.health.v1.Health` and server
+//! reflection, all on one port, optionally behind rustls TLS.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use aurora_proto::encoded::config_service_server::ConfigServiceServer;
 use aurora_proto::v1::admin_service_server::{AdminServiceServer, SERVICE_NAME as ADMIN_SERVICE};
+use aurora_proto::v1::config_service_server::SERVICE_NAME as CONFIG_SERVICE;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminAuth};
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
+use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
+use crate::fleet::Fleet;
 use crate::store::{SqliteStore, Store, StoreError};
+
+/// How often the change feed checks the store for commits made by other control-plane
+/// processes; commits made by this one are pushed at once.
+const FEED_POLL: Duration = Duration::from_secs(1);
+/// How often the change log is trimmed to its retention.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Revisions kept in memory for resuming replicas (the store may keep more).
+const FEED_CAPACITY: u64 = 10_000;
 
 /// Why the control plane could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +35,13 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "AURORA_NODE_TOKEN is not set: the config stream carries upstream credentials, so the control plane \
+         will not serve it without a token for data planes to present (set the same AURORA_NODE_TOKEN on every data plane)"
+    )]
+    NodeTokenMissing,
+    #[error("cannot read {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -34,16 +56,39 @@ pub struct ControlPlane {
     local_addr: SocketAddr,
     store: Arc<dyn Store>,
     master_key: Option<aurora_core::KeyHash>,
+    node_auth: NodeAuth,
+    tls: Option<ServerTlsConfig>,
+    feed: Arc<ChangeFeed>,
+    fleet: Arc<Fleet>,
+    heartbeat: Duration,
+    retention: u64,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
 pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
-    let store = SqliteStore::open(&config.database_url).await?;
-    crate::bootstrap::run(&store, &config.product).await?;
+    let node_token =
+        config.stream.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(ServerError::NodeTokenMissing)?;
+    let node_auth = NodeAuth::new(node_token);
+    let tls = tls_config(&config.tls)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_url).await?);
+    crate::bootstrap::run(store.as_ref(), &config.product).await?;
+    let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
+    let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
     let addr = config.grpc_listen_addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-    Ok(ControlPlane { listener, local_addr, store: Arc::new(store), master_key: config.product.master_key_hash() })
+    Ok(ControlPlane {
+        listener,
+        local_addr,
+        store,
+        master_key: config.product.master_key_hash(),
+        node_auth,
+        tls,
+        feed,
+        fleet: Fleet::new(),
+        heartbeat: config.stream.heartbeat_interval,
+        retention: config.stream.change_log_retention,
+    })
 }
 
 /// [`start`], then [`ControlPlane::serve`] until `shutdown` resolves.
@@ -60,10 +105,17 @@ impl ControlPlane {
         Arc::clone(&self.store)
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        Arc::clone(&self.fleet)
+    }
+
+    /// Serves until `shutdown` resolves. Config streams are closed at once (so data planes
+    /// reconnect elsewhere immediately), then in-flight admin calls finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_service_status(ADMIN_SERVICE, ServingStatus::Serving).await;
+        for service in [ADMIN_SERVICE, CONFIG_SERVICE] {
+            health_reporter.set_service_status(service, ServingStatus::Serving).await;
+        }
 
         // Reflection describes our services and health, so grpcurl needs no proto files.
         let reflection = || {
@@ -74,20 +126,72 @@ impl ControlPlane {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        // Only the admin API is authenticated: probes and reflection must work without a token.
-        let admin = AdminServiceServer::with_interceptor(AdminApi::new(self.store), AdminAuth::new(self.master_key));
+        // Probes and reflection work without a token; the admin API needs the master key and
+        // the config stream the node token.
+        let admin = AdminServiceServer::with_interceptor(
+            AdminApi::new(self.store.clone(), self.fleet.clone()),
+            AdminAuth::new(self.master_key),
+        );
+        let (closing, closed) = tokio::sync::watch::channel(false);
+        let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
+        let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
+        let config = ConfigServiceServer::with_interceptor(stream, self.node_auth);
 
-        // The same event shape as the data plane's listeners: tests read `addr` from it.
-        tracing::info!(listener = "grpc", addr = %self.local_addr, "listening");
-        tonic::transport::Server::builder()
+        let compaction = tokio::spawn(compact(self.store.clone(), self.retention));
+        let shutdown = async move {
+            shutdown.await;
+            health_reporter.set_service_status("", ServingStatus::NotServing).await;
+            let _ = closing.send(true);
+        };
+
+        let tls_enabled = self.tls.is_some();
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)));
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        tracing::info!(listener = "grpc", addr = %self.local_addr, tls = tls_enabled, "listening");
+        builder
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(admin)
+            .add_service(config)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await?;
+        compaction.abort();
         tracing::info!("control plane stopped");
         Ok(())
+    }
+}
+
+/// The rustls server configuration, if TLS is configured: certificate and key, plus a client
+/// CA for mutual TLS.
+fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile { path: path.display().to_string(), source })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Trims the change log to its retention now and then; replicas further behind get snapshots.
+async fn compact(store: Arc<dyn Store>, retention: u64) {
+    let mut interval = tokio::time::interval(COMPACTION_INTERVAL);
+    loop {
+        interval.tick().await;
+        match store.compact_changes(retention).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, retention, "compacted the change log"),
+            Err(err) => tracing::warn!(error = %err, "cannot compact the change log"),
+        }
     }
 }
 
@@ -108,7 +212,7 @@ mod tests {
     async fn serve() -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let control_plane = start(Config::new("127.0.0.1:0".parse().unwrap(), url)).await.unwrap();
+        let control_plane = start(Config::new("127.0.0.1:0".parse().unwrap(), url, "node-token")).await.unwrap();
         let addr = control_plane.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(control_plane.serve(async move {

@@ -184,6 +184,17 @@ impl ProviderSet {
         ProviderKind::ALL.into_iter().filter(move |kind| self.contains(*kind))
     }
 
+    /// The set as the config stream carries it: bit i is [`ProviderKind::ALL`]`[i]`.
+    pub const fn bits(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The inverse of [`Self::bits`]. Bits of providers this build does not know are dropped,
+    /// so callers must not read an empty result as "every provider" when `bits` was not 0.
+    pub fn from_bits(bits: u32) -> Self {
+        ProviderKind::ALL.into_iter().filter(|kind| bits & u32::from(kind.bit()) != 0).collect()
+    }
+
     /// Parses a comma-separated list such as `openai, anthropic`; blanks are ignored.
     pub fn parse_list(list: &str) -> Result<Self, UnknownProvider> {
         list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::parse).collect()
@@ -263,6 +274,14 @@ mod tests {
         assert_eq!(set.to_string(), "anthropic, vllm");
         assert!(ProviderSet::parse_list("openai,bogus").is_err());
         assert!(ProviderSet::parse_list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn bits_follow_the_canonical_order() {
+        let set: ProviderSet = [ProviderKind::OpenAi, ProviderKind::Vllm].into_iter().collect();
+        assert_eq!(set.bits(), 0b10001);
+        assert_eq!(ProviderSet::from_bits(0b10001), set);
+        assert!(ProviderSet::from_bits(1 << 7).is_empty());
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn check_token(
     if key.expires_at.is_some_and(|expires_at| now() >= expires_at) {
         return Err(AuthError::Expired);
     }
-    if !key.allowed_providers.is_empty() && !key.allowed_providers.contains(provider) {
+    if key.allowed_providers.is_some_and(|allowed| !allowed.contains(provider)) {
         return Err(AuthError::ProviderNotAllowed(provider));
     }
     Ok(Principal::Key(key.id))
@@ -120,11 +120,11 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let mut snapshot = Snapshot::new(1, Settings::default(), Some(KeyHash::of("master")));
-        let key = |id: u8, enabled, expires_at, allowed| ManagedKey {
+        let key = |id: u8, enabled, expires_at, allowed: ProviderSet| ManagedKey {
             id: KeyId([id; 16]),
             enabled,
             expires_at,
-            allowed_providers: allowed,
+            allowed_providers: (!allowed.is_empty()).then_some(allowed),
         };
         snapshot.keys.insert(KeyHash::of("good"), key(1, true, None, ProviderSet::empty()));
         snapshot.keys.insert(KeyHash::of("off"), key(2, false, None, ProviderSet::empty()));

@@ -21,8 +21,11 @@ pub struct Config {
     pub admin_listen_addr: SocketAddr,
 
     /// Load the gateway configuration from this JSON snapshot file instead of the environment.
-    #[arg(long, env = "AURORA_CONFIG_FILE")]
+    #[arg(long, env = "AURORA_CONFIG_FILE", conflicts_with = "control_plane_urls")]
     pub config_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub control_plane: ControlPlaneConfig,
 
     #[command(flatten)]
     pub upstream: UpstreamConfig,
@@ -76,4 +79,62 @@ pub struct ShutdownConfig {
     /// On SIGTERM, how long in-flight requests and streams may run before connections close.
     #[arg(long = "shutdown-grace", env = "AURORA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+}
+
+/// Where the live configuration comes from: the control plane's config stream.
+#[derive(Args, Clone)]
+pub struct ControlPlaneConfig {
+    /// Control-plane gRPC URLs, comma-separated (`http://cp-a:50051,http://cp-b:50051`). The
+    /// data plane subscribes to one and fails over to the next.
+    #[arg(id = "control_plane_urls", long = "control-plane", env = "AURORA_CONTROL_PLANE_URL", value_delimiter = ',')]
+    pub urls: Vec<String>,
+
+    /// Token proving this data plane may receive configuration (and upstream credentials).
+    #[arg(long, env = "AURORA_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+
+    /// This replica's name in the control plane's fleet list [default: the host name].
+    #[arg(long, env = "AURORA_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Keep the last applied configuration in this file and serve from it when started while
+    /// the control plane is unreachable.
+    #[arg(long, env = "AURORA_CONFIG_CACHE")]
+    pub config_cache: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify the control plane's TLS certificate with.
+    #[arg(long, env = "AURORA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with the control plane.
+    #[arg(long, env = "AURORA_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "AURORA_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+
+    /// The name to verify in the control plane's certificate [default: the URL's host].
+    #[arg(long, env = "AURORA_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Reconnect when the control plane sends nothing (not even a heartbeat) for this long.
+    #[arg(long, env = "AURORA_CONTROL_PLANE_STALL_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+}
+
+/// Hand-written: the node token must never reach a log line.
+impl std::fmt::Debug for ControlPlaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneConfig")
+            .field("urls", &self.urls)
+            .field("node_token_set", &self.node_token.is_some())
+            .field("node_id", &self.node_id)
+            .field("config_cache", &self.config_cache)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish()
+    }
 }

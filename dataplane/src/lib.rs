@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -23,6 +24,7 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod subscription;
 pub mod upstream;
 
 use std::future::Future;
@@ -33,6 +35,7 @@ pub use config::Config;
 pub use snapshot::Snapshot;
 
 use crate::admin::Admin;
+use crate::cache::ConfigCache;
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
 use crate::state::ConfigState;
@@ -48,23 +51,35 @@ pub enum StartError {
     Credential(#[from] InvalidCredential),
     #[error(transparent)]
     Tls(#[from] upstream::TlsSetupError),
+    #[error(transparent)]
+    ControlPlane(#[from] subscription::ConnectError),
+    #[error(
+        "AURORA_NODE_TOKEN is required with AURORA_CONTROL_PLANE_URL: the config stream carries upstream credentials and is never opened without one"
+    )]
+    NodeTokenMissing,
 }
 
 /// Runs a data plane until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
     let state = Arc::new(ConfigState::new());
-    let (snapshot, source) = match &config.config_file {
-        Some(path) => (SnapshotFile::load(path)?, "config file"),
-        None => (Snapshot::from_product_vars(&config.static_config)?, "environment"),
-    };
-    tracing::info!(
-        revision = snapshot.revision,
-        source,
-        enabled_providers = %snapshot.enabled_providers(),
-        auth_required = snapshot.auth_required(),
-        "configuration applied"
-    );
-    state.publish(Arc::new(snapshot));
+    // Background tasks that feed the state; aborted when the data plane stops.
+    let mut feeders = tokio::task::JoinSet::new();
+    if config.control_plane.urls.is_empty() {
+        let (snapshot, source) = match &config.config_file {
+            Some(path) => (SnapshotFile::load(path)?, "config file"),
+            None => (Snapshot::from_product_vars(&config.static_config)?, "environment"),
+        };
+        tracing::info!(
+            revision = snapshot.revision,
+            source,
+            enabled_providers = %snapshot.enabled_providers(),
+            auth_required = snapshot.auth_required(),
+            "configuration applied"
+        );
+        state.publish(Arc::new(snapshot));
+    } else {
+        subscribe(&config.control_plane, &state, &mut feeders)?;
+    }
 
     let client = upstream::client(&config.upstream)?;
     let proxy = Arc::new(Proxy::new(state.clone(), client, &config.upstream, &config.limits));
@@ -96,6 +111,60 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
 
     let _ = stop_admin.send(());
     let _ = admin_task.await;
+    feeders.shutdown().await;
     tracing::info!("data plane stopped");
     Ok(())
+}
+
+/// Starts the config-stream subscription (and the cache writer), after publishing the cached
+/// configuration if there is a valid one.
+fn subscribe(
+    config: &config::ControlPlaneConfig,
+    state: &Arc<ConfigState>,
+    feeders: &mut tokio::task::JoinSet<()>,
+) -> Result<(), StartError> {
+    let node_token = config.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(StartError::NodeTokenMissing)?;
+    let endpoints = subscription::Endpoints::new(config)?;
+    let cache = config.config_cache.as_deref().map(ConfigCache::new);
+    if let Some(snapshot) = cache.as_ref().and_then(ConfigCache::load) {
+        state.publish(snapshot);
+    }
+    let (applied, applied_rx) = tokio::sync::watch::channel(None);
+    if let Some(cache) = cache {
+        feeders.spawn(write_cache(cache, applied_rx));
+    }
+    let subscriber = subscription::Subscriber {
+        node_id: config.node_id.clone().unwrap_or_else(default_node_id),
+        node_token: node_token.into(),
+        stall_timeout: config.stall_timeout,
+        state: state.clone(),
+        applied,
+    };
+    tracing::info!(node_id = %subscriber.node_id, control_planes = ?config.urls, "subscribing to the control plane");
+    feeders.spawn(subscriber.run(endpoints));
+    Ok(())
+}
+
+/// Writes every applied snapshot to the cache, off the async threads. Snapshots that arrive
+/// while a write is in progress collapse into the newest one.
+async fn write_cache(cache: ConfigCache, mut applied: tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>) {
+    while applied.changed().await.is_ok() {
+        let Some(snapshot) = applied.borrow_and_update().clone() else { continue };
+        let cache = cache.clone();
+        let revision = snapshot.revision;
+        match tokio::task::spawn_blocking(move || cache.store(&snapshot)).await {
+            Ok(Ok(())) => tracing::info!(revision, "configuration cached"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot write the configuration cache"),
+            Err(err) => tracing::warn!(error = %err, "the cache writer failed"),
+        }
+    }
+}
+
+/// The host name (the pod name on Kubernetes), or a random id.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("dataplane-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
 }

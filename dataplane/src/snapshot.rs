@@ -6,6 +6,7 @@
 //! shares every untouched entry with the previous revision instead of copying a million keys.
 
 mod file;
+pub(crate) mod proto;
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use aurora_core::{AuthStyle, BaseUrl, KeyHash, ProviderKind, ProviderSet};
 use http::HeaderValue;
 
 pub use file::{SnapshotFile, SnapshotFileError};
+pub use proto::{ApplyError, SnapshotAssembly};
 
 /// A complete, validated gateway configuration at one revision.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct Upstream {
     /// The ready-to-send credential header value, built once per snapshot and marked sensitive
     /// so that hyper never logs it or adds it to an HPACK table.
     credential: Option<HeaderValue>,
+    /// The credential as configured, kept only to write the last-known-good cache.
+    plain_credential: Option<Arc<str>>,
 }
 
 /// The credential cannot be sent as an HTTP header value.
@@ -59,6 +63,7 @@ impl Upstream {
         base_url: BaseUrl,
         credential: Option<&str>,
     ) -> Result<Self, InvalidCredential> {
+        let plain = credential;
         let credential = credential
             .filter(|c| !c.is_empty())
             .map(|c| {
@@ -73,11 +78,16 @@ impl Upstream {
             })
             .transpose()
             .map_err(|_| InvalidCredential(kind))?;
-        Ok(Upstream { kind, enabled, base_url, credential })
+        let plain_credential = credential.is_some().then(|| plain.unwrap_or_default().into());
+        Ok(Upstream { kind, enabled, base_url, credential, plain_credential })
     }
 
     pub fn credential(&self) -> Option<&HeaderValue> {
         self.credential.as_ref()
+    }
+
+    pub(crate) fn plain_credential(&self) -> Option<&str> {
+        self.plain_credential.as_deref()
     }
 }
 
@@ -100,8 +110,8 @@ pub struct ManagedKey {
     pub enabled: bool,
     /// Unix seconds; `None` never expires.
     pub expires_at: Option<i64>,
-    /// Empty means every provider.
-    pub allowed_providers: ProviderSet,
+    /// `None` means every provider.
+    pub allowed_providers: Option<ProviderSet>,
 }
 
 /// A key id (a UUID), kept as raw bytes and formatted only when logged.
@@ -147,6 +157,10 @@ impl Snapshot {
             snapshot.set_provider(upstream);
         }
         Ok(snapshot)
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.providers.iter().flatten()
     }
 
     pub fn provider(&self, kind: ProviderKind) -> Option<&Arc<Upstream>> {

@@ -4,10 +4,19 @@
 //! carries configuration to data-plane replicas. The `.proto` files are the source of truth;
 //! this crate only compiles them.
 
-#![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+mod pre_encoded;
 
+pub use pre_encoded::PreEncoded;
+
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("aurora.v1");
+}
+
+/// The `ConfigService` server whose responses are [`PreEncoded`] `SubscribeResponse` bytes.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod encoded {
+    include!(concat!(env!("OUT_DIR"), "/encoded/aurora.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every Aurora proto, for gRPC server reflection.

@@ -8,6 +8,7 @@
 mod support;
 
 mod controlplane;
+mod live_config;
 mod passthrough;
 
 mod sdk;

@@ -33,6 +33,56 @@ pub(crate) struct ClientArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub(crate) output: OutputFormat,
+
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+}
+
+/// `--wait`: return only once every connected data plane enforces the change.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct WaitArgs {
+    /// After a change, wait until every connected data plane has applied it, and say how long
+    /// that took; fail, naming the laggards, if they have not within --wait-timeout.
+    #[arg(long, global = true)]
+    wait: bool,
+
+    /// How long --wait waits.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    wait_timeout: Duration,
+}
+
+impl WaitArgs {
+    /// With `--wait`, blocks until `revision` is applied by every connected data plane.
+    pub(crate) async fn settle(&self, client: &mut AdminClient, revision: u64) -> anyhow::Result<()> {
+        if !self.wait {
+            return Ok(());
+        }
+        let timeout_ms = u32::try_from(self.wait_timeout.as_millis()).unwrap_or(u32::MAX);
+        let outcome = client
+            .wait_for_revision(aurora_proto::v1::WaitForRevisionRequest { revision, timeout_ms })
+            .await
+            .or_status()?;
+        if !outcome.complete {
+            anyhow::bail!(
+                "revision {revision} was not applied within {} by {} of {} data planes: {}",
+                humantime::format_duration(self.wait_timeout),
+                outcome.pending.len(),
+                outcome.replicas,
+                outcome.pending.join(", ")
+            );
+        }
+        // On stderr, so that `-o json` output on stdout stays one JSON document.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "revision {revision} applied by {} data plane{} in {} ms",
+                outcome.replicas,
+                if outcome.replicas == 1 { "" } else { "s" },
+                outcome.elapsed_ms
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Hand-written so that the token never reaches a debug print.
@@ -42,6 +92,7 @@ impl std::fmt::Debug for ClientArgs {
             .field("url", &self.url)
             .field("token_set", &self.token.is_some())
             .field("output", &self.output)
+            .field("wait", &self.wait)
             .finish()
     }
 }

@@ -152,7 +152,8 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                     created.secret,
                     created.revision
                 )),
-            }
+            }?;
+            args.client.wait.settle(&mut client, created.revision).await
         }
         KeysCommand::List(list) => list_keys(&mut client, list, format).await,
         KeysCommand::Get { id } => {
@@ -180,18 +181,21 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 allowed_providers: allowed.map(|providers| pb::ProviderList { providers }),
             };
             let updated = client.update_key(request).await.or_status()?;
-            print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)
+            print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)?;
+            args.client.wait.settle(&mut client, updated.revision).await
         }
         KeysCommand::Revoke { id } => {
             let revoked = client.revoke_key(pb::RevokeKeyRequest { id }).await.or_status()?;
-            print_key(&revoked.key.unwrap_or_default(), Some(revoked.revision), format)
+            print_key(&revoked.key.unwrap_or_default(), Some(revoked.revision), format)?;
+            args.client.wait.settle(&mut client, revoked.revision).await
         }
         KeysCommand::Delete { id } => {
             let deleted = client.delete_key(pb::DeleteKeyRequest { id: id.clone() }).await.or_status()?;
             match format {
                 OutputFormat::Json => output::print_json(&json!({ "id": id, "revision": deleted.revision })),
                 OutputFormat::Table => output::print(&format!("deleted key {id}\nrevision: {}\n", deleted.revision)),
-            }
+            }?;
+            args.client.wait.settle(&mut client, deleted.revision).await
         }
     }
 }

@@ -119,7 +119,8 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
                     output::provider_table(std::slice::from_ref(&provider)).render(),
                     upserted.revision
                 )),
-            }
+            }?;
+            args.client.wait.settle(&mut client, upserted.revision).await
         }
         ProvidersCommand::Delete { name } => {
             let deleted = client.delete_provider(pb::DeleteProviderRequest { name: name.clone() }).await.or_status()?;
@@ -128,7 +129,8 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
                 OutputFormat::Table => {
                     output::print(&format!("deleted provider {name}\nrevision: {}\n", deleted.revision))
                 }
-            }
+            }?;
+            args.client.wait.settle(&mut client, deleted.revision).await
         }
     }
 }

@@ -57,5 +57,9 @@ pub(crate) async fn run(args: SettingsArgs) -> anyhow::Result<()> {
             output::print_json(&value)
         }
         OutputFormat::Table => output::print(&output::settings_table(&settings).render()),
+    }?;
+    match revision {
+        Some(revision) => args.client.wait.settle(&mut client, revision).await,
+        None => Ok(()),
     }
 }

@@ -3,6 +3,7 @@
 use aurora_core::ProviderKind;
 use aurora_proto::v1 as pb;
 
+use crate::fleet::Replica;
 use crate::store::{KeyRecord, ProviderRecord, SettingsView};
 
 pub(crate) fn key(record: &KeyRecord) -> pb::Key {
@@ -38,5 +39,19 @@ pub(crate) fn settings(view: &SettingsView) -> pb::Settings {
         v1_alias_enabled: view.settings.v1_alias_enabled,
         enabled_providers: view.enabled_providers.iter().map(|k| ProviderKind::as_str(k).to_owned()).collect(),
         revision: view.revision,
+    }
+}
+
+pub(crate) fn data_plane(replica: &Replica) -> pb::DataPlane {
+    let (rejected_revision, rejected_reason) = replica.rejected.clone().unwrap_or_default();
+    pb::DataPlane {
+        node_id: replica.node_id.clone(),
+        address: replica.address.map(|a| a.to_string()).unwrap_or_default(),
+        version: replica.version.clone(),
+        acked_revision: replica.acked_revision,
+        connected_at: Some(replica.connected_at.into()),
+        last_seen_at: Some(replica.last_seen_at.into()),
+        rejected_revision,
+        rejected_reason,
     }
 }

@@ -10,17 +10,19 @@ use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
 use super::{convert, validate};
+use crate::fleet::Fleet;
 use crate::store::{KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
 /// The admin API over a [`Store`].
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
 }
 
 impl AdminApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        AdminApi { store }
+    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>) -> Self {
+        AdminApi { store, fleet }
     }
 }
 
@@ -223,14 +225,35 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<pb::ListDataPlanesRequest>,
     ) -> Reply<pb::ListDataPlanesResponse> {
-        Err(Status::unimplemented("ListDataPlanes arrives with the config stream"))
+        reply(
+            async {
+                let head_revision = self.store.head_revision().await?;
+                let data_planes = self.fleet.list().iter().map(convert::data_plane).collect();
+                Ok(pb::ListDataPlanesResponse { data_planes, head_revision })
+            }
+            .await,
+        )
     }
 
     async fn wait_for_revision(
         &self,
-        _request: Request<pb::WaitForRevisionRequest>,
+        request: Request<pb::WaitForRevisionRequest>,
     ) -> Reply<pb::WaitForRevisionResponse> {
-        Err(Status::unimplemented("WaitForRevision arrives with the config stream"))
+        let req = request.into_inner();
+        reply(
+            async {
+                let head = self.store.head_revision().await?;
+                let timeout = validate::wait(req.revision, head, req.timeout_ms)?;
+                let outcome = self.fleet.wait_for(req.revision, timeout).await;
+                Ok(pb::WaitForRevisionResponse {
+                    complete: outcome.complete,
+                    elapsed_ms: u32::try_from(outcome.elapsed.as_millis()).unwrap_or(u32::MAX),
+                    pending: outcome.pending,
+                    replicas: u32::try_from(outcome.replicas).unwrap_or(u32::MAX),
+                })
+            }
+            .await,
+        )
     }
 }
 

@@ -24,7 +24,8 @@ struct Running {
 
 async fn serve(master_key: Option<&str>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), format!("sqlite://{}/cp.db", dir.path().display()));
+    let mut config =
+        Config::new("127.0.0.1:0".parse().unwrap(), format!("sqlite://{}/cp.db", dir.path().display()), "node-token");
     config.product = ProductVars { master_key: master_key.map(Into::into), ..ProductVars::default() };
     let control_plane = crate::start(config).await.unwrap();
     let url = format!("http://{}", control_plane.local_addr());
@@ -188,7 +189,15 @@ async fn status_codes_are_precise() {
         "already revoked",
     );
 
-    assert_status(admin.list_data_planes(pb::ListDataPlanesRequest {}).await, Code::Unimplemented, "config stream");
+    let fleet = admin.list_data_planes(pb::ListDataPlanesRequest {}).await.unwrap().into_inner();
+    assert!(fleet.data_planes.is_empty());
+    let head = fleet.head_revision;
+    let beyond = pb::WaitForRevisionRequest { revision: head + 1, timeout_ms: 0 };
+    assert_status(admin.wait_for_revision(beyond).await, Code::InvalidArgument, "revision");
+    let too_long = pb::WaitForRevisionRequest { revision: head, timeout_ms: 300_001 };
+    assert_status(admin.wait_for_revision(too_long).await, Code::InvalidArgument, "timeout_ms");
+    let waited = admin.wait_for_revision(pb::WaitForRevisionRequest { revision: head, timeout_ms: 0 }).await.unwrap();
+    assert!(waited.into_inner().complete, "no replicas: nothing to wait for");
 }
 
 #[tokio::test]

@@ -93,6 +93,20 @@ pub(crate) fn page_size(raw: u32) -> Result<u32, FieldError> {
     }
 }
 
+/// `WaitForRevision`'s revision must be committed, and its timeout bounded.
+pub(crate) fn wait(revision: u64, head: u64, timeout_ms: u32) -> Result<std::time::Duration, FieldError> {
+    const DEFAULT: u32 = 10_000;
+    const MAX: u32 = 300_000;
+    if revision > head {
+        return Err(invalid("revision", format!("{revision} has not been committed (the head revision is {head})")));
+    }
+    match timeout_ms {
+        0 => Ok(std::time::Duration::from_millis(DEFAULT.into())),
+        ms if ms > MAX => Err(invalid("timeout_ms", format!("must be at most {MAX}"))),
+        ms => Ok(std::time::Duration::from_millis(ms.into())),
+    }
+}
+
 /// Page tokens are the hex of the last key id returned: opaque to clients, stable for us.
 pub(crate) fn page_token(raw: &str) -> Result<Option<Uuid>, FieldError> {
     if raw.is_empty() {

@@ -124,7 +124,7 @@ impl SnapshotFile {
                 id: KeyId(*key.id.as_bytes()),
                 enabled: key.enabled,
                 expires_at: key.expires_at,
-                allowed_providers: key.allowed_providers,
+                allowed_providers: (!key.allowed_providers.is_empty()).then_some(key.allowed_providers),
             };
             if snapshot.keys.insert(key.hash, managed).is_some() {
                 return Err(SnapshotFileError::DuplicateKey { path: origin.to_owned(), id: key.id });
@@ -172,7 +172,7 @@ mod tests {
         assert!(snapshot.provider(ProviderKind::OpenAi).is_none());
         let key = snapshot.keys.get(&hash).unwrap();
         assert_eq!(key.expires_at, Some(1_700_000_000));
-        assert_eq!(key.allowed_providers.to_string(), "anthropic");
+        assert_eq!(key.allowed_providers.unwrap().to_string(), "anthropic");
         assert!(snapshot.auth_required());
     }
 

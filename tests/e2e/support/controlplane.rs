@@ -13,6 +13,9 @@ use super::wait;
 /// The master key every [`TestControlplane`] is started with unless a test says otherwise.
 pub const ADMIN_KEY: &str = "aurora-test-admin-key";
 
+/// The node token every [`TestControlplane`] is started with unless a test says otherwise.
+pub const NODE_TOKEN: &str = "aurora-test-node-token";
+
 #[derive(Debug)]
 pub struct TestControlplane {
     pub process: AuroraProcess,
@@ -38,8 +41,11 @@ impl TestControlplane {
     /// address and database URL), and waits until it listens.
     pub async fn start_in(dir: &Path, env: &[(&str, &str)]) -> Self {
         let database_url = format!("sqlite://{}", dir.join("data/aurora.db").display());
-        let mut all_env =
-            vec![("AURORA_GRPC_LISTEN_ADDR", "127.0.0.1:0"), ("AURORA_DATABASE_URL", database_url.as_str())];
+        let mut all_env = vec![
+            ("AURORA_GRPC_LISTEN_ADDR", "127.0.0.1:0"),
+            ("AURORA_DATABASE_URL", database_url.as_str()),
+            ("AURORA_NODE_TOKEN", NODE_TOKEN),
+        ];
         all_env.extend_from_slice(env);
         let mut process = AuroraProcess::spawn(&["controlplane"], &all_env);
         let addr = process.listening_addr("grpc").await;

@@ -78,6 +78,50 @@ impl TestDataplane {
         TestDataplane { process, addr, admin_addr, _dir: dir }
     }
 
+    /// Starts `aurora dataplane` subscribed to `control_plane` (a URL) with the test node
+    /// token and `env`, and waits until it listens (not until it is ready).
+    pub async fn subscribed(control_plane: &str, node_id: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all_env = vec![
+            ("AURORA_LISTEN_ADDR", "127.0.0.1:0"),
+            ("AURORA_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+            ("AURORA_CONTROL_PLANE_URL", control_plane),
+            ("AURORA_NODE_TOKEN", super::controlplane::NODE_TOKEN),
+            ("AURORA_NODE_ID", node_id),
+        ];
+        all_env.extend_from_slice(env);
+        let mut process = AuroraProcess::spawn(&["dataplane"], &all_env);
+        let addr = process.listening_addr("passthrough").await;
+        let admin_addr = process.listening_addr("admin").await;
+        TestDataplane { process, addr, admin_addr, _dir: dir }
+    }
+
+    /// `/readyz`'s status code.
+    pub async fn readiness(&self) -> u16 {
+        match reqwest::Client::new().get(self.admin_url("/readyz")).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        super::wait::until_async("data plane ready", || async { (self.readiness().await == 200).then_some(()) }).await;
+    }
+
+    /// The status of `POST /p/anthropic/v1/messages` with `token` as bearer.
+    pub async fn call(&self, token: &str) -> u16 {
+        reqwest::Client::new()
+            .post(self.url("/p/anthropic/v1/messages"))
+            .bearer_auth(token)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

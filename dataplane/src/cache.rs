@@ -1,0 +1,175 @@
+//! The last-known-good configuration cache (`AURORA_CONFIG_CACHE`).
+//!
+//! A data plane that restarts while the control plane is unreachable serves from here instead
+//! of staying down. Every write is atomic (write a temporary file, fsync, rename) and keeps the
+//! previous generation beside the current one (`PATH.prev`). Each file carries a SHA-256 of its
+//! payload, so a torn or corrupted file is detected and the older generation is used instead;
+//! if neither is valid the data plane stays unready rather than serving an open gateway.
+//!
+//! Layout: `AURCACHE` (8 bytes), format version (u32 LE), payload length (u64 LE), SHA-256 of
+//! the payload (32 bytes), payload (a prost-encoded `SnapshotChunk` holding everything).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aurora_proto::v1::SnapshotChunk;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::snapshot::Snapshot;
+use crate::snapshot::proto::snapshot_from_chunk;
+
+const MAGIC: &[u8; 8] = b"AURCACHE";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid cache file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The cache's two generations on disk.
+#[derive(Debug, Clone)]
+pub struct ConfigCache {
+    current: PathBuf,
+    previous: PathBuf,
+    temporary: PathBuf,
+}
+
+impl ConfigCache {
+    pub fn new(path: &Path) -> Self {
+        let with_suffix = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        ConfigCache { current: path.to_owned(), previous: with_suffix(".prev"), temporary: with_suffix(".tmp") }
+    }
+
+    pub fn previous_path(&self) -> &Path {
+        &self.previous
+    }
+
+    /// Writes `snapshot` as the new current generation; the old current becomes the previous.
+    pub fn store(&self, snapshot: &Snapshot) -> Result<(), CacheError> {
+        let payload = snapshot.to_chunk().encode_to_vec();
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
+
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CacheError::Io { path, source }
+        };
+        if let Some(dir) = self.current.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let mut file = File::create(&self.temporary).map_err(io(&self.temporary))?;
+        file.write_all(&bytes).map_err(io(&self.temporary))?;
+        file.sync_all().map_err(io(&self.temporary))?;
+        drop(file);
+        if self.current.exists() {
+            fs::rename(&self.current, &self.previous).map_err(io(&self.previous))?;
+        }
+        fs::rename(&self.temporary, &self.current).map_err(io(&self.current))?;
+        // Make the renames themselves durable.
+        if let Some(dir) = self.current.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
+        Ok(())
+    }
+
+    /// The newest valid generation, or `None` (each invalid file is logged).
+    pub fn load(&self) -> Option<Arc<Snapshot>> {
+        for path in [&self.current, &self.previous] {
+            if !path.exists() {
+                continue;
+            }
+            match read(path) {
+                Ok(snapshot) => {
+                    tracing::info!(path = %path.display(), revision = snapshot.revision, "loaded cached configuration");
+                    return Some(snapshot);
+                }
+                Err(err) => tracing::warn!(error = %err, "ignoring cache generation"),
+            }
+        }
+        None
+    }
+}
+
+fn read(path: &Path) -> Result<Arc<Snapshot>, CacheError> {
+    let invalid = |reason: &str| CacheError::Invalid { path: path.to_owned(), reason: reason.to_owned() };
+    let bytes = fs::read(path).map_err(|source| CacheError::Io { path: path.to_owned(), source })?;
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err(invalid("missing header"));
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&bytes[8..12]);
+    if u32::from_le_bytes(version) != VERSION {
+        return Err(invalid("unsupported format version"));
+    }
+    let mut length = [0u8; 8];
+    length.copy_from_slice(&bytes[12..20]);
+    let length = u64::from_le_bytes(length);
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != length {
+        return Err(invalid("truncated"));
+    }
+    if Sha256::digest(payload).as_slice() != &bytes[20..52] {
+        return Err(invalid("checksum mismatch"));
+    }
+    let chunk = SnapshotChunk::decode(payload).map_err(|err| invalid(&err.to_string()))?;
+    snapshot_from_chunk(chunk).map_err(|err| invalid(&err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use aurora_core::{KeyHash, ProviderKind};
+
+    use super::*;
+    use crate::snapshot::{KeyId, ManagedKey, Settings, Upstream};
+
+    fn snapshot(revision: u64) -> Snapshot {
+        let mut snapshot = Snapshot::new(revision, Settings::default(), Some(KeyHash::of("m")));
+        let kind = ProviderKind::Anthropic;
+        snapshot.set_provider(Upstream::new(kind, true, kind.default_base_url_parsed(), Some("sk-ant")).unwrap());
+        snapshot.keys.insert(
+            KeyHash::of("k"),
+            ManagedKey { id: KeyId([1; 16]), enabled: true, expires_at: Some(5), allowed_providers: None },
+        );
+        snapshot
+    }
+
+    #[test]
+    fn keeps_two_generations_and_falls_back_on_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ConfigCache::new(&dir.path().join("sub/config.cache"));
+        assert!(cache.load().is_none());
+
+        cache.store(&snapshot(1)).unwrap();
+        cache.store(&snapshot(2)).unwrap();
+        let loaded = cache.load().unwrap();
+        assert_eq!(loaded.revision, 2);
+        assert_eq!(loaded.keys, snapshot(2).keys);
+        assert_eq!(loaded.provider(ProviderKind::Anthropic).unwrap().credential().unwrap(), "sk-ant");
+
+        // Flip one payload byte: the checksum catches it and the previous generation is used.
+        let mut bytes = fs::read(&cache.current).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&cache.current, &bytes).unwrap();
+        assert_eq!(cache.load().unwrap().revision, 1);
+
+        // Both generations bad: nothing, never an empty (open) configuration.
+        fs::write(cache.previous_path(), b"AURCACHE garbage").unwrap();
+        assert!(cache.load().is_none());
+    }
+}

@@ -1,0 +1,305 @@
+//! The config stream's messages as a [`Snapshot`]: chunks assemble into one, deltas apply to one.
+//!
+//! Everything a message carries is validated here, before the request path can see it. A
+//! message that fails validation is rejected as a whole (the replica answers `Nack` and keeps
+//! serving its previous revision): a snapshot is applied entirely or not at all.
+
+use std::sync::Arc;
+
+use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
+use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, SnapshotChunk, change};
+
+use super::{InvalidCredential, KeyId, ManagedKey, Settings, Snapshot, Upstream};
+
+/// Why a snapshot or delta could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown provider {0:?}")]
+    UnknownProvider(String),
+    #[error("provider {provider}: {reason}")]
+    BaseUrl { provider: ProviderKind, reason: String },
+    #[error(transparent)]
+    Credential(#[from] InvalidCredential),
+    #[error("a key hash must be 32 bytes, got {0}")]
+    KeyHash(usize),
+    #[error("a key id must be 16 bytes, got {0}")]
+    KeyId(usize),
+    #[error("the master-key hash must be 32 or 0 bytes, got {0}")]
+    MasterKeyHash(usize),
+    #[error("snapshot chunk for revision {got} arrived while assembling revision {expected}")]
+    ChunkRevision { expected: u64, got: u64 },
+    #[error("a snapshot must start with its first chunk")]
+    MissingFirstChunk,
+    #[error("an empty change")]
+    EmptyChange,
+}
+
+/// Collects the chunks of one snapshot.
+#[derive(Debug)]
+pub struct SnapshotAssembly {
+    snapshot: Snapshot,
+}
+
+impl SnapshotAssembly {
+    /// Starts from a first chunk.
+    pub fn start(chunk: SnapshotChunk) -> Result<Self, ApplyError> {
+        if !chunk.first {
+            return Err(ApplyError::MissingFirstChunk);
+        }
+        let settings = chunk.settings.map(settings_from).unwrap_or_default();
+        let mut snapshot = Snapshot::new(chunk.revision, settings, master_key_from(&chunk.master_key_hash)?);
+        for provider in &chunk.providers {
+            snapshot.set_provider(upstream_from(provider)?);
+        }
+        let mut assembly = SnapshotAssembly { snapshot };
+        assembly.add_keys(&chunk.keys)?;
+        Ok(assembly)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.snapshot.revision
+    }
+
+    /// Adds a later chunk of the same snapshot.
+    pub fn add(&mut self, chunk: &SnapshotChunk) -> Result<(), ApplyError> {
+        if chunk.first || chunk.revision != self.snapshot.revision {
+            return Err(ApplyError::ChunkRevision { expected: self.snapshot.revision, got: chunk.revision });
+        }
+        self.add_keys(&chunk.keys)
+    }
+
+    pub fn finish(self) -> Snapshot {
+        self.snapshot
+    }
+
+    fn add_keys(&mut self, keys: &[KeyConfig]) -> Result<(), ApplyError> {
+        for key in keys {
+            let (hash, managed) = key_from(key)?;
+            self.snapshot.keys.insert(hash, managed);
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The snapshot after `delta`; `self` is left untouched, so a failure changes nothing.
+    /// Cheap for large key sets: the key table is persistent, so untouched keys are shared.
+    pub fn apply(&self, delta: &Delta) -> Result<Snapshot, ApplyError> {
+        let mut next = self.clone();
+        next.revision = delta.revision;
+        for change in &delta.changes {
+            match change.change.as_ref().ok_or(ApplyError::EmptyChange)? {
+                change::Change::Settings(settings) => next.settings = settings_from(*settings),
+                change::Change::ProviderUpsert(provider) => next.set_provider(upstream_from(provider)?),
+                change::Change::ProviderDelete(name) => next.remove_provider(provider_kind(name)?),
+                change::Change::KeyUpsert(key) => {
+                    let (hash, managed) = key_from(key)?;
+                    next.keys.insert(hash, managed);
+                }
+                change::Change::KeyDelete(hash) => {
+                    next.keys.remove(&KeyHash::from_slice(hash).ok_or(ApplyError::KeyHash(hash.len()))?);
+                }
+                change::Change::MasterKeyHash(hash) => next.master_key = master_key_from(hash)?,
+            }
+        }
+        Ok(next)
+    }
+
+    /// The whole snapshot as one chunk: what the last-known-good cache stores.
+    pub fn to_chunk(&self) -> SnapshotChunk {
+        SnapshotChunk {
+            revision: self.revision,
+            first: true,
+            last: true,
+            settings: Some(ConfigSettings {
+                passthrough_enabled: self.settings.passthrough_enabled,
+                v1_alias_enabled: self.settings.v1_alias_enabled,
+            }),
+            providers: self
+                .providers()
+                .map(|upstream| ProviderConfig {
+                    name: upstream.kind.as_str().to_owned(),
+                    enabled: upstream.enabled,
+                    base_url: upstream.base_url.as_str().to_owned(),
+                    credential: upstream.plain_credential().unwrap_or_default().to_owned(),
+                })
+                .collect(),
+            master_key_hash: self.master_key.map(|hash| hash.as_bytes().to_vec()).unwrap_or_default(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(hash, key)| KeyConfig {
+                    hash: hash.as_bytes().to_vec(),
+                    id: key.id.0.to_vec(),
+                    enabled: key.enabled,
+                    expires_at: key.expires_at.unwrap_or(0),
+                    allowed_providers: key.allowed_providers.map_or(0, ProviderSet::bits),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn settings_from(settings: ConfigSettings) -> Settings {
+    Settings { passthrough_enabled: settings.passthrough_enabled, v1_alias_enabled: settings.v1_alias_enabled }
+}
+
+fn provider_kind(name: &str) -> Result<ProviderKind, ApplyError> {
+    name.parse().map_err(|_| ApplyError::UnknownProvider(name.to_owned()))
+}
+
+fn upstream_from(provider: &ProviderConfig) -> Result<Upstream, ApplyError> {
+    let kind = provider_kind(&provider.name)?;
+    let base_url = BaseUrl::parse(&provider.base_url)
+        .map_err(|err| ApplyError::BaseUrl { provider: kind, reason: err.to_string() })?;
+    let credential = Some(provider.credential.as_str()).filter(|c| !c.is_empty());
+    Ok(Upstream::new(kind, provider.enabled, base_url, credential)?)
+}
+
+fn master_key_from(bytes: &[u8]) -> Result<Option<KeyHash>, ApplyError> {
+    match bytes.len() {
+        0 => Ok(None),
+        _ => KeyHash::from_slice(bytes).map(Some).ok_or(ApplyError::MasterKeyHash(bytes.len())),
+    }
+}
+
+fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
+    let hash = KeyHash::from_slice(&key.hash).ok_or(ApplyError::KeyHash(key.hash.len()))?;
+    let id: [u8; 16] = key.id.as_slice().try_into().map_err(|_| ApplyError::KeyId(key.id.len()))?;
+    // A key limited to providers this build does not know must not become a key for all of
+    // them: only 0 means "every provider".
+    let allowed_providers = (key.allowed_providers != 0).then(|| ProviderSet::from_bits(key.allowed_providers));
+    let managed = ManagedKey {
+        id: KeyId(id),
+        enabled: key.enabled,
+        expires_at: (key.expires_at != 0).then_some(key.expires_at),
+        allowed_providers,
+    };
+    Ok((hash, managed))
+}
+
+/// Shared with the cache, which stores a snapshot as one chunk.
+pub(crate) fn snapshot_from_chunk(chunk: SnapshotChunk) -> Result<Arc<Snapshot>, ApplyError> {
+    Ok(Arc::new(SnapshotAssembly::start(chunk)?.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use aurora_proto::v1::Change;
+
+    use super::*;
+
+    fn key(secret: &str, enabled: bool, allowed: u32) -> KeyConfig {
+        KeyConfig {
+            hash: KeyHash::of(secret).as_bytes().to_vec(),
+            id: vec![7; 16],
+            enabled,
+            expires_at: 0,
+            allowed_providers: allowed,
+        }
+    }
+
+    fn provider(name: &str, credential: &str) -> ProviderConfig {
+        ProviderConfig {
+            name: name.into(),
+            enabled: true,
+            base_url: "http://127.0.0.1:9/v1".into(),
+            credential: credential.into(),
+        }
+    }
+
+    fn upsert(change: change::Change) -> Change {
+        Change { change: Some(change) }
+    }
+
+    fn first_chunk() -> SnapshotChunk {
+        SnapshotChunk {
+            revision: 3,
+            first: true,
+            last: false,
+            settings: Some(ConfigSettings { passthrough_enabled: true, v1_alias_enabled: true }),
+            providers: vec![provider("anthropic", "sk-ant")],
+            master_key_hash: KeyHash::of("m").as_bytes().to_vec(),
+            keys: vec![key("a", true, 0)],
+        }
+    }
+
+    #[test]
+    fn assembles_chunks_and_round_trips_through_one_chunk() {
+        let mut assembly = SnapshotAssembly::start(first_chunk()).unwrap();
+        let second = SnapshotChunk { revision: 3, last: true, keys: vec![key("b", false, 0b10)], ..Default::default() };
+        assembly.add(&second).unwrap();
+        let snapshot = assembly.finish();
+        assert_eq!(snapshot.keys.len(), 2);
+        assert_eq!(snapshot.master_key, Some(KeyHash::of("m")));
+
+        let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap();
+        assert_eq!(again.revision, 3);
+        assert_eq!(again.keys, snapshot.keys);
+        assert_eq!(again.provider(ProviderKind::Anthropic).unwrap().credential().unwrap(), "sk-ant");
+
+        let stray = SnapshotChunk { revision: 4, ..Default::default() };
+        let mut assembly = SnapshotAssembly::start(first_chunk()).unwrap();
+        assert!(assembly.add(&stray).is_err());
+        assert_eq!(SnapshotAssembly::start(stray).unwrap_err(), ApplyError::MissingFirstChunk);
+    }
+
+    #[test]
+    fn deltas_apply_without_touching_the_original() {
+        let base = SnapshotAssembly::start(first_chunk()).unwrap().finish();
+        let delta = Delta {
+            revision: 4,
+            changes: vec![
+                upsert(change::Change::KeyUpsert(key("a", false, 0))),
+                upsert(change::Change::KeyUpsert(key("c", true, 0))),
+                upsert(change::Change::ProviderUpsert(provider("openai", "sk-oa"))),
+                upsert(change::Change::ProviderDelete("anthropic".into())),
+                upsert(change::Change::MasterKeyHash(Vec::new())),
+            ],
+        };
+        let next = base.apply(&delta).unwrap();
+        assert_eq!(next.revision, 4);
+        assert!(!next.keys.get(&KeyHash::of("a")).unwrap().enabled);
+        assert!(next.keys.contains_key(&KeyHash::of("c")));
+        assert!(next.provider(ProviderKind::Anthropic).is_none());
+        assert!(next.provider(ProviderKind::OpenAi).is_some());
+        assert_eq!(next.master_key, None);
+        // The previous revision is intact: requests still reading it see a whole state.
+        assert!(base.keys.get(&KeyHash::of("a")).unwrap().enabled);
+        assert_eq!(base.revision, 3);
+
+        let deleted = next
+            .apply(&Delta {
+                revision: 5,
+                changes: vec![upsert(change::Change::KeyDelete(KeyHash::of("c").as_bytes().to_vec()))],
+            })
+            .unwrap();
+        assert!(!deleted.keys.contains_key(&KeyHash::of("c")));
+    }
+
+    #[test]
+    fn invalid_changes_are_rejected_whole() {
+        let base = SnapshotAssembly::start(first_chunk()).unwrap().finish();
+        for (change, expected) in [
+            (change::Change::ProviderUpsert(provider("gemini", "")), "unknown provider"),
+            (change::Change::ProviderUpsert(provider("openai", "bad\ncredential")), "credential"),
+            (change::Change::KeyUpsert(KeyConfig { hash: vec![1, 2], ..key("x", true, 0) }), "32 bytes"),
+            (change::Change::MasterKeyHash(vec![1]), "master-key"),
+        ] {
+            let delta = Delta {
+                revision: 4,
+                changes: vec![upsert(change::Change::KeyUpsert(key("z", true, 0))), upsert(change)],
+            };
+            let err = base.apply(&delta).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_provider_bits_never_widen_a_key() {
+        let (_, managed) = key_from(&key("a", true, 1 << 9)).unwrap();
+        assert_eq!(managed.allowed_providers, Some(ProviderSet::empty()));
+        let (_, managed) = key_from(&key("a", true, 0)).unwrap();
+        assert_eq!(managed.allowed_providers, None);
+    }
+}

@@ -1,0 +1,97 @@
+//! Control-plane endpoints: URLs and TLS settings, validated once at startup.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::ControlPlaneConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("AURORA_CONTROL_PLANE_URL {url:?} is not a valid URL: {reason}")]
+    Url { url: String, reason: String },
+    #[error("AURORA_CONTROL_PLANE_URL {0:?} must start with http:// or https://")]
+    Scheme(String),
+    #[error("TLS options (AURORA_TLS_CA, AURORA_TLS_CLIENT_CERT) require https:// control-plane URLs, got {0:?}")]
+    TlsWithoutHttps(String),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+}
+
+/// The control planes to subscribe to, tried in turn.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    list: Vec<Endpoint>,
+}
+
+impl Endpoints {
+    pub fn new(config: &ControlPlaneConfig) -> Result<Self, ConnectError> {
+        let tls = tls_config(config)?;
+        let list = config
+            .urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(|url| endpoint(url, tls.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Endpoints { list })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The endpoint for attempt `index`, cycling through the list.
+    pub fn get(&self, index: usize) -> &Endpoint {
+        &self.list[index % self.list.len()]
+    }
+}
+
+fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, ConnectError> {
+    let https = url.starts_with("https://");
+    if !https && !url.starts_with("http://") {
+        return Err(ConnectError::Scheme(url.to_owned()));
+    }
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|err| ConnectError::Url { url: url.to_owned(), reason: err.to_string() })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Detects a control plane that vanished without closing the connection.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    match (https, tls) {
+        (true, Some(tls)) => endpoint = endpoint.tls_config(tls.clone()).map_err(ConnectError::Tls)?,
+        (true, None) => {
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(ConnectError::Tls)?;
+        }
+        (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps(url.to_owned())),
+        (false, None) => {}
+    }
+    Ok(endpoint)
+}
+
+fn tls_config(config: &ControlPlaneConfig) -> Result<Option<ClientTlsConfig>, ConnectError> {
+    if config.tls_ca.is_none() && config.tls_client_cert.is_none() && config.tls_server_name.is_none() {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    tls = match &config.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => tls.with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&config.tls_client_cert, &config.tls_client_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(name) = &config.tls_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(Some(tls))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ConnectError> {
+    std::fs::read(path).map_err(|source| ConnectError::Read { path: path.display().to_string(), source })
+}

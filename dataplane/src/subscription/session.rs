@@ -1,0 +1,170 @@
+//! One subscription session: hello, then apply and acknowledge until the stream ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aurora_proto::v1::config_service_client::ConfigServiceClient;
+use aurora_proto::v1::{Ack, Hello, Nack, SubscribeRequest, SubscribeResponse, subscribe_request, subscribe_response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Code, Status};
+
+use super::Subscriber;
+use crate::snapshot::{Snapshot, SnapshotAssembly};
+
+/// Config messages can be large (a snapshot chunk holds 10 000 keys); allow generous room.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("{}: {}", .0.code(), .0.message())]
+    Rejected(Status),
+    #[error("stream failed: {}: {}", .0.code(), .0.message())]
+    Stream(Status),
+    #[error("nothing received for {0:?}; the control plane is presumed gone")]
+    Stalled(Duration),
+    #[error("the control plane closed the stream")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<(), SessionError> {
+    let channel = endpoint.connect().await.map_err(SessionError::Connect)?;
+    let authorization = subscriber.authorization()?;
+    let mut client = ConfigServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", authorization.clone());
+        Ok(request)
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (outbound, receiver) = mpsc::channel(64);
+    let last_revision = subscriber.state.revision().unwrap_or(0);
+    let hello =
+        Hello { node_id: subscriber.node_id.clone(), version: env!("CARGO_PKG_VERSION").to_owned(), last_revision };
+    let _ = outbound.send(request(subscribe_request::Message::Hello(hello))).await;
+    let mut inbound = client
+        .subscribe(ReceiverStream::new(receiver))
+        .await
+        .map_err(|status| match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => SessionError::Rejected(status),
+            _ => SessionError::Stream(status),
+        })?
+        .into_inner();
+    tracing::info!(control_plane = %endpoint.uri(), last_revision, "subscribed to the control plane");
+
+    let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
+    loop {
+        let message = match tokio::time::timeout(subscriber.stall_timeout, inbound.message()).await {
+            Err(_) => return Err(SessionError::Stalled(subscriber.stall_timeout)),
+            Ok(Err(status)) => return Err(SessionError::Stream(status)),
+            Ok(Ok(None)) => return Err(SessionError::Closed),
+            Ok(Ok(Some(SubscribeResponse { message }))) => message,
+        };
+        match message {
+            Some(subscribe_response::Message::Snapshot(chunk)) => applier.snapshot_chunk(chunk).await,
+            Some(subscribe_response::Message::Delta(delta)) => applier.delta(delta).await?,
+            Some(subscribe_response::Message::Heartbeat(beat)) => applier.heartbeat(beat.head_revision).await,
+            None => {}
+        }
+    }
+}
+
+fn request(message: subscribe_request::Message) -> SubscribeRequest {
+    SubscribeRequest { message: Some(message) }
+}
+
+/// Applies messages in stream order and answers each revision.
+struct Applier<'a> {
+    subscriber: &'a Subscriber,
+    outbound: mpsc::Sender<SubscribeRequest>,
+    assembly: Option<SnapshotAssembly>,
+    /// After a rejected revision, deltas cannot apply (they build on a state this replica does
+    /// not have) until the control plane sends a fresh snapshot.
+    awaiting_snapshot: bool,
+}
+
+impl Applier<'_> {
+    async fn snapshot_chunk(&mut self, chunk: aurora_proto::v1::SnapshotChunk) {
+        let revision = chunk.revision;
+        let last = chunk.last;
+        let result = if chunk.first {
+            SnapshotAssembly::start(chunk).map(|assembly| self.assembly = Some(assembly))
+        } else {
+            match self.assembly.as_mut() {
+                Some(assembly) => assembly.add(&chunk),
+                // The rest of a snapshot already rejected: nothing to do.
+                None => return,
+            }
+        };
+        if let Err(err) = result {
+            self.assembly = None;
+            return self.reject(revision, &err).await;
+        }
+        if last {
+            if let Some(assembly) = self.assembly.take() {
+                let snapshot = assembly.finish();
+                tracing::info!(revision, keys = snapshot.keys.len(), "applied configuration snapshot");
+                self.awaiting_snapshot = false;
+                self.publish(snapshot).await;
+            }
+        }
+    }
+
+    async fn delta(&mut self, delta: aurora_proto::v1::Delta) -> Result<(), SessionError> {
+        if self.assembly.is_some() {
+            return Err(SessionError::Protocol("a delta arrived in the middle of a snapshot"));
+        }
+        if self.awaiting_snapshot {
+            return Ok(());
+        }
+        let Some(current) = self.subscriber.state.load_full() else {
+            return Err(SessionError::Protocol("a delta arrived before any snapshot"));
+        };
+        if delta.revision <= current.revision {
+            return Ok(());
+        }
+        match current.apply(&delta) {
+            Ok(next) => {
+                tracing::debug!(
+                    revision = delta.revision,
+                    changes = delta.changes.len(),
+                    "applied configuration delta"
+                );
+                self.publish(next).await;
+            }
+            Err(err) => self.reject(delta.revision, &err).await,
+        }
+        Ok(())
+    }
+
+    /// Answers a heartbeat with the applied revision, so the control plane sees this replica
+    /// alive and current even when nothing changes.
+    async fn heartbeat(&mut self, head_revision: u64) {
+        let applied = self.subscriber.state.revision().unwrap_or(0);
+        tracing::trace!(head_revision, applied, "heartbeat");
+        self.send(subscribe_request::Message::Ack(Ack { revision: applied })).await;
+    }
+
+    async fn publish(&mut self, snapshot: Snapshot) {
+        let revision = snapshot.revision;
+        let snapshot = Arc::new(snapshot);
+        self.subscriber.state.publish(snapshot.clone());
+        self.subscriber.applied.send_replace(Some(snapshot));
+        self.send(subscribe_request::Message::Ack(Ack { revision })).await;
+    }
+
+    async fn reject(&mut self, revision: u64, err: &crate::snapshot::ApplyError) {
+        tracing::error!(revision, error = %err, "rejected a configuration update; keeping the last good configuration");
+        self.awaiting_snapshot = true;
+        self.send(subscribe_request::Message::Nack(Nack { revision, error: err.to_string() })).await;
+    }
+
+    async fn send(&self, message: subscribe_request::Message) {
+        // A failed send means the stream is gone; the read loop notices and reconnects.
+        let _ = self.outbound.send(request(message)).await;
+    }
+}

@@ -74,6 +74,9 @@ def dry_run_install(value_set: str) -> tuple[tuple[dict, ...], str]:
         "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
         *values_args(value_set),
     )
+    if result.returncode != 0 and "cluster unreachable" in result.stderr:
+        # Helm 3 asks the cluster for its version even on a client-side dry run.
+        pytest.skip("rendering NOTES without a cluster needs Helm 4 (scripts/install-helm)")
     assert result.returncode == 0, f"helm install --dry-run failed:\n{result.stderr}"
     manifest, sep, notes = result.stdout.partition("\nNOTES:\n")
     assert sep, "no NOTES in the dry-run output"
@@ -254,6 +257,9 @@ def test_data_plane_probes_shutdown_and_cache(value_set):
     drain = seconds(env["AURORA_SHUTDOWN_DRAIN_DELAY"]["value"])
     grace = seconds(env["AURORA_SHUTDOWN_GRACE"]["value"])
     assert pod["terminationGracePeriodSeconds"] > drain + grace
+    # Readiness must notice the draining 503s before the listener closes.
+    readiness = c["readinessProbe"]
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= drain
 
     assert env["AURORA_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     cache = env["AURORA_CONFIG_CACHE"]["value"]
@@ -447,3 +453,30 @@ def test_tls_without_a_secret_is_refused():
     result = helm("template", RELEASE, str(CHART), "--set", "tls.enabled=true")
     assert result.returncode != 0
     assert "tls.enabled=true needs tls.secretName" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart's README documents every value.
+
+
+def leaf_values(values: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of values.yaml; free-form maps count as one value."""
+    opaque = {"podSecurityContext", "securityContext", "controlplane.resources", "dataplane.resources"}
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and path not in opaque:
+            paths += leaf_values(value, path)
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_readme_documents_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    missing = [p for p in leaf_values(values) if p not in rows]
+    assert not missing, f"values missing from the README's table: {missing}"
+    stale = sorted(rows - set(leaf_values(values)))
+    assert not stale, f"README documents values that do not exist: {stale}"

@@ -172,6 +172,10 @@ def test_pods_run_locked_down(value_set):
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        # The volume types the "restricted" Pod Security Standard allows.
+        allowed = {"configMap", "emptyDir", "secret", "persistentVolumeClaim", "projected", "downwardAPI"}
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= allowed, volume
         for c in pod["containers"] + pod.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["runAsNonRoot"] is True, c["name"]
@@ -182,6 +186,7 @@ def test_pods_run_locked_down(value_set):
             assert not sc["capabilities"].get("add"), c["name"]
             assert sc["seccompProfile"]["type"] == "RuntimeDefault", c["name"]
             assert c["resources"]["requests"], c["name"]
+            assert all("hostPort" not in port for port in c.get("ports", [])), c["name"]
     for sa in by_kind(docs, "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
 

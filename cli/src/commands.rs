@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod output;
 pub(crate) mod providers;
 pub(crate) mod settings;
+pub(crate) mod up;
 
 use std::process::ExitCode;
 

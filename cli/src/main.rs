@@ -33,6 +33,8 @@ enum Command {
     Settings(commands::settings::SettingsArgs),
     /// List the data-plane replicas subscribed to the control plane (lagging ones marked).
     Dataplanes(commands::dataplanes::DataplanesArgs),
+    /// Start a complete gateway on this machine: a control plane and a data plane in one process.
+    Up(Box<commands::up::UpArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,10 @@ fn main() -> std::process::ExitCode {
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
+            Command::Up(args) => {
+                telemetry::init(&cli.log)?;
+                commands::up::run(*args).await
+            }
         }
     });
     match result {

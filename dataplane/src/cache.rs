@@ -72,7 +72,12 @@ impl ConfigCache {
         if let Some(dir) = self.current.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let mut file = File::create(&self.temporary).map_err(io(&self.temporary))?;
+        // The cache holds upstream credentials: readable by the owner only.
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&self.temporary).map_err(io(&self.temporary))?;
         file.write_all(&bytes).map_err(io(&self.temporary))?;
         file.sync_all().map_err(io(&self.temporary))?;
         drop(file);
@@ -155,6 +160,12 @@ mod tests {
         assert!(cache.load().is_none());
 
         cache.store(&snapshot(1)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&cache.current).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the cache holds credentials: owner-only");
+        }
         cache.store(&snapshot(2)).unwrap();
         let loaded = cache.load().unwrap();
         assert_eq!(loaded.revision, 2);

@@ -79,6 +79,11 @@ pub struct ShutdownConfig {
     /// On SIGTERM, how long in-flight requests and streams may run before connections close.
     #[arg(long = "shutdown-grace", env = "AURORA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+
+    /// On SIGTERM, how long /readyz reports 503 while new connections are still accepted, so
+    /// load balancers stop routing here before the listener closes.
+    #[arg(long = "shutdown-drain-delay", env = "AURORA_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
 }
 
 /// Where the live configuration comes from: the control plane's config stream.

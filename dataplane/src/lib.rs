@@ -61,8 +61,28 @@ pub enum StartError {
 
 /// Runs a data plane until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+    start(config).await?.serve(shutdown).await;
+    Ok(())
+}
+
+/// A data plane whose configuration sources are running and whose listeners are bound, not yet
+/// serving. Binding first lets callers (tests, `aurora up`) learn the addresses of port-0
+/// listeners before traffic starts.
+#[derive(Debug)]
+pub struct Dataplane {
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    passthrough_listener: tokio::net::TcpListener,
+    admin_listener: tokio::net::TcpListener,
+    /// Background tasks that feed the state; stopped when the data plane stops.
+    feeders: tokio::task::JoinSet<()>,
+    limits: config::Limits,
+    shutdown: config::ShutdownConfig,
+}
+
+/// Loads or subscribes to the configuration and binds both listeners.
+pub async fn start(config: Config) -> Result<Dataplane, StartError> {
     let state = Arc::new(ConfigState::new());
-    // Background tasks that feed the state; aborted when the data plane stops.
     let mut feeders = tokio::task::JoinSet::new();
     if config.control_plane.urls.is_empty() {
         let (snapshot, source) = match &config.config_file {
@@ -84,36 +104,69 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let client = upstream::client(&config.upstream)?;
     let proxy = Arc::new(Proxy::new(state.clone(), client, &config.upstream, &config.limits));
     let admin = Arc::new(Admin::new(state));
-
     let bind =
         |name, addr| async move { server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source }) };
-    let passthrough_listener = bind("passthrough", config.listen_addr).await?;
-    let admin_listener = bind("admin", config.admin_listen_addr).await?;
+    Ok(Dataplane {
+        proxy,
+        admin,
+        passthrough_listener: bind("passthrough", config.listen_addr).await?,
+        admin_listener: bind("admin", config.admin_listen_addr).await?,
+        feeders,
+        limits: config.limits,
+        shutdown: config.shutdown,
+    })
+}
 
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(server::serve(
-        "admin",
-        admin_listener,
-        admin.clone(),
-        config.limits,
-        async {
-            let _ = admin_stopped.await;
-        },
-        config.shutdown.grace,
-    ));
+impl Dataplane {
+    /// The passthrough listener's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.passthrough_listener.local_addr()
+    }
 
-    let draining_admin = admin.clone();
-    let shutdown = async move {
-        shutdown.await;
-        draining_admin.start_draining();
-    };
-    server::serve("passthrough", passthrough_listener, proxy, config.limits, shutdown, config.shutdown.grace).await;
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
 
-    let _ = stop_admin.send(());
-    let _ = admin_task.await;
-    feeders.shutdown().await;
-    tracing::info!("data plane stopped");
-    Ok(())
+    /// Serves until `shutdown` resolves, then shuts down gracefully: `/readyz` turns 503 at
+    /// once, the listener keeps accepting for the drain delay (so load balancers notice and
+    /// stop sending), then stops, and in-flight requests and streams get the grace period.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(server::serve(
+            "admin",
+            self.admin_listener,
+            self.admin.clone(),
+            self.limits,
+            async {
+                let _ = admin_stopped.await;
+            },
+            self.shutdown.grace,
+        ));
+
+        let admin = self.admin.clone();
+        let drain_delay = self.shutdown.drain_delay;
+        let stop_accepting = async move {
+            shutdown.await;
+            admin.start_draining();
+            tracing::info!(drain_delay = ?drain_delay, "shutting down: /readyz is now 503");
+            tokio::time::sleep(drain_delay).await;
+        };
+        server::serve(
+            "passthrough",
+            self.passthrough_listener,
+            self.proxy,
+            self.limits,
+            stop_accepting,
+            self.shutdown.grace,
+        )
+        .await;
+
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        self.feeders.shutdown().await;
+        tracing::info!("data plane stopped");
+    }
 }
 
 /// Starts the config-stream subscription (and the cache writer), after publishing the cached

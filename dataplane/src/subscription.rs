@@ -13,7 +13,7 @@ mod session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use connect::{ConnectError, Endpoints};
+pub use connect::{ConnectError, Endpoints, client_tls};
 use tokio::sync::watch;
 
 use crate::snapshot::Snapshot;

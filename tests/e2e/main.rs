@@ -12,3 +12,5 @@ mod live_config;
 mod passthrough;
 
 mod sdk;
+mod tls;
+mod up;

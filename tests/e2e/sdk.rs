@@ -33,11 +33,16 @@ fn python() -> PathBuf {
 }
 
 fn run_script(script: &str, dataplane: &TestDataplane, token: &str) {
+    run_script_at(script, &format!("http://{}", dataplane.addr), token, &dataplane.process.logs());
+}
+
+/// Runs an SDK script against the gateway at `url`; `logs` are shown if it fails.
+pub(crate) fn run_script_at(script: &str, url: &str, token: &str, logs: &str) {
     let output = Command::new(python())
         .arg(repo_root().join("tests/sdk").join(script))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AURORA_URL", format!("http://{}", dataplane.addr))
+        .env("AURORA_URL", url)
         .env("AURORA_TOKEN", token)
         // The SDKs must not pick up a real key or proxy from the environment.
         .env("NO_PROXY", "*")
@@ -45,10 +50,9 @@ fn run_script(script: &str, dataplane: &TestDataplane, token: &str) {
         .unwrap();
     assert!(
         output.status.success(),
-        "{script} failed:\n{}\n{}\ngateway logs:\n{}",
+        "{script} failed:\n{}\n{}\ngateway logs:\n{logs}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
-        dataplane.process.logs()
     );
 }
 
@@ -68,7 +72,7 @@ const OPENAI_STREAM: &str = concat!(
 );
 
 /// Mocks that answer only when the gateway injected the right upstream credential.
-async fn provider_mocks(server: &MockServer) {
+pub(crate) async fn provider_mocks(server: &MockServer) {
     let anthropic_key = upstream_credential(ProviderKind::Anthropic);
     Mock::given(method("POST"))
         .and(path("/anthropic/v1/messages"))

@@ -1,6 +1,7 @@
 //! The admin client shared by `aurora keys|providers|settings`: where the control plane is, the
 //! master key, the output format, and one-line errors for failed calls.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +37,18 @@ pub(crate) struct ClientArgs {
 
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
+
+    /// CA certificate (PEM) to verify an https:// control plane with [default: Mozilla roots].
+    #[arg(long, env = "AURORA_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM), when the control plane requires mutual TLS.
+    #[arg(long, env = "AURORA_TLS_CLIENT_CERT", requires = "tls_client_key", global = true)]
+    tls_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "AURORA_TLS_CLIENT_KEY", requires = "tls_client_cert", global = true)]
+    tls_client_key: Option<PathBuf>,
 }
 
 /// `--wait`: return only once every connected data plane enforces the change.
@@ -129,10 +142,16 @@ impl ClientArgs {
             .parse()
             .map_err(|_| anyhow::anyhow!("the admin token must be printable ASCII"))?;
         bearer.set_sensitive(true);
-        let endpoint = Endpoint::from_shared(self.url.clone())
+        let mut endpoint = Endpoint::from_shared(self.url.clone())
             .with_context(|| format!("invalid --control-plane URL {:?}", self.url))?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
+            // Long enough for the longest WaitForRevision (5 min) that --wait-timeout allows.
+            .timeout(Duration::from_secs(330));
+        if self.url.starts_with("https://") {
+            let identity = self.tls_client_cert.as_deref().zip(self.tls_client_key.as_deref());
+            let tls = aurora_dataplane::subscription::client_tls(self.tls_ca.as_deref(), identity, None)?;
+            endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
+        }
         let channel = endpoint
             .connect()
             .await

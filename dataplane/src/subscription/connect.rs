@@ -78,18 +78,29 @@ fn tls_config(config: &ControlPlaneConfig) -> Result<Option<ClientTlsConfig>, Co
     if config.tls_ca.is_none() && config.tls_client_cert.is_none() && config.tls_server_name.is_none() {
         return Ok(None);
     }
-    let mut tls = ClientTlsConfig::new();
-    tls = match &config.tls_ca {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => tls.with_webpki_roots(),
+    let identity = config.tls_client_cert.as_deref().zip(config.tls_client_key.as_deref());
+    client_tls(config.tls_ca.as_deref(), identity, config.tls_server_name.as_deref()).map(Some)
+}
+
+/// A rustls client configuration for talking to a control plane: its CA (or the Mozilla roots),
+/// an optional client certificate and key for mutual TLS, and an optional name to verify.
+/// Shared with the `aurora` CLI.
+pub fn client_tls(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
+) -> Result<ClientTlsConfig, ConnectError> {
+    let mut tls = match ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
     };
-    if let (Some(cert), Some(key)) = (&config.tls_client_cert, &config.tls_client_key) {
+    if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
-    if let Some(name) = &config.tls_server_name {
-        tls = tls.domain_name(name.clone());
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name.to_owned());
     }
-    Ok(Some(tls))
+    Ok(tls)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ConnectError> {

@@ -21,7 +21,15 @@ impl AuroraProcess {
     /// Starts `aurora <args>` with a clean environment (only PATH, plus `env`), so nothing from
     /// the developer's shell (an ANTHROPIC_API_KEY, say) leaks into a test.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_in(None, args, env)
+    }
+
+    /// Like [`Self::spawn`], in the working directory `cwd`.
+    pub fn spawn_in(cwd: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(aurora_bin());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         command
             .args(args)
             .env_clear()

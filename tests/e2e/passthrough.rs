@@ -401,3 +401,18 @@ async fn health_and_readiness() {
     assert_eq!(client().get(dataplane.admin_url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(client().get(dataplane.admin_url("/readyz")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn oversized_request_headers_get_431_on_both_protocols() {
+    let upstream = MockServer::start().await;
+    mock_ok(&upstream).await;
+    let dataplane = TestDataplane::start(&snapshot_for(&upstream.uri()), &[("AURORA_MAX_HEADER_BYTES", "8192")]).await;
+    let big = "a".repeat(20_000);
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for client in [client(), h2] {
+        let response =
+            client.get(dataplane.url("/p/vllm/v1/models")).bearer_auth(MASTER_KEY).header("x-big", &big).send().await.unwrap();
+        assert_eq!(response.status(), 431);
+    }
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+}

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod config_stream;
 mod controlplane;
 mod live_config;
 mod passthrough;

@@ -410,8 +410,13 @@ async fn oversized_request_headers_get_431_on_both_protocols() {
     let big = "a".repeat(20_000);
     let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     for client in [client(), h2] {
-        let response =
-            client.get(dataplane.url("/p/vllm/v1/models")).bearer_auth(MASTER_KEY).header("x-big", &big).send().await.unwrap();
+        let response = client
+            .get(dataplane.url("/p/vllm/v1/models"))
+            .bearer_auth(MASTER_KEY)
+            .header("x-big", &big)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 431);
     }
     assert!(upstream.received_requests().await.unwrap().is_empty());

@@ -1,0 +1,154 @@
+//! The config stream's protocol, spoken directly to a real control plane: what a replica is sent
+//! after it rejects a revision, and whether following deltas ends where a snapshot starts.
+
+use std::time::Duration;
+
+use aurora_dataplane::Snapshot;
+use aurora_dataplane::snapshot::SnapshotAssembly;
+use aurora_proto::v1::config_service_client::ConfigServiceClient;
+use aurora_proto::v1::{Ack, Hello, Nack, SubscribeRequest, SubscribeResponse, subscribe_request, subscribe_response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use crate::support::controlplane::{ADMIN_KEY, NODE_TOKEN, TestControlplane};
+use crate::support::wait::DEADLINE;
+
+/// A hand-driven replica: it applies what it is sent exactly as a data plane does.
+struct Replica {
+    outbound: mpsc::Sender<SubscribeRequest>,
+    inbound: Streaming<SubscribeResponse>,
+}
+
+impl Replica {
+    async fn connect(cp: &TestControlplane, node_id: &str, last_revision: u64) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(cp.url()).unwrap().connect().await.unwrap();
+        let token: tonic::metadata::AsciiMetadataValue = format!("Bearer {NODE_TOKEN}").parse().unwrap();
+        let mut client = ConfigServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert("authorization", token.clone());
+            Ok(request)
+        });
+        let (outbound, receiver) = mpsc::channel(16);
+        let hello = Hello { node_id: node_id.into(), version: "test".into(), last_revision };
+        outbound.send(message(subscribe_request::Message::Hello(hello))).await.unwrap();
+        let inbound = client.subscribe(ReceiverStream::new(receiver)).await.unwrap().into_inner();
+        Replica { outbound, inbound }
+    }
+
+    /// The next snapshot or delta, skipping heartbeats.
+    async fn next(&mut self) -> subscribe_response::Message {
+        loop {
+            let response = tokio::time::timeout(DEADLINE, self.inbound.message()).await.unwrap().unwrap().unwrap();
+            match response.message.unwrap() {
+                subscribe_response::Message::Heartbeat(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads a whole snapshot (all its chunks).
+    async fn snapshot(&mut self) -> Snapshot {
+        let subscribe_response::Message::Snapshot(first) = self.next().await else { panic!("expected a snapshot") };
+        let mut last = first.last;
+        let mut assembly = SnapshotAssembly::start(first).unwrap();
+        while !last {
+            let subscribe_response::Message::Snapshot(chunk) = self.next().await else { panic!("expected a chunk") };
+            last = chunk.last;
+            assembly.add(&chunk).unwrap();
+        }
+        assembly.finish()
+    }
+
+    async fn send(&self, message_: subscribe_request::Message) {
+        self.outbound.send(message(message_)).await.unwrap();
+    }
+
+    /// Nothing but heartbeats arrives for `quiet`.
+    async fn assert_quiet(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(response) = tokio::time::timeout_at(deadline, self.inbound.message()).await {
+            let message = response.unwrap().unwrap().message.unwrap();
+            assert!(matches!(message, subscribe_response::Message::Heartbeat(_)), "unexpected {message:?}");
+        }
+    }
+}
+
+fn message(message: subscribe_request::Message) -> SubscribeRequest {
+    SubscribeRequest { message: Some(message) }
+}
+
+/// Sorted keys, providers, settings and master key: a snapshot's content, order-independent.
+fn content(snapshot: &Snapshot) -> String {
+    let mut chunk = snapshot.to_chunk();
+    chunk.keys.sort_by(|a, b| a.hash.cmp(&b.hash));
+    chunk.revision = 0;
+    format!("{:?}|{:?}|{:?}|{:?}", chunk.settings, chunk.providers, chunk.master_key_hash, chunk.keys)
+}
+
+#[tokio::test]
+async fn a_rejected_revision_is_never_sent_again() {
+    let cp = TestControlplane::start(&[]).await;
+    let mut replica = Replica::connect(&cp, "stubborn", 0).await;
+    let snapshot = replica.snapshot().await;
+    replica.send(subscribe_request::Message::Ack(Ack { revision: snapshot.revision })).await;
+
+    let created = cp.cli(&["keys", "create", "--name", "first", "-o", "json"]).await.json();
+    let rejected = created["revision"].as_u64().unwrap();
+    let subscribe_response::Message::Delta(delta) = replica.next().await else { panic!("expected a delta") };
+    assert_eq!(delta.revision, rejected);
+    replica.send(subscribe_request::Message::Nack(Nack { revision: rejected, error: "cannot apply".into() })).await;
+
+    // Not re-sent, not even after heartbeats go by (the test control plane beats every 5 s,
+    // so this also proves the stream stays up).
+    replica.assert_quiet(Duration::from_millis(700)).await;
+    let fleet = cp.cli(&["dataplanes", "-o", "json"]).await.json();
+    assert_eq!(fleet["data_planes"][0]["rejected_revision"], rejected);
+    assert_eq!(fleet["data_planes"][0]["rejected_reason"], "cannot apply");
+
+    // The next change brings a whole fresh snapshot, not deltas on a state the replica lacks.
+    cp.cli(&["keys", "create", "--name", "second"]).await.ok();
+    let fresh = replica.snapshot().await;
+    assert_eq!(fresh.revision, rejected + 1);
+    assert_eq!(fresh.keys.len(), 2);
+}
+
+#[tokio::test]
+async fn following_deltas_ends_exactly_where_a_fresh_snapshot_starts() {
+    let cp = TestControlplane::start(&[]).await;
+    let mut follower = Replica::connect(&cp, "follower", 0).await;
+    let mut state = follower.snapshot().await;
+
+    // Every kind of change: keys created, updated, revoked and deleted, providers changed and
+    // deleted, settings changed.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let created = cp.cli(&["keys", "create", "--name", &format!("k{i}"), "-o", "json"]).await.json();
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    cp.cli(&["keys", "update", &ids[0], "--disable", "--providers", "anthropic,vllm"]).await.ok();
+    cp.cli(&["keys", "update", &ids[1], "--expires-in", "30d"]).await.ok();
+    cp.cli(&["keys", "revoke", &ids[2]]).await.ok();
+    cp.cli(&["keys", "delete", &ids[3]]).await.ok();
+    let env = [("AURORA_MASTER_KEY", ADMIN_KEY), ("CRED", "sk-follow")];
+    cp.cli_with(&["providers", "set", "openai", "--api-key-env", "CRED", "--base-url", "http://gpu:1/v1"], &env, None)
+        .await
+        .ok();
+    cp.cli(&["providers", "delete", "zai"]).await.ok();
+    cp.cli(&["providers", "set", "vllm", "--disable"]).await.ok();
+    let head =
+        cp.cli(&["settings", "set", "--v1-alias", "false", "-o", "json"]).await.json()["revision"].as_u64().unwrap();
+
+    while state.revision < head {
+        match follower.next().await {
+            subscribe_response::Message::Delta(delta) => state = state.apply(&delta).unwrap(),
+            other => panic!("expected only deltas, got {other:?}"),
+        }
+    }
+
+    let mut newcomer = Replica::connect(&cp, "newcomer", 0).await;
+    let fresh = newcomer.snapshot().await;
+    assert_eq!(fresh.revision, head);
+    assert_eq!(state.revision, head);
+    assert_eq!(content(&state), content(&fresh), "the delta path must equal a full snapshot");
+    assert_eq!(fresh.keys.len(), 5);
+}

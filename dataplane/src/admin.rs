@@ -1,24 +1,28 @@
-//! The admin listener: liveness and readiness for load balancers and Kubernetes probes.
+//! The admin listener: liveness and readiness for load balancers and Kubernetes probes, and
+//! `/metrics` for Prometheus.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{Request, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, full};
+use crate::metrics::{self, Metrics};
 use crate::server::Handler;
 use crate::state::ConfigState;
 
 #[derive(Debug)]
 pub struct Admin {
     state: Arc<ConfigState>,
+    metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
 
 impl Admin {
-    pub fn new(state: Arc<ConfigState>) -> Self {
-        Admin { state, draining: AtomicBool::new(false) }
+    pub fn new(state: Arc<ConfigState>, metrics: Arc<Metrics>) -> Self {
+        Admin { state, metrics, draining: AtomicBool::new(false) }
     }
 
     /// From now on `/readyz` answers 503, so load balancers stop sending new requests.
@@ -41,6 +45,11 @@ impl Handler for Admin {
     type Body = ProxyBody;
 
     async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        if request.uri().path() == "/metrics" {
+            let mut response = Response::new(full(self.metrics.encode()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            return response;
+        }
         let (status, text) = self.respond(&request);
         let mut response = Response::new(full(text));
         *response.status_mut() = status;

@@ -1,11 +1,21 @@
 //! The body types of the passthrough path.
 //!
 //! Responses are either a small gateway-made JSON body or the upstream's body streamed frame by
-//! frame. `Either` keeps this a plain enum: no boxing, no buffering.
+//! frame. `Either` keeps this a plain enum: no boxing, no buffering. Both directions are wrapped
+//! once more to count bytes as frames pass ([`Counted`], [`Metered`]); the frames themselves are
+//! forwarded as they come, never copied or held back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+
+use crate::access::{End, Exchange};
 
 /// The upstream response body, failing if the provider goes silent for longer than the idle
 /// timeout. The timer restarts with every frame, so a long stream is never cut.
@@ -13,9 +23,105 @@ pub type UpstreamBody = tower_http::timeout::TimeoutBody<Incoming>;
 
 pub type ProxyBody = Either<Full<Bytes>, UpstreamBody>;
 
-/// The client's request body, failing with `LengthLimitError` past the configured size.
-pub type RequestBody = http_body_util::Limited<Incoming>;
+/// What the passthrough listener sends: a [`ProxyBody`] that reports the request's end.
+pub type ResponseBody = Metered<ProxyBody>;
+
+/// The client's request body, counted, failing with `LengthLimitError` past the configured size.
+pub type RequestBody = http_body_util::Limited<Counted<Incoming>>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Either::Left(Full::new(bytes.into()))
+}
+
+/// Adds the size of every data frame to a shared counter (the request's bytes in).
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+        Counted { inner, bytes }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that owns its request's [`Exchange`]: it counts the bytes sent and, when
+    /// dropped (the body ended, failed, or the client went away), the exchange records the
+    /// request. Dropped unfinished, the exchange records the client as gone.
+    #[derive(Debug)]
+    pub struct Metered<B> {
+        #[pin]
+        inner: B,
+        exchange: Exchange,
+    }
+}
+
+impl<B: Body> Metered<B> {
+    pub fn new(inner: B, mut exchange: Exchange) -> Self {
+        // An empty body (a HEAD answer, a 204) may never be polled: it is complete as it is.
+        if inner.is_end_stream() {
+            exchange.end(End::Complete);
+        }
+        Metered { inner, exchange }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Metered<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.exchange.sent(data.len());
+                }
+                // hyper stops polling once `is_end_stream` says nothing is left, so the final
+                // `None` below may never come.
+                if inner.is_end_stream() {
+                    this.exchange.end(End::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.exchange.end(End::UpstreamError),
+            Poll::Ready(None) => this.exchange.end(End::Complete),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -9,8 +9,10 @@
 //! Code map, in the order a request flows: [`server`] accepts connections, [`proxy`] runs the
 //! request path using [`route`], [`auth`] and [`headers`] against the [`state`]'s current
 //! [`snapshot`], sends it through the [`upstream`] client, and [`error`] turns every refusal
-//! into a provider-shaped response.
+//! into a provider-shaped response. [`access`] records each request (log line and [`metrics`])
+//! when its response ends; [`admin`] serves probes and `/metrics`.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -18,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
 pub mod request_id;
 pub mod route;
@@ -36,6 +39,7 @@ pub use snapshot::Snapshot;
 
 use crate::admin::Admin;
 use crate::cache::ConfigCache;
+use crate::metrics::{ConfigMetrics, Metrics};
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
 use crate::state::ConfigState;
@@ -84,7 +88,12 @@ pub struct Dataplane {
 pub async fn start(config: Config) -> Result<Dataplane, StartError> {
     let state = Arc::new(ConfigState::new());
     let mut feeders = tokio::task::JoinSet::new();
-    if config.control_plane.urls.is_empty() {
+    let subscribed = !config.control_plane.urls.is_empty();
+    let config_metrics = subscribed.then(ConfigMetrics::new);
+    let metrics = Arc::new(Metrics::new(state.clone(), config_metrics.clone()));
+    if let Some(config_metrics) = config_metrics {
+        subscribe(&config.control_plane, &state, config_metrics, &mut feeders)?;
+    } else {
         let (snapshot, source) = match &config.config_file {
             Some(path) => (SnapshotFile::load(path)?, "config file"),
             None => (Snapshot::from_product_vars(&config.static_config)?, "environment"),
@@ -97,13 +106,11 @@ pub async fn start(config: Config) -> Result<Dataplane, StartError> {
             "configuration applied"
         );
         state.publish(Arc::new(snapshot));
-    } else {
-        subscribe(&config.control_plane, &state, &mut feeders)?;
     }
 
     let client = upstream::client(&config.upstream)?;
-    let proxy = Arc::new(Proxy::new(state.clone(), client, &config.upstream, &config.limits));
-    let admin = Arc::new(Admin::new(state));
+    let proxy = Arc::new(Proxy::new(state.clone(), client, metrics.requests.clone(), &config.upstream, &config.limits));
+    let admin = Arc::new(Admin::new(state, metrics));
     let bind =
         |name, addr| async move { server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source }) };
     Ok(Dataplane {
@@ -174,6 +181,7 @@ impl Dataplane {
 fn subscribe(
     config: &config::ControlPlaneConfig,
     state: &Arc<ConfigState>,
+    metrics: ConfigMetrics,
     feeders: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     let node_token = config.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(StartError::NodeTokenMissing)?;
@@ -192,6 +200,7 @@ fn subscribe(
         stall_timeout: config.stall_timeout,
         state: state.clone(),
         applied,
+        metrics,
     };
     tracing::info!(node_id = %subscriber.node_id, control_planes = ?config.urls, "subscribing to the control plane");
     feeders.spawn(subscriber.run(endpoints));

@@ -4,24 +4,28 @@
 //! byte goes upstream; the snapshot guard is dropped before the first `.await`. Bodies stream
 //! in both directions. Dropping the response (the client went away) drops the upstream
 //! response future or body, which closes or resets the upstream stream: an abandoned LLM call
-//! stops costing money at once.
+//! stops costing money at once. Each request carries an [`Exchange`] from arrival to the end
+//! of its response, which writes the access-log line and the request metrics once it is over.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aurora_core::{ErrorShape, ProviderKind};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tower_http::timeout::TimeoutBody;
 
-use crate::auth::{self, Principal};
-use crate::body::ProxyBody;
+use crate::access::Exchange;
+use crate::auth;
+use crate::body::{Counted, Metered, ProxyBody, ResponseBody};
 use crate::config::{Limits, UpstreamConfig};
 use crate::error::GatewayError;
+use crate::metrics::RequestMetrics;
+use crate::metrics::labels::Source;
 use crate::snapshot::Snapshot;
 use crate::state::ConfigState;
 use crate::upstream::UpstreamClient;
@@ -31,81 +35,79 @@ use crate::{headers, request_id, route};
 pub struct Proxy {
     state: Arc<ConfigState>,
     client: UpstreamClient,
+    metrics: Arc<RequestMetrics>,
     response_header_timeout: Duration,
     idle_timeout: Duration,
     max_request_body_bytes: u64,
-}
-
-/// What the access log says about a request; filled in as the request is processed.
-#[derive(Debug, Default)]
-struct AccessLog {
-    provider: Option<ProviderKind>,
-    principal: Option<Principal>,
 }
 
 /// A request that passed every check, ready to go upstream.
 struct Forward {
     uri: Uri,
     shape: ErrorShape,
+    provider: ProviderKind,
 }
 
 /// A refused request and the error shape its provider's SDK understands.
 type Rejection = (GatewayError, ErrorShape);
 
 impl Proxy {
-    pub fn new(state: Arc<ConfigState>, client: UpstreamClient, upstream: &UpstreamConfig, limits: &Limits) -> Self {
+    pub fn new(
+        state: Arc<ConfigState>,
+        client: UpstreamClient,
+        metrics: Arc<RequestMetrics>,
+        upstream: &UpstreamConfig,
+        limits: &Limits,
+    ) -> Self {
         Proxy {
             state,
             client,
+            metrics,
             response_header_timeout: upstream.response_header_timeout,
             idle_timeout: upstream.idle_timeout,
             max_request_body_bytes: limits.max_request_body_bytes,
         }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = request_id::for_request(request.headers());
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let mut log = AccessLog::default();
+        // Dropped with this future if the client goes away before the response: the exchange
+        // then records the request as abandoned.
+        let mut exchange = Exchange::start(
+            self.metrics.clone(),
+            started,
+            request_id.clone(),
+            request.method().clone(),
+            request.uri().path().to_owned(),
+        );
 
-        let (response, source) = match self.forward(request, &request_id, &mut log).await {
-            Ok(response) => (response, "upstream"),
+        let response = match self.forward(request, &request_id, &mut exchange).await {
+            Ok(response) => {
+                exchange.respond(response.status(), Source::Upstream, is_event_stream(&response));
+                response
+            }
             Err((err, shape)) => {
                 let mut response = err.into_response(shape);
-                response.headers_mut().insert(headers::X_REQUEST_ID, request_id.clone());
-                (response, "gateway")
+                response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+                exchange.respond(response.status(), Source::Gateway, false);
+                response
             }
         };
-        tracing::info!(
-            target: "aurora::access",
-            request_id = request_id.to_str().unwrap_or_default(),
-            provider = log.provider.map_or("-", ProviderKind::as_str),
-            method = method.as_str(),
-            path,
-            status = response.status().as_u16(),
-            source,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            key_id = log.principal.map(|p| match p {
-                Principal::Key(id) => id.to_string(),
-                Principal::MasterKey => "master".to_owned(),
-                Principal::Anonymous => "-".to_owned(),
-            }),
-            "request"
-        );
-        response
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, Metered::new(body, exchange))
     }
 
     async fn forward(
         &self,
         request: Request<Incoming>,
         request_id: &HeaderValue,
-        log: &mut AccessLog,
+        exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape } = self.check(&mut parts, request_id, log)?;
+        let Forward { uri, shape, provider } = self.check(&mut parts, request_id, exchange)?;
 
+        let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
@@ -115,12 +117,15 @@ impl Proxy {
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = parts.headers;
 
+        let sent = Instant::now();
+        self.metrics.overhead(provider, sent.duration_since(exchange.started()));
         let pending = self.client.request(upstream_request);
         let response = match tokio::time::timeout(self.response_header_timeout, pending).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err((self.classify(&err), shape)),
             Err(_elapsed) => return Err((GatewayError::UpstreamTimeout, shape)),
         };
+        self.metrics.upstream_headers(provider, sent.elapsed());
         let (mut parts, body) = response.into_parts();
         headers::prepare_response(&mut parts.headers, request_id);
         Ok(Response::from_parts(parts, Either::Right(TimeoutBody::new(self.idle_timeout, body))))
@@ -128,7 +133,12 @@ impl Proxy {
 
     /// Every check that can refuse the request, against one snapshot. Synchronous on purpose:
     /// the snapshot guard must not live across an `.await`.
-    fn check(&self, parts: &mut Parts, request_id: &HeaderValue, log: &mut AccessLog) -> Result<Forward, Rejection> {
+    fn check(
+        &self,
+        parts: &mut Parts,
+        request_id: &HeaderValue,
+        exchange: &mut Exchange,
+    ) -> Result<Forward, Rejection> {
         let default_shape = ErrorShape::OpenAi;
         let guard = self.state.load();
         let snapshot: &Snapshot = guard.as_deref().ok_or((GatewayError::NotReady, default_shape))?;
@@ -142,11 +152,13 @@ impl Proxy {
         let kind: ProviderKind = name.parse().map_err(|_| (not_enabled(), default_shape))?;
         let shape = kind.error_shape();
         let upstream = snapshot.provider(kind).filter(|u| u.enabled).ok_or_else(|| (not_enabled(), shape))?;
-        log.provider = Some(kind);
+        exchange.set_provider(kind);
 
-        let principal =
-            auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| (err.into(), shape))?;
-        log.principal = Some(principal);
+        let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
+            self.metrics.auth_failure(kind, err);
+            (err.into(), shape)
+        })?;
+        exchange.set_principal(principal);
 
         let endpoint = route::normalize_endpoint(endpoint, snapshot.settings.v1_alias_enabled)
             .map_err(|err| (err.into(), shape))?;
@@ -160,7 +172,7 @@ impl Proxy {
         let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         headers::prepare_request(&mut parts.headers, upstream, request_id);
-        Ok(Forward { uri, shape })
+        Ok(Forward { uri, shape, provider: kind })
     }
 
     /// Maps a failed upstream exchange to the error the client sees.
@@ -187,9 +199,9 @@ impl Proxy {
 }
 
 impl crate::server::Handler for Proxy {
-    type Body = ProxyBody;
+    type Body = ResponseBody;
 
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         self.handle(request).await
     }
 }
@@ -208,6 +220,11 @@ fn upstream_uri(base: &str, endpoint: &str, query: Option<&str>) -> Option<Uri> 
         uri.push_str(query);
     }
     Uri::try_from(uri).ok()
+}
+
+/// Whether the response is a server-sent-event stream (counted in `streams_open`).
+fn is_event_stream(response: &Response<ProxyBody>) -> bool {
+    response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
 }
 
 fn declared_length(parts: &Parts) -> Option<u64> {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use connect::{ConnectError, Endpoints, client_tls};
 use tokio::sync::watch;
 
+use crate::metrics::ConfigMetrics;
 use crate::snapshot::Snapshot;
 use crate::state::ConfigState;
 
@@ -28,6 +29,8 @@ pub struct Subscriber {
     pub state: Arc<ConfigState>,
     /// Every applied snapshot is also sent here (the cache writer listens).
     pub applied: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Stream state for `/metrics`: connected, and when the last message arrived.
+    pub metrics: ConfigMetrics,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -58,6 +61,7 @@ impl Subscriber {
             let endpoint = endpoints.get(index);
             let started = Instant::now();
             let outcome = session::run(&self, endpoint).await;
+            self.metrics.set_connected(false);
             let healthy = started.elapsed() >= HEALTHY_SESSION;
             attempt = if healthy { 0 } else { attempt.saturating_add(1) };
             let delay = backoff::full_jitter(attempt);

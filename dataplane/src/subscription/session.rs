@@ -55,6 +55,8 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
         })?
         .into_inner();
     tracing::info!(control_plane = %endpoint.uri(), last_revision, "subscribed to the control plane");
+    subscriber.metrics.set_connected(true);
+    subscriber.metrics.message_received();
 
     let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
     loop {
@@ -64,6 +66,7 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
             Ok(Ok(None)) => return Err(SessionError::Closed),
             Ok(Ok(Some(SubscribeResponse { message }))) => message,
         };
+        subscriber.metrics.message_received();
         match message {
             Some(subscribe_response::Message::Snapshot(chunk)) => applier.snapshot_chunk(chunk).await,
             Some(subscribe_response::Message::Delta(delta)) => applier.delta(delta).await?,

@@ -1,0 +1,167 @@
+//! One record per request: the access-log line and the request metrics, written once, when the
+//! response is over.
+//!
+//! An [`Exchange`] is created the moment a request arrives and travels with it: first as a
+//! local of the proxy's handler, then inside the response body ([`crate::body::Metered`]).
+//! Whichever way the request ends (the body finished, the upstream failed mid-stream, the
+//! client hung up before or after the headers), the exchange is dropped exactly once, and its
+//! `Drop` writes the record with the total duration and the bytes each way. Nothing here ever
+//! holds a key secret: the log names a key by its id.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use aurora_core::ProviderKind;
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::auth::Principal;
+use crate::metrics::labels::Source;
+use crate::metrics::{Completed, RequestMetrics};
+
+/// How the response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The whole body reached the client.
+    Complete,
+    /// The upstream body failed mid-way (reset, or silent past the idle timeout).
+    UpstreamError,
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Complete => "complete",
+            End::UpstreamError => "upstream_error",
+            End::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// The status logged when the client left before any response: nginx's convention.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+#[derive(Debug)]
+pub struct Exchange {
+    metrics: Arc<RequestMetrics>,
+    started: Instant,
+    request_id: HeaderValue,
+    method: Method,
+    /// The request path without the query (which may carry anything).
+    path: String,
+    provider: Option<ProviderKind>,
+    principal: Option<Principal>,
+    response: Option<(StatusCode, Source)>,
+    stream: bool,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    end: Option<End>,
+}
+
+impl Exchange {
+    /// A request arrived; it counts as in flight until this is dropped.
+    pub fn start(
+        metrics: Arc<RequestMetrics>,
+        started: Instant,
+        request_id: HeaderValue,
+        method: Method,
+        path: String,
+    ) -> Self {
+        metrics.started();
+        Exchange {
+            metrics,
+            started,
+            request_id,
+            method,
+            path,
+            provider: None,
+            principal: None,
+            response: None,
+            stream: false,
+            bytes_in: Arc::default(),
+            bytes_out: 0,
+            end: None,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The counter the request body adds its bytes to.
+    pub fn bytes_in(&self) -> Arc<AtomicU64> {
+        self.bytes_in.clone()
+    }
+
+    pub fn set_provider(&mut self, provider: ProviderKind) {
+        self.provider = Some(provider);
+    }
+
+    pub fn set_principal(&mut self, principal: Principal) {
+        self.principal = Some(principal);
+    }
+
+    /// The response headers are ready; `stream` marks a server-sent-event response.
+    pub fn respond(&mut self, status: StatusCode, source: Source, stream: bool) {
+        self.response = Some((status, source));
+        if stream && !self.stream {
+            self.stream = true;
+            self.metrics.stream_opened();
+        }
+    }
+
+    pub fn sent(&mut self, bytes: usize) {
+        self.bytes_out += bytes as u64;
+    }
+
+    /// Records how the response ended; the first call wins.
+    pub fn end(&mut self, end: End) {
+        self.end.get_or_insert(end);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        let (status, source) = self.response.unwrap_or((
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
+            Source::Client,
+        ));
+        let end = self.end.unwrap_or(End::ClientGone);
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        if self.stream {
+            self.metrics.stream_closed();
+        }
+        self.metrics.completed(&Completed {
+            provider: self.provider,
+            method: &self.method,
+            status,
+            source,
+            duration,
+            bytes_in,
+            bytes_out: self.bytes_out,
+        });
+        tracing::info!(
+            target: "aurora::access",
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            provider = self.provider.map_or("-", ProviderKind::as_str),
+            method = self.method.as_str(),
+            path = self.path,
+            status = status.as_u16(),
+            source = source.as_str(),
+            outcome = end.as_str(),
+            stream = self.stream,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            bytes_in,
+            bytes_out = self.bytes_out,
+            key_id = self.principal.map(|p| match p {
+                Principal::Key(id) => id.to_string(),
+                Principal::MasterKey => "master".to_owned(),
+                Principal::Anonymous => "-".to_owned(),
+            }),
+            "request"
+        );
+    }
+}

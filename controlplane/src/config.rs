@@ -14,6 +14,10 @@ pub struct Config {
     #[arg(long, env = "AURORA_GRPC_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_listen_addr: SocketAddr,
 
+    /// The plaintext HTTP listener for Prometheus (`/metrics`) and probes (`/healthz`).
+    #[arg(long, env = "AURORA_METRICS_LISTEN_ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_listen_addr: Option<SocketAddr>,
+
     /// Where the store lives. `sqlite://PATH` (created on first start, parent directory too).
     #[arg(long, env = "AURORA_DATABASE_URL", default_value = "sqlite://aurora-data/aurora.db")]
     pub database_url: String,
@@ -75,10 +79,12 @@ pub struct TlsConfig {
 
 impl Config {
     /// A configuration for tests and embedding: listen on `addr`, store in `database_url`,
-    /// data planes authenticate with `node_token`, no product variables set, no TLS.
+    /// data planes authenticate with `node_token`, no product variables set, no TLS, no
+    /// metrics listener.
     pub fn new(grpc_listen_addr: SocketAddr, database_url: impl Into<String>, node_token: impl Into<String>) -> Self {
         Config {
             grpc_listen_addr,
+            metrics_listen_addr: None,
             database_url: database_url.into(),
             product: ProductVars::default(),
             stream: StreamConfig {
@@ -107,6 +113,7 @@ mod tests {
     fn defaults_match_the_documentation() {
         let config = Cli::try_parse_from(["x"]).expect("defaults parse").config;
         assert_eq!(config.grpc_listen_addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.metrics_listen_addr.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9091"));
         assert_eq!(config.database_url, "sqlite://aurora-data/aurora.db");
         assert!(Cli::try_parse_from(["x", "--grpc-listen-addr", "nowhere"]).is_err());
     }

@@ -89,6 +89,16 @@ impl Fleet {
         list
     }
 
+    /// A receiver that changes whenever a replica connects, acknowledges, rejects or leaves.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The acknowledged revision of every connected replica, in no particular order.
+    pub fn acked_revisions(&self) -> Vec<Revision> {
+        self.lock().values().map(|replica| replica.acked_revision).collect()
+    }
+
     /// Waits until every connected replica has acknowledged `revision`, or `timeout` passes.
     /// Replicas that disconnect stop counting; with none connected the wait completes at once.
     pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> WaitOutcome {

@@ -4,12 +4,14 @@
 //! one new global revision in the [`store`] together with a change-log entry, which is what the
 //! config stream to data planes is built from. [`bootstrap`] applies the product page's
 //! environment variables at startup, and [`server`] wires everything to one gRPC listener.
+//! [`metrics`] serves Prometheus metrics and a plain health check on a separate HTTP listener.
 
 pub mod admin;
 pub mod bootstrap;
 pub mod config;
 pub mod config_stream;
 pub mod fleet;
+pub mod metrics;
 pub mod server;
 pub mod store;
 mod time;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aurora_proto::encoded::config_service_server::ConfigServiceServer;
@@ -18,6 +19,7 @@ use crate::admin::{AdminApi, AdminAuth};
 use crate::config::{Config, TlsConfig};
 use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
 use crate::fleet::Fleet;
+use crate::metrics::{AdminCalls, Metrics};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// How often the change feed checks the store for commits made by other control-plane
@@ -60,6 +62,8 @@ pub struct ControlPlane {
     tls: Option<ServerTlsConfig>,
     feed: Arc<ChangeFeed>,
     fleet: Arc<Fleet>,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
     heartbeat: Duration,
     retention: u64,
 }
@@ -77,6 +81,17 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
     let addr = config.grpc_listen_addr;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    let metrics_listener = match config.metrics_listen_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+            let local = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+            tracing::info!(listener = "metrics", addr = %local, "listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    let fleet = Fleet::new();
+    let metrics = Arc::new(Metrics::new(feed.clone(), fleet.clone()));
     Ok(ControlPlane {
         listener,
         local_addr,
@@ -85,7 +100,9 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         node_auth,
         tls,
         feed,
-        fleet: Fleet::new(),
+        fleet,
+        metrics,
+        metrics_listener,
         heartbeat: config.stream.heartbeat_interval,
         retention: config.stream.change_log_retention,
     })
@@ -109,9 +126,31 @@ impl ControlPlane {
         Arc::clone(&self.fleet)
     }
 
+    /// The metrics listener's address, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves. Config streams are closed at once (so data planes
-    /// reconnect elsewhere immediately), then in-flight admin calls finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    /// reconnect elsewhere immediately), then in-flight admin calls finish, and the store is
+    /// closed consistently (checkpointed) whether serving ended cleanly or not.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let store = self.store.clone();
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(listener) = self.metrics_listener.take() {
+            background.spawn(crate::metrics::server::serve(listener, self.metrics.clone()));
+        }
+        background.spawn(self.metrics.convergence.clone().track(self.feed.clone(), self.fleet.clone()));
+        let oldest = self.metrics.oldest_retained.clone();
+        background.spawn(compact(self.store.clone(), self.retention, oldest));
+        let result = self.serve_grpc(shutdown).await;
+        background.shutdown().await;
+        store.close().await;
+        tracing::info!("control plane stopped");
+        result
+    }
+
+    async fn serve_grpc(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         for service in [ADMIN_SERVICE, CONFIG_SERVICE] {
             health_reporter.set_service_status(service, ServingStatus::Serving).await;
@@ -132,12 +171,13 @@ impl ControlPlane {
             AdminApi::new(self.store.clone(), self.fleet.clone()),
             AdminAuth::new(self.master_key),
         );
+        // Outside the interceptor, so refused calls are counted too.
+        let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
         let (closing, closed) = tokio::sync::watch::channel(false);
         let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
         let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
         let config = ConfigServiceServer::with_interceptor(stream, self.node_auth);
 
-        let compaction = tokio::spawn(compact(self.store.clone(), self.retention));
         let shutdown = async move {
             shutdown.await;
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -160,8 +200,6 @@ impl ControlPlane {
             .add_service(config)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await?;
-        compaction.abort();
-        tracing::info!("control plane stopped");
         Ok(())
     }
 }
@@ -183,7 +221,8 @@ fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServerError
 }
 
 /// Trims the change log to its retention now and then; replicas further behind get snapshots.
-async fn compact(store: Arc<dyn Store>, retention: u64) {
+/// Also reports where the log now starts, for the change-log length metric.
+async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<AtomicU64>) {
     let mut interval = tokio::time::interval(COMPACTION_INTERVAL);
     loop {
         interval.tick().await;
@@ -191,6 +230,9 @@ async fn compact(store: Arc<dyn Store>, retention: u64) {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, retention, "compacted the change log"),
             Err(err) => tracing::warn!(error = %err, "cannot compact the change log"),
+        }
+        if let Ok(oldest) = store.oldest_retained_revision().await {
+            oldest_retained.store(oldest, Ordering::Relaxed);
         }
     }
 }

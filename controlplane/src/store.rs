@@ -81,6 +81,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every key, provider, the settings and the master-key hash at one consistent revision.
     async fn load_snapshot(&self) -> Result<Snapshot, StoreError>;
 
+    /// Closes the store consistently at shutdown (for SQLite: checkpoint the WAL, then close
+    /// every connection). Calls after it fail.
+    async fn close(&self);
+
     /// A receiver whose value is the newest revision this process committed or observed. It is
     /// updated right after each commit, so the config stream can push every commit at once.
     fn watch_head(&self) -> watch::Receiver<Revision>;

@@ -79,8 +79,18 @@ impl SqliteStore {
         Ok(SqliteStore { pool, head: Arc::new(sender) })
     }
 
-    /// Closes every connection, for tests that reopen the same file.
+    /// Folds the write-ahead log back into the database file, then closes every connection:
+    /// a copy of the file alone is then a complete, consistent database. Calls after the
+    /// first find the pool closed and do nothing.
     pub async fn close(&self) {
+        if self.pool.is_closed() {
+            return;
+        }
+        // TRUNCATE waits for readers and leaves an empty WAL. Failing here loses nothing: the
+        // WAL stays and SQLite replays it on the next open.
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+            tracing::warn!(error = %err, "cannot checkpoint the database; it will recover on the next start");
+        }
         self.pool.close().await;
     }
 
@@ -401,6 +411,10 @@ impl Store for SqliteStore {
             master_key_hash,
             keys,
         })
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
     }
 
     fn watch_head(&self) -> watch::Receiver<Revision> {

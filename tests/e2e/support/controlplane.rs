@@ -20,6 +20,8 @@ pub const NODE_TOKEN: &str = "aurora-test-node-token";
 pub struct TestControlplane {
     pub process: AuroraProcess,
     pub addr: SocketAddr,
+    /// The plaintext `/metrics` and `/healthz` listener.
+    pub metrics_addr: SocketAddr,
     database_url: String,
     dir: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
@@ -43,13 +45,15 @@ impl TestControlplane {
         let database_url = format!("sqlite://{}", dir.join("data/aurora.db").display());
         let mut all_env = vec![
             ("AURORA_GRPC_LISTEN_ADDR", "127.0.0.1:0"),
+            ("AURORA_METRICS_LISTEN_ADDR", "127.0.0.1:0"),
             ("AURORA_DATABASE_URL", database_url.as_str()),
             ("AURORA_NODE_TOKEN", NODE_TOKEN),
         ];
         all_env.extend_from_slice(env);
         let mut process = AuroraProcess::spawn(&["controlplane"], &all_env);
         let addr = process.listening_addr("grpc").await;
-        TestControlplane { process, addr, database_url, dir: dir.to_owned(), _tempdir: None }
+        let metrics_addr = process.listening_addr("metrics").await;
+        TestControlplane { process, addr, metrics_addr, database_url, dir: dir.to_owned(), _tempdir: None }
     }
 
     /// Stops the process with SIGTERM, waits for a clean exit, and starts a new one on the same
@@ -66,6 +70,10 @@ impl TestControlplane {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.metrics_addr)
     }
 
     pub fn database_url(&self) -> &str {

@@ -78,16 +78,22 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         exchange: Exchange,
+        // The exact body length, when known up front.
+        expected: Option<u64>,
+        sent: u64,
     }
 }
 
 impl<B: Body> Metered<B> {
-    pub fn new(inner: B, mut exchange: Exchange) -> Self {
+    /// `content_length` is the response's declared length, if any: hyper stops polling a body
+    /// once it has written that many bytes, so it is how a complete body is recognised.
+    pub fn new(inner: B, mut exchange: Exchange, content_length: Option<u64>) -> Self {
         // An empty body (a HEAD answer, a 204) may never be polled: it is complete as it is.
         if inner.is_end_stream() {
             exchange.end(End::Complete);
         }
-        Metered { inner, exchange }
+        let expected = inner.size_hint().exact().or(content_length);
+        Metered { inner, exchange, expected, sent: 0 }
     }
 }
 
@@ -103,10 +109,11 @@ impl<B: Body<Data = Bytes>> Body for Metered<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.exchange.sent(data.len());
+                    *this.sent += data.len() as u64;
                 }
-                // hyper stops polling once `is_end_stream` says nothing is left, so the final
-                // `None` below may never come.
-                if inner.is_end_stream() {
+                // hyper stops polling once it has written a known length (or `is_end_stream`
+                // says nothing is left), so the final `None` below may never come.
+                if inner.is_end_stream() || this.expected.is_some_and(|expected| *this.sent >= expected) {
                     this.exchange.end(End::Complete);
                 }
             }

@@ -95,7 +95,8 @@ impl Proxy {
             }
         };
         let (parts, body) = response.into_parts();
-        Response::from_parts(parts, Metered::new(body, exchange))
+        let content_length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        Response::from_parts(parts, Metered::new(body, exchange, content_length))
     }
 
     async fn forward(

@@ -10,8 +10,11 @@ mod support;
 mod config_stream;
 mod controlplane;
 mod live_config;
+mod metrics;
 mod passthrough;
 
 mod sdk;
+mod secrets;
+mod shutdown;
 mod tls;
 mod up;

@@ -43,15 +43,16 @@ impl Metrics {
         let admin_calls = AdminCallFamily::default();
         let convergence = Arc::new(Convergence::new());
         let oldest_retained = Arc::new(AtomicU64::new(0));
+        // `Registry::register` appends the full stop to help texts itself.
         let mut registry = Registry::default();
         registry.register(
             "aurora_controlplane_admin_calls",
-            "Admin API calls, by RPC method and gRPC status code.",
+            "Admin API calls, by RPC method and gRPC status code",
             admin_calls.clone(),
         );
         registry.register_with_unit(
             "aurora_controlplane_revision_applied_latency",
-            "From a revision's commit to its acknowledgement by every connected data plane.",
+            "From a revision's commit to its acknowledgement by every connected data plane",
             Unit::Seconds,
             convergence.histogram.clone(),
         );

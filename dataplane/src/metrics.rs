@@ -132,6 +132,7 @@ impl Metrics {
             streams_open: Gauge::default(),
         };
 
+        // `Registry::register` appends the full stop to help texts itself.
         let mut registry = Registry::default();
         registry.register_collector(Box::new(requests.requests.clone()));
         registry.register_collector(Box::new(requests.duration.clone()));
@@ -142,12 +143,12 @@ impl Metrics {
         registry.register_collector(Box::new(requests.auth_failures.clone()));
         registry.register(
             "aurora_dataplane_requests_in_flight",
-            "Requests received whose response has not finished yet (streams included).",
+            "Requests received whose response has not finished yet (streams included)",
             requests.in_flight.clone(),
         );
         registry.register(
             "aurora_dataplane_streams_open",
-            "Server-sent-event responses currently streaming to clients.",
+            "Server-sent-event responses currently streaming to clients",
             requests.streams_open.clone(),
         );
         registry.register_collector(Box::new(config::ConfigCollector { state, metrics: config }));

@@ -17,12 +17,23 @@ fn client() -> reqwest::Client {
 
 #[tokio::test]
 async fn sigterm_drains_a_data_plane_without_cutting_an_open_stream() {
+    drain_with_an_open_stream(client()).await;
+}
+
+/// HTTP/2 shuts down differently (GOAWAY naming the last stream it will finish): the open
+/// stream must survive that too.
+#[tokio::test]
+async fn sigterm_drains_an_h2c_stream_too() {
+    drain_with_an_open_stream(reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap()).await;
+}
+
+async fn drain_with_an_open_stream(streaming: reqwest::Client) {
     let upstream = HeldUpstream::start(Behaviour::StreamThenHold).await;
     let env = [("AURORA_SHUTDOWN_DRAIN_DELAY", "200ms"), ("AURORA_SHUTDOWN_GRACE", "20s")];
     let mut dataplane = TestDataplane::start(&snapshot_for(&upstream.base_url()), &env).await;
     dataplane.wait_ready().await;
 
-    let response = client()
+    let response = streaming
         .post(dataplane.url("/p/anthropic/v1/messages"))
         .header("x-api-key", MASTER_KEY)
         .body(r#"{"stream":true}"#)

@@ -132,3 +132,61 @@ impl<B: Body<Data = Bytes>> Body for Metered<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use http::{HeaderValue, Method, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::metrics::labels::Source;
+    use crate::state::ConfigState;
+
+    fn exchange(metrics: &Metrics) -> Exchange {
+        let id = HeaderValue::from_static("req-1");
+        Exchange::start(metrics.requests.clone(), Instant::now(), id, Method::POST, "/p/openai/v1/x".into())
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_the_end_records_its_bytes_once_and_leaves_nothing_in_flight() {
+        let metrics = Metrics::new(Arc::new(ConfigState::new()), None);
+        let mut exchange = exchange(&metrics);
+        exchange.set_provider(aurora_core::ProviderKind::OpenAi);
+        exchange.respond(StatusCode::OK, Source::Upstream, true);
+        assert!(metrics.encode().contains("aurora_dataplane_streams_open 1\n"));
+        let body = Metered::new(full("0123456789"), exchange, Some(10));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "0123456789");
+
+        let text = metrics.encode();
+        for expected in [
+            "aurora_dataplane_response_body_bytes_total{provider=\"openai\"} 10\n",
+            "aurora_dataplane_requests_total{provider=\"openai\",method=\"POST\",status_class=\"2xx\",source=\"upstream\"} 1\n",
+            "aurora_dataplane_requests_in_flight 0\n",
+            "aurora_dataplane_streams_open 0\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_request_abandoned_before_any_response_counts_as_the_clients() {
+        let metrics = Metrics::new(Arc::new(ConfigState::new()), None);
+        drop(exchange(&metrics));
+        let text = metrics.encode();
+        let series = "aurora_dataplane_requests_total{provider=\"unknown\",method=\"POST\",status_class=\"4xx\",source=\"client\"} 1\n";
+        assert!(text.contains(series), "{text}");
+        assert!(text.contains("aurora_dataplane_requests_in_flight 0\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn counted_adds_every_data_frame() {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let body = Counted::new(Full::new(Bytes::from_static(b"abcd")), bytes.clone());
+        body.collect().await.unwrap();
+        assert_eq!(bytes.load(Ordering::Relaxed), 4);
+    }
+}

@@ -229,8 +229,8 @@ def test_control_plane_probes_and_storage(value_set):
     assert c["args"] == ["controlplane"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if values_of(value_set).get("tls", {}).get("enabled"):
-            # The kubelet's gRPC probe cannot speak TLS.
-            assert c[probe]["tcpSocket"]["port"] == "grpc", probe
+            # The kubelet's gRPC probe cannot speak TLS: the plaintext /healthz beside /metrics.
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
         else:
             assert c[probe]["grpc"]["port"] == 50051, probe
     config = one(docs, "ConfigMap", "-controlplane")["data"]

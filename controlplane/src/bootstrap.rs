@@ -62,8 +62,7 @@ impl Bootstrap {
 
         let mut settings = state.settings;
         if state.first_start {
-            settings =
-                Settings { passthrough_enabled: vars.passthrough_enabled(), v1_alias_enabled: vars.v1_alias_enabled() };
+            settings = vars.settings();
         }
         if let Some(on) = vars.enable_passthrough_routes {
             settings.passthrough_enabled = on;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
-    Snapshot, provider_bits,
+    Snapshot,
 };
 pub use sqlite::SqliteStore;
 

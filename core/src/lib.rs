@@ -9,8 +9,10 @@ mod base_url;
 mod key;
 mod product_vars;
 mod provider;
+mod settings;
 
 pub use base_url::{BaseUrl, BaseUrlError};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX};
 pub use product_vars::{ProductVars, ProviderBaseUrls, ProviderCredentials};
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};
+pub use settings::Settings;

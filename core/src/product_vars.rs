@@ -8,7 +8,7 @@
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
-use crate::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
+use crate::{BaseUrl, KeyHash, ProviderKind, ProviderSet, Settings};
 
 #[derive(Args, Clone, Default)]
 pub struct ProductVars {
@@ -72,6 +72,11 @@ impl ProductVars {
 
     pub fn v1_alias_enabled(&self) -> bool {
         self.allow_passthrough_v1_alias.unwrap_or(true)
+    }
+
+    /// The settings these variables ask for, defaults filled in.
+    pub fn settings(&self) -> Settings {
+        Settings { passthrough_enabled: self.passthrough_enabled(), v1_alias_enabled: self.v1_alias_enabled() }
     }
 
     pub fn enabled_providers(&self) -> ProviderSet {

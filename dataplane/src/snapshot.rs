@@ -11,6 +11,7 @@ pub(crate) mod proto;
 use std::fmt;
 use std::sync::Arc;
 
+pub use aurora_core::Settings;
 use aurora_core::{AuthStyle, BaseUrl, KeyHash, ProviderKind, ProviderSet};
 use http::HeaderValue;
 
@@ -25,18 +26,6 @@ pub struct Snapshot {
     providers: [Option<Arc<Upstream>>; ProviderKind::ALL.len()],
     pub master_key: Option<KeyHash>,
     pub keys: KeyTable,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub passthrough_enabled: bool,
-    pub v1_alias_enabled: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { passthrough_enabled: true, v1_alias_enabled: true }
-    }
 }
 
 /// A provider as the data plane uses it.
@@ -147,9 +136,7 @@ impl Snapshot {
     /// The configuration described by the product page's variables alone: no managed keys,
     /// gateway auth on only when `AURORA_MASTER_KEY` is set.
     pub fn from_product_vars(vars: &aurora_core::ProductVars) -> Result<Self, InvalidCredential> {
-        let settings =
-            Settings { passthrough_enabled: vars.passthrough_enabled(), v1_alias_enabled: vars.v1_alias_enabled() };
-        let mut snapshot = Snapshot::new(0, settings, vars.master_key_hash());
+        let mut snapshot = Snapshot::new(0, vars.settings(), vars.master_key_hash());
         let enabled = vars.enabled_providers();
         for kind in ProviderKind::ALL {
             let upstream =

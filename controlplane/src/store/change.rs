@@ -50,7 +50,11 @@ impl ChangeEntry {
     }
 
     pub(crate) fn settings(settings: Settings) -> Self {
-        Self::upsert("settings", "settings".to_owned(), change::Change::Settings(settings.to_config()))
+        Self::upsert(
+            "settings",
+            "settings".to_owned(),
+            change::Change::Settings(super::model::settings_config(settings)),
+        )
     }
 
     /// The master key changed; an empty hash means there is none any more.

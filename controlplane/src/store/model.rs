@@ -66,18 +66,9 @@ impl KeyRecord {
             id: self.id.as_bytes().to_vec(),
             enabled: self.enabled && self.revoked_at.is_none(),
             expires_at: self.expires_at.map(time::to_unix_secs).unwrap_or(0),
-            allowed_providers: provider_bits(self.allowed_providers),
+            allowed_providers: self.allowed_providers.bits(),
         }
     }
-}
-
-/// A provider set as `KeyConfig.allowed_providers` carries it: bit i is `ProviderKind::ALL[i]`.
-pub fn provider_bits(set: ProviderSet) -> u32 {
-    ProviderKind::ALL
-        .iter()
-        .enumerate()
-        .filter(|(_, kind)| set.contains(**kind))
-        .fold(0, |bits, (i, _)| bits | (1 << i))
 }
 
 /// The fields of a key to create; `hash` and `redacted` come from a freshly generated secret.
@@ -167,24 +158,11 @@ impl ProviderPatch {
     }
 }
 
-/// The global settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    pub passthrough_enabled: bool,
-    pub v1_alias_enabled: bool,
-}
+pub use aurora_core::Settings;
 
-impl Default for Settings {
-    /// The product page's defaults.
-    fn default() -> Self {
-        Settings { passthrough_enabled: true, v1_alias_enabled: true }
-    }
-}
-
-impl Settings {
-    pub fn to_config(self) -> ConfigSettings {
-        ConfigSettings { passthrough_enabled: self.passthrough_enabled, v1_alias_enabled: self.v1_alias_enabled }
-    }
+/// The settings as the config stream carries them.
+pub(crate) fn settings_config(settings: Settings) -> ConfigSettings {
+    ConfigSettings { passthrough_enabled: settings.passthrough_enabled, v1_alias_enabled: settings.v1_alias_enabled }
 }
 
 /// A partial update of the settings.
@@ -247,14 +225,6 @@ impl fmt::Debug for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn provider_bits_follow_the_canonical_order() {
-        assert_eq!(provider_bits(ProviderSet::empty()), 0);
-        assert_eq!(provider_bits(ProviderSet::all()), 0b11111);
-        let set = ProviderSet::parse_list("anthropic,vllm").expect("known providers");
-        assert_eq!(provider_bits(set), 0b10010);
-    }
 
     #[test]
     fn credentials_never_reach_debug_output() {

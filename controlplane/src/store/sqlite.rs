@@ -406,7 +406,7 @@ impl Store for SqliteStore {
         let keys = rows.iter().map(|row| key_from_row(row).map(|k| k.to_config())).collect::<Result<_, _>>()?;
         Ok(Snapshot {
             revision,
-            settings: settings.to_config(),
+            settings: super::model::settings_config(settings),
             providers: providers.iter().map(ProviderRecord::to_config).collect(),
             master_key_hash,
             keys,

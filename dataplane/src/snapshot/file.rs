@@ -18,7 +18,7 @@ pub struct SnapshotFile {
     #[serde(default)]
     pub revision: u64,
     #[serde(default)]
-    pub settings: FileSettings,
+    pub settings: Settings,
     /// Providers by name; a provider that is not listed is disabled.
     #[serde(default)]
     pub providers: BTreeMap<ProviderKind, FileProvider>,
@@ -27,21 +27,6 @@ pub struct SnapshotFile {
     pub master_key_hash: Option<KeyHash>,
     #[serde(default)]
     pub keys: Vec<FileKey>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    #[serde(default = "yes")]
-    pub passthrough_enabled: bool,
-    #[serde(default = "yes")]
-    pub v1_alias_enabled: bool,
-}
-
-impl Default for FileSettings {
-    fn default() -> Self {
-        FileSettings { passthrough_enabled: true, v1_alias_enabled: true }
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -108,11 +93,7 @@ impl SnapshotFile {
     }
 
     pub fn into_snapshot(self, origin: &str) -> Result<Snapshot, SnapshotFileError> {
-        let settings = Settings {
-            passthrough_enabled: self.settings.passthrough_enabled,
-            v1_alias_enabled: self.settings.v1_alias_enabled,
-        };
-        let mut snapshot = Snapshot::new(self.revision, settings, self.master_key_hash);
+        let mut snapshot = Snapshot::new(self.revision, self.settings, self.master_key_hash);
         for (kind, provider) in self.providers {
             let base_url = provider.base_url.unwrap_or_else(|| kind.default_base_url_parsed());
             let upstream = Upstream::new(kind, provider.enabled, base_url, provider.credential.as_deref())

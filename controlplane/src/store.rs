@@ -1,6 +1,7 @@
 //! The durable store: keys, providers, settings, one global revision and the change log.
 //!
-//! [`Store`] is the seam between the admin API (and later the config stream) and a database.
+//! [`Store`] is the seam between a database and its two readers: the admin API and the config
+//! stream's change feed and snapshots.
 //! Every successful mutation runs in one transaction that first allocates the next revision by
 //! updating the single head row (`UPDATE head SET revision = revision + 1 RETURNING revision`),
 //! then writes the objects, then appends one change-log row per object it changed. Because the
@@ -31,6 +32,9 @@ use crate::bootstrap::Bootstrap;
 
 /// A store revision. 0 means nothing was ever written; the first write is revision 1.
 pub type Revision = u64;
+
+/// The random identity of a store's history (see `migrations/0002_store_id.sql`).
+pub type StoreId = [u8; 16];
 
 /// The control plane's durable state. Implementations must be safe to share between tasks and
 /// between control-plane processes pointing at the same database.
@@ -84,6 +88,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Closes the store consistently at shutdown (for SQLite: checkpoint the WAL, then close
     /// every connection). Calls after it fail.
     async fn close(&self);
+
+    /// The random id of this store's history, created with the database: revision N of this
+    /// store is revision N of no other.
+    fn store_id(&self) -> StoreId;
 
     /// A receiver whose value is the newest revision this process committed or observed. It is
     /// updated right after each commit, so the config stream can push every commit at once.

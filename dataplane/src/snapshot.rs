@@ -26,6 +26,10 @@ pub struct Snapshot {
     providers: [Option<Arc<Upstream>>; ProviderKind::ALL.len()],
     pub master_key: Option<KeyHash>,
     pub keys: KeyTable,
+    /// The control plane's store history this revision belongs to (all zero when unknown, as
+    /// for a file or the environment); echoed in the next `Hello`, so a replica is never
+    /// resumed by deltas from a different history.
+    pub store_id: [u8; 16],
 }
 
 /// A provider as the data plane uses it.
@@ -130,7 +134,14 @@ pub type KeyTable = imbl::GenericHashMap<
 
 impl Snapshot {
     pub fn new(revision: u64, settings: Settings, master_key: Option<KeyHash>) -> Self {
-        Snapshot { revision, settings, providers: Default::default(), master_key, keys: KeyTable::default() }
+        Snapshot {
+            revision,
+            settings,
+            providers: Default::default(),
+            master_key,
+            keys: KeyTable::default(),
+            store_id: [0; 16],
+        }
     }
 
     /// The configuration described by the product page's variables alone: no managed keys,

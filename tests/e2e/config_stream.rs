@@ -21,7 +21,7 @@ struct Replica {
 }
 
 impl Replica {
-    async fn connect(cp: &TestControlplane, node_id: &str, last_revision: u64) -> Self {
+    async fn connect(cp: &TestControlplane, node_id: &str, last_revision: u64, store_id: &[u8]) -> Self {
         let channel = tonic::transport::Endpoint::from_shared(cp.url()).unwrap().connect().await.unwrap();
         let token: tonic::metadata::AsciiMetadataValue = format!("Bearer {NODE_TOKEN}").parse().unwrap();
         let mut client = ConfigServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
@@ -29,7 +29,8 @@ impl Replica {
             Ok(request)
         });
         let (outbound, receiver) = mpsc::channel(16);
-        let hello = Hello { node_id: node_id.into(), version: "test".into(), last_revision };
+        let hello =
+            Hello { node_id: node_id.into(), version: "test".into(), last_revision, store_id: store_id.to_vec() };
         outbound.send(message(subscribe_request::Message::Hello(hello))).await.unwrap();
         let inbound = client.subscribe(ReceiverStream::new(receiver)).await.unwrap().into_inner();
         Replica { outbound, inbound }
@@ -87,8 +88,9 @@ fn content(snapshot: &Snapshot) -> String {
 
 #[tokio::test]
 async fn a_rejected_revision_is_never_sent_again() {
-    let cp = TestControlplane::start(&[]).await;
-    let mut replica = Replica::connect(&cp, "stubborn", 0).await;
+    // Fast heartbeats, so "not re-sent" below spans several of them.
+    let cp = TestControlplane::start(&[("AURORA_HEARTBEAT_INTERVAL", "100ms")]).await;
+    let mut replica = Replica::connect(&cp, "stubborn", 0, &[]).await;
     let snapshot = replica.snapshot().await;
     replica.send(subscribe_request::Message::Ack(Ack { revision: snapshot.revision })).await;
 
@@ -96,10 +98,10 @@ async fn a_rejected_revision_is_never_sent_again() {
     let rejected = created["revision"].as_u64().unwrap();
     let subscribe_response::Message::Delta(delta) = replica.next().await else { panic!("expected a delta") };
     assert_eq!(delta.revision, rejected);
-    replica.send(subscribe_request::Message::Nack(Nack { revision: rejected, error: "cannot apply".into() })).await;
+    let nack = Nack { revision: rejected, error: "cannot apply".into(), resync: false };
+    replica.send(subscribe_request::Message::Nack(nack)).await;
 
-    // Not re-sent, not even after heartbeats go by (the test control plane beats every 5 s,
-    // so this also proves the stream stays up).
+    // Not re-sent while several heartbeats go by (which also proves the stream stays up).
     replica.assert_quiet(Duration::from_millis(700)).await;
     let fleet = cp.cli(&["dataplanes", "-o", "json"]).await.json();
     assert_eq!(fleet["data_planes"][0]["rejected_revision"], rejected);
@@ -115,7 +117,7 @@ async fn a_rejected_revision_is_never_sent_again() {
 #[tokio::test]
 async fn following_deltas_ends_exactly_where_a_fresh_snapshot_starts() {
     let cp = TestControlplane::start(&[]).await;
-    let mut follower = Replica::connect(&cp, "follower", 0).await;
+    let mut follower = Replica::connect(&cp, "follower", 0, &[]).await;
     let mut state = follower.snapshot().await;
 
     // Every kind of change: keys created, updated, revoked and deleted, providers changed and
@@ -145,10 +147,44 @@ async fn following_deltas_ends_exactly_where_a_fresh_snapshot_starts() {
         }
     }
 
-    let mut newcomer = Replica::connect(&cp, "newcomer", 0).await;
+    let mut newcomer = Replica::connect(&cp, "newcomer", 0, &[]).await;
     let fresh = newcomer.snapshot().await;
     assert_eq!(fresh.revision, head);
     assert_eq!(state.revision, head);
     assert_eq!(content(&state), content(&fresh), "the delta path must equal a full snapshot");
     assert_eq!(fresh.keys.len(), 5);
+}
+
+#[tokio::test]
+async fn a_replica_from_another_store_history_gets_a_snapshot_not_deltas() {
+    let cp = TestControlplane::start(&[]).await;
+    let mut first = Replica::connect(&cp, "first", 0, &[]).await;
+    let snapshot = first.snapshot().await;
+    assert_ne!(snapshot.store_id, [0; 16], "snapshots name their store history");
+
+    // Same history, current revision: resumed with nothing to send.
+    let mut same = Replica::connect(&cp, "same", snapshot.revision, &snapshot.store_id).await;
+    same.assert_quiet(Duration::from_millis(300)).await;
+
+    // Same revision number from another history (a restored backup, another database): the
+    // numbers mean nothing here, so only a snapshot is right.
+    let mut other = Replica::connect(&cp, "other", snapshot.revision, &[7; 16]).await;
+    let fresh = other.snapshot().await;
+    assert_eq!(fresh.store_id, snapshot.store_id);
+}
+
+#[tokio::test]
+async fn a_replica_that_saw_a_gap_gets_a_snapshot_at_once() {
+    let cp = TestControlplane::start(&[]).await;
+    let mut replica = Replica::connect(&cp, "gappy", 0, &[]).await;
+    let snapshot = replica.snapshot().await;
+    cp.cli(&["keys", "create", "--name", "one"]).await.ok();
+    let subscribe_response::Message::Delta(delta) = replica.next().await else { panic!("expected a delta") };
+
+    let nack = Nack { revision: delta.revision, error: "revision gap".into(), resync: true };
+    replica.send(subscribe_request::Message::Nack(nack)).await;
+    // No further change is needed: the snapshot comes now.
+    let fresh = replica.snapshot().await;
+    assert_eq!(fresh.revision, delta.revision);
+    assert_eq!(fresh.keys.len(), snapshot.keys.len() + 1);
 }

@@ -51,6 +51,11 @@ impl ChangeFeed {
         Ok(feed)
     }
 
+    /// The id of the store history this feed follows.
+    pub fn store_id(&self) -> crate::store::StoreId {
+        self.store.store_id()
+    }
+
     pub fn head(&self) -> Revision {
         *self.head.borrow()
     }

@@ -122,9 +122,12 @@ impl Session {
 
     async fn serve(&mut self, hello: Hello, inbound: &mut Streaming<SubscribeRequest>) -> Result<Infallible, End> {
         let mut head = self.stream.feed.subscribe();
-        // New, or ahead of the store (restored from a backup?): only a snapshot is sure to be
-        // right. A replica behind what the feed retains is found out below (TooOld).
-        let mut snapshot_now = hello.last_revision == 0 || hello.last_revision > self.stream.feed.head();
+        // New, ahead of the store, or from another store's history (a restored backup, another
+        // database): only a snapshot is sure to be right. A replica behind what the feed
+        // retains is found out below (TooOld).
+        let own_history = hello.store_id.as_slice() == self.stream.feed.store_id().as_slice();
+        let mut snapshot_now =
+            hello.last_revision == 0 || !own_history || hello.last_revision > self.stream.feed.head();
         // Set after a Nack: the replica ignores deltas until its next snapshot, which it gets
         // with the next change, never by re-sending the revision it rejected.
         let mut snapshot_on_next_change = false;
@@ -165,14 +168,21 @@ impl Session {
                     self.send(PreEncoded::encode(&SubscribeResponse { message: Some(beat) })).await?;
                 }
                 message = inbound.message() => match message {
+                    // A replica cannot have applied what it was never sent: clamping keeps a
+                    // confused replica from satisfying --wait or freezing its own stream.
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::Ack(ack)) })) => {
-                        self.registration.ack(ack.revision);
+                        self.registration.ack(ack.revision.min(self.sent));
                     }
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::Nack(nack)) })) => {
-                        tracing::warn!(node_id = %self.node_id, revision = nack.revision, error = %nack.error, "data plane rejected a revision; it keeps its last good state");
-                        self.registration.reject(nack.revision, nack.error);
-                        self.sent = self.sent.max(nack.revision);
-                        snapshot_on_next_change = true;
+                        let revision = nack.revision.min(self.sent);
+                        tracing::warn!(node_id = %self.node_id, revision, error = %nack.error, resync = nack.resync, "data plane rejected a revision; it keeps its last good state");
+                        self.registration.reject(revision, nack.error);
+                        if nack.resync {
+                            // It saw a gap: nothing but a snapshot lets it continue.
+                            snapshot_now = true;
+                        } else {
+                            snapshot_on_next_change = true;
+                        }
                     }
                     Ok(Some(_)) => return Err(End::ProtocolError("unexpected message: only Ack and Nack may follow the Hello")),
                     Ok(None) => return Err(End::ReplicaClosed),

@@ -11,7 +11,7 @@ use aurora_proto::PreEncoded;
 use aurora_proto::v1::{SnapshotChunk, SubscribeResponse, subscribe_response};
 use tokio::sync::Mutex;
 
-use crate::store::{Revision, Snapshot, Store, StoreError};
+use crate::store::{Revision, Snapshot, Store, StoreError, StoreId};
 
 /// Keys per chunk: at about 60 bytes a key, a chunk stays well under 1 MiB.
 pub const KEYS_PER_CHUNK: usize = 10_000;
@@ -43,7 +43,8 @@ impl SnapshotSource {
             return Ok(cached.clone());
         }
         let snapshot = self.store.load_snapshot().await?;
-        let encoded = tokio::task::spawn_blocking(move || encode(snapshot))
+        let store_id = self.store.store_id();
+        let encoded = tokio::task::spawn_blocking(move || encode_from(snapshot, store_id))
             .await
             .map_err(|err| StoreError::Corrupt(format!("snapshot encoding failed: {err}")))?;
         *latest = Some(encoded.clone());
@@ -51,9 +52,16 @@ impl SnapshotSource {
     }
 }
 
-/// Splits `snapshot` into `SnapshotChunk`s: the first carries settings, providers and the
-/// master-key hash; every chunk carries up to [`KEYS_PER_CHUNK`] keys; the last is marked.
+/// [`encode_from`] for a snapshot whose store history is unknown: replicas that start from it
+/// always get a full snapshot when they resume.
 pub fn encode(snapshot: Snapshot) -> EncodedSnapshot {
+    encode_from(snapshot, StoreId::default())
+}
+
+/// Splits `snapshot`, taken from the store whose history is `store_id`, into `SnapshotChunk`s:
+/// the first carries settings, providers, the master-key hash and the store id; every chunk
+/// carries up to [`KEYS_PER_CHUNK`] keys; the last is marked.
+pub fn encode_from(snapshot: Snapshot, store_id: StoreId) -> EncodedSnapshot {
     let revision = snapshot.revision;
     let key_chunks: Vec<_> = snapshot.keys.chunks(KEYS_PER_CHUNK).map(<[_]>::to_vec).collect();
     let count = key_chunks.len().max(1);
@@ -72,6 +80,7 @@ pub fn encode(snapshot: Snapshot) -> EncodedSnapshot {
                 _ => Vec::new(),
             },
             keys: key_chunks.next().unwrap_or_default(),
+            store_id: if first && store_id != StoreId::default() { store_id.to_vec() } else { Vec::new() },
         };
         let message = SubscribeResponse { message: Some(subscribe_response::Message::Snapshot(chunk)) };
         chunks.push(PreEncoded::encode(&message));

@@ -27,7 +27,7 @@ use super::model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
 };
-use super::{Revision, Store, StoreError};
+use super::{Revision, Store, StoreError, StoreId};
 use crate::bootstrap::{Bootstrap, BootstrapState};
 use crate::time;
 
@@ -51,6 +51,7 @@ macro_rules! key_columns {
 pub struct SqliteStore {
     pool: SqlitePool,
     head: Arc<watch::Sender<Revision>>,
+    store_id: StoreId,
 }
 
 impl SqliteStore {
@@ -74,9 +75,13 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        let head = read_head(&mut *pool.acquire().await?).await?;
+        let mut conn = pool.acquire().await?;
+        let head = read_head(&mut conn).await?;
+        let id: Vec<u8> = sqlx::query_scalar("SELECT store_id FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
+        let store_id = StoreId::try_from(id.as_slice()).map_err(|_| StoreError::Corrupt("head.store_id".into()))?;
+        drop(conn);
         let (sender, _) = watch::channel(head);
-        Ok(SqliteStore { pool, head: Arc::new(sender) })
+        Ok(SqliteStore { pool, head: Arc::new(sender), store_id })
     }
 
     /// Folds the write-ahead log back into the database file, then closes every connection:
@@ -415,6 +420,10 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         SqliteStore::close(self).await;
+    }
+
+    fn store_id(&self) -> StoreId {
+        self.store_id
     }
 
     fn watch_head(&self) -> watch::Receiver<Revision> {

@@ -48,6 +48,8 @@ impl SnapshotAssembly {
         }
         let settings = chunk.settings.map(settings_from).unwrap_or_default();
         let mut snapshot = Snapshot::new(chunk.revision, settings, master_key_from(&chunk.master_key_hash)?);
+        // An absent or malformed id reads as "unknown": the next resume then takes a snapshot.
+        snapshot.store_id = chunk.store_id.as_slice().try_into().unwrap_or_default();
         for provider in &chunk.providers {
             snapshot.set_provider(upstream_from(provider)?);
         }
@@ -125,6 +127,7 @@ impl Snapshot {
                 })
                 .collect(),
             master_key_hash: self.master_key.map(|hash| hash.as_bytes().to_vec()).unwrap_or_default(),
+            store_id: self.store_id.to_vec(),
             keys: self
                 .keys
                 .iter()
@@ -221,6 +224,7 @@ mod tests {
             providers: vec![provider("anthropic", "sk-ant")],
             master_key_hash: KeyHash::of("m").as_bytes().to_vec(),
             keys: vec![key("a", true, 0)],
+            store_id: vec![9; 16],
         }
     }
 
@@ -233,8 +237,10 @@ mod tests {
         assert_eq!(snapshot.keys.len(), 2);
         assert_eq!(snapshot.master_key, Some(KeyHash::of("m")));
 
+        assert_eq!(snapshot.store_id, [9; 16]);
         let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap();
         assert_eq!(again.revision, 3);
+        assert_eq!(again.store_id, [9; 16], "the cache keeps the history id");
         assert_eq!(again.keys, snapshot.keys);
         assert_eq!(again.provider(ProviderKind::Anthropic).unwrap().credential().unwrap(), "sk-ant");
 

@@ -42,9 +42,14 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let (outbound, receiver) = mpsc::channel(64);
-    let last_revision = subscriber.state.revision().unwrap_or(0);
-    let hello =
-        Hello { node_id: subscriber.node_id.clone(), version: env!("CARGO_PKG_VERSION").to_owned(), last_revision };
+    let (last_revision, store_id) =
+        subscriber.state.load().as_ref().map_or((0, Vec::new()), |s| (s.revision, s.store_id.to_vec()));
+    let hello = Hello {
+        node_id: subscriber.node_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        last_revision,
+        store_id,
+    };
     let _ = outbound.send(request(subscribe_request::Message::Hello(hello))).await;
     let mut inbound = client
         .subscribe(ReceiverStream::new(receiver))
@@ -130,6 +135,17 @@ impl Applier<'_> {
         if delta.revision <= current.revision {
             return Ok(());
         }
+        // Every revision changes something, so revisions arrive one by one. A gap means a
+        // change this replica never saw: applying the next one on top would be wrong, so it
+        // asks for a snapshot at once.
+        if delta.revision != current.revision + 1 {
+            let error = format!("revision gap: have {}, received {}", current.revision, delta.revision);
+            tracing::error!(%error, "asking the control plane for a fresh snapshot");
+            self.awaiting_snapshot = true;
+            let nack = Nack { revision: delta.revision, error, resync: true };
+            self.send(subscribe_request::Message::Nack(nack)).await;
+            return Ok(());
+        }
         match current.apply(&delta) {
             Ok(next) => {
                 tracing::debug!(
@@ -163,7 +179,7 @@ impl Applier<'_> {
     async fn reject(&mut self, revision: u64, err: &crate::snapshot::ApplyError) {
         tracing::error!(revision, error = %err, "rejected a configuration update; keeping the last good configuration");
         self.awaiting_snapshot = true;
-        self.send(subscribe_request::Message::Nack(Nack { revision, error: err.to_string() })).await;
+        self.send(subscribe_request::Message::Nack(Nack { revision, error: err.to_string(), resync: false })).await;
     }
 
     async fn send(&self, message: subscribe_request::Message) {

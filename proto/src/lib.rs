@@ -5,6 +5,7 @@
 //! this crate only compiles them.
 
 mod pre_encoded;
+mod redacted_debug;
 
 pub use pre_encoded::PreEncoded;
 

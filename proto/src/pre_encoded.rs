@@ -9,8 +9,15 @@ use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{DecodeContext, WireType};
 
 /// The wire encoding of a `SubscribeResponse`, sent as is. Encode-only: decoding skips fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct PreEncoded(pub Bytes);
+
+/// Only the length: snapshot chunks and provider deltas hold upstream credentials in plaintext.
+impl std::fmt::Debug for PreEncoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreEncoded({} bytes)", self.0.len())
+    }
+}
 
 impl PreEncoded {
     pub fn encode(message: &impl prost::Message) -> Self {
@@ -57,5 +64,11 @@ mod tests {
         let pre = PreEncoded::encode(&message);
         assert_eq!(pre.encode_to_vec(), message.encode_to_vec());
         assert_eq!(SubscribeResponse::decode(pre.encode_to_vec().as_slice()).unwrap(), message);
+    }
+
+    #[test]
+    fn debug_shows_the_length_never_the_bytes() {
+        let pre = PreEncoded(Bytes::from_static(b"sk-ant-secret"));
+        assert_eq!(format!("{pre:?}"), "PreEncoded(13 bytes)");
     }
 }

@@ -1,0 +1,127 @@
+//! Hand-written `Debug` for the messages that carry a secret.
+//!
+//! prost derives `Debug` for every message, and a derived `Debug` prints every field: an upstream
+//! credential in a `ProviderConfig` (inside a snapshot chunk or a delta) or an
+//! `UpsertProviderRequest`, or the one-time secret in a `CreateKeyResponse`, would reach any
+//! `{:?}` in a log line. `build.rs` turns the derive off for exactly these messages; here each
+//! prints every field except the secret, which shows only whether it is set.
+
+use std::fmt;
+
+use crate::v1::{CreateKeyResponse, ProviderConfig, UpsertProviderRequest, upsert_provider_request};
+
+/// A secret in a debug print: `<redacted>` when set, `""` when empty.
+struct Secret<'a>(&'a str);
+
+impl fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() { f.write_str("\"\"") } else { f.write_str("<redacted>") }
+    }
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("credential", &Secret(&self.credential))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UpsertProviderRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpsertProviderRequest")
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("credential_change", &self.credential_change)
+            .finish()
+    }
+}
+
+// prost skips the derive for a message's oneofs too.
+impl fmt::Debug for upsert_provider_request::CredentialChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Credential(credential) => f.debug_tuple("Credential").field(&Secret(credential)).finish(),
+            Self::ClearCredential(clear) => f.debug_tuple("ClearCredential").field(clear).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for CreateKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateKeyResponse")
+            .field("key", &self.key)
+            .field("secret", &Secret(&self.secret))
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::v1::{Change, Delta, Key, SnapshotChunk, SubscribeResponse, change, subscribe_response};
+
+    use super::*;
+
+    const SECRET: &str = "sk-ant-very-secret";
+
+    fn provider() -> ProviderConfig {
+        ProviderConfig {
+            name: "anthropic".into(),
+            enabled: true,
+            base_url: "https://api.anthropic.com".into(),
+            credential: SECRET.into(),
+        }
+    }
+
+    #[test]
+    fn a_provider_config_hides_its_credential_wherever_it_travels() {
+        let printed = format!("{:?}", provider());
+        assert!(printed.contains("anthropic") && printed.contains("<redacted>"), "{printed}");
+        let chunk = SnapshotChunk { providers: vec![provider()], ..Default::default() };
+        let change = Change { change: Some(change::Change::ProviderUpsert(provider())) };
+        let delta = Delta { revision: 7, changes: vec![change.clone()] };
+        let response = SubscribeResponse { message: Some(subscribe_response::Message::Delta(delta.clone())) };
+        for printed in [
+            format!("{chunk:?}"),
+            format!("{change:?}"),
+            format!("{delta:?}"),
+            format!("{response:?}"),
+            format!("{:#?}", provider()),
+        ] {
+            assert!(!printed.contains(SECRET), "{printed}");
+        }
+        let empty = ProviderConfig { credential: String::new(), ..provider() };
+        assert!(format!("{empty:?}").contains("credential: \"\""));
+    }
+
+    #[test]
+    fn an_upsert_request_hides_its_credential() {
+        let request = UpsertProviderRequest {
+            name: "anthropic".into(),
+            enabled: Some(true),
+            base_url: None,
+            credential_change: Some(upsert_provider_request::CredentialChange::Credential(SECRET.into())),
+        };
+        let printed = format!("{request:?}");
+        assert!(!printed.contains(SECRET) && printed.contains("Credential(<redacted>)"), "{printed}");
+        let clear = upsert_provider_request::CredentialChange::ClearCredential(true);
+        assert_eq!(format!("{clear:?}"), "ClearCredential(true)");
+    }
+
+    #[test]
+    fn a_create_key_response_hides_the_secret() {
+        let response = CreateKeyResponse {
+            key: Some(Key { name: "ci".into(), ..Default::default() }),
+            secret: format!("aur_{SECRET}"),
+            revision: 3,
+        };
+        let printed = format!("{response:?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        assert!(printed.contains("\"ci\"") && printed.contains("revision: 3"), "{printed}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Aurora's own processes, from the release `aurora` binary: control planes and data planes.
+//!
+//! Data planes always take their keys from a control plane over the config stream (the
+//! production path), never from a file, except where a scenario says otherwise. Every listener
+//! binds port 0 and is found through its JSON `listening` log event.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use aurora_proto::v1::admin_service_client::AdminServiceClient;
+use aurora_proto::v1::{CreateKeyRequest, ListDataPlanesRequest, ListDataPlanesResponse, RevokeKeyRequest};
+use tonic::transport::Channel;
+
+use crate::load::{Auth, Conn, Target};
+use crate::procs::Proc;
+use crate::upstream;
+
+pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key";
+pub(crate) const NODE_TOKEN: &str = "aurora-bench-node-token";
+
+/// The environment every `aurora` process gets: JSON logs at info without the per-request
+/// access log (nginx runs with `access_log off` too), and no drain delay on shutdown.
+fn base_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AURORA_LOG_FORMAT", "json".into()),
+        ("AURORA_LOG", "info,aurora::access=off".into()),
+        ("AURORA_SHUTDOWN_DRAIN_DELAY", "0s".into()),
+        ("AURORA_SHUTDOWN_GRACE", "1s".into()),
+    ]
+}
+
+#[derive(Debug)]
+pub(crate) struct ControlPlane {
+    pub(crate) proc: Proc,
+    pub(crate) addr: SocketAddr,
+    pub(crate) database_url: String,
+    bin: PathBuf,
+    upstream: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on the database in `dir`, bootstrapping the Anthropic provider
+    /// to point at `upstream`. `listen` is 127.0.0.1:0 unless a restart must reuse a port.
+    pub(crate) async fn start(
+        bin: &Path,
+        dir: &Path,
+        upstream: SocketAddr,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let database_url = format!("sqlite://{}", dir.join("aurora.db").display());
+        let mut env = base_env();
+        env.extend([
+            ("AURORA_GRPC_LISTEN_ADDR", listen.map_or_else(|| "127.0.0.1:0".into(), |a| a.to_string())),
+            ("AURORA_DATABASE_URL", database_url.clone()),
+            ("AURORA_MASTER_KEY", MASTER_KEY.into()),
+            ("AURORA_NODE_TOKEN", NODE_TOKEN.into()),
+            ("ANTHROPIC_BASE_URL", format!("http://{upstream}/v1")),
+            ("ANTHROPIC_API_KEY", upstream::CREDENTIAL.into()),
+            ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic".into()),
+        ]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut proc = Proc::spawn("controlplane", bin, &["controlplane"], &env)?;
+        let addr = proc.listening_addr("grpc").await?;
+        Ok(ControlPlane { proc, addr, database_url, bin: bin.to_owned(), upstream })
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops this process (SIGTERM) and starts another on the same database and port.
+    pub(crate) async fn restart(
+        mut self,
+        dir: &Path,
+        between: impl AsyncFnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        self.proc.terminate(Duration::from_secs(10)).await?;
+        between().await?;
+        ControlPlane::start(&self.bin, dir, self.upstream, Some(self.addr)).await
+    }
+
+    pub(crate) async fn admin(&self) -> anyhow::Result<Admin> {
+        let channel = Channel::from_shared(self.url())?.connect().await.context("cannot reach the control plane")?;
+        Ok(Admin { client: AdminServiceClient::new(channel) })
+    }
+}
+
+/// The admin API, authenticated with the master key.
+#[derive(Debug, Clone)]
+pub(crate) struct Admin {
+    client: AdminServiceClient<Channel>,
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {MASTER_KEY}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A key the admin API created.
+#[derive(Debug, Clone)]
+pub(crate) struct Key {
+    pub(crate) id: String,
+    pub(crate) secret: String,
+    pub(crate) revision: u64,
+}
+
+impl Admin {
+    pub(crate) async fn create_key(&mut self, name: &str) -> anyhow::Result<Key> {
+        let response = self
+            .client
+            .create_key(request(CreateKeyRequest { name: name.into(), ..Default::default() }))
+            .await?
+            .into_inner();
+        let id = response.key.map(|key| key.id).context("CreateKey returned no key")?;
+        Ok(Key { id, secret: response.secret, revision: response.revision })
+    }
+
+    /// Revokes a key; returns the revision that committed it.
+    pub(crate) async fn revoke_key(&mut self, id: &str) -> anyhow::Result<u64> {
+        Ok(self.client.revoke_key(request(RevokeKeyRequest { id: id.into() })).await?.into_inner().revision)
+    }
+
+    pub(crate) async fn data_planes(&mut self) -> anyhow::Result<ListDataPlanesResponse> {
+        Ok(self.client.list_data_planes(request(ListDataPlanesRequest {})).await?.into_inner())
+    }
+
+    /// Waits until `count` data planes are connected and have acknowledged the head revision.
+    pub(crate) async fn wait_fleet_current(&mut self, count: usize, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let fleet = self.data_planes().await?;
+            let current = fleet.data_planes.iter().filter(|dp| dp.acked_revision >= fleet.head_revision).count();
+            if current >= count {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                bail!("only {current} of {count} data planes are current after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DataPlane {
+    pub(crate) proc: Proc,
+    pub(crate) addr: SocketAddr,
+}
+
+impl DataPlane {
+    /// Starts a data plane subscribed to `control_plane` (a URL) as `node_id`.
+    pub(crate) async fn start(bin: &Path, control_plane: &str, node_id: &str) -> anyhow::Result<Self> {
+        let mut env = base_env();
+        env.extend([
+            ("AURORA_LISTEN_ADDR", "127.0.0.1:0".into()),
+            ("AURORA_ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
+            ("AURORA_CONTROL_PLANE_URL", control_plane.into()),
+            ("AURORA_NODE_TOKEN", NODE_TOKEN.into()),
+            ("AURORA_NODE_ID", node_id.into()),
+        ]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut proc = Proc::spawn(node_id, bin, &["dataplane"], &env)?;
+        let addr = proc.listening_addr("passthrough").await?;
+        Ok(DataPlane { proc, addr })
+    }
+
+    pub(crate) fn target(&self, token: &str) -> Target {
+        Target {
+            name: "aurora",
+            addr: self.addr,
+            path: "/p/anthropic/v1/messages".into(),
+            auth: Auth::Gateway(token.into()),
+        }
+    }
+}
+
+/// Sends requests with `token` until the answer is a success (`accepted`) or a gateway
+/// refusal (`!accepted`); returns how long that took.
+pub(crate) async fn wait_until(target: &Target, accepted: bool, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut conn = Conn::open(target.addr).await?;
+    loop {
+        if conn.is_closed() {
+            conn = Conn::open(target.addr).await?;
+        }
+        if let Ok((status, gateway)) = conn.send(target.request(&[])?).await {
+            let done = if accepted { status.is_success() } else { gateway && status.is_client_error() };
+            if done {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{} at {} did not {} the key within {timeout:?}",
+                target.name,
+                target.addr,
+                if accepted { "accept" } else { "reject" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

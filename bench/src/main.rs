@@ -1,0 +1,201 @@
+//! `aurora-bench`: Aurora against a direct connection and nginx, side by side, and the control
+//! plane's propagation speed, in one run on one machine. A binary, not a test: `scripts/bench`
+//! builds it in release mode with the `aurora` binary and runs it; `--smoke` runs every
+//! scenario at a tiny scale in a few seconds, for CI.
+//!
+//! Code map: [`upstream`] is the fake provider; [`load`] sends requests (fixed rate, wrk
+//! saturation, SSE); [`nginx`] and [`aurora`] start the gateways; [`gateway`] runs the
+//! side-by-side comparison; [`control_plane`] measures revocation, fan-out and resume;
+//! [`snapshot`] the million-key snapshot; [`report`] writes the markdown.
+
+mod aurora;
+mod control_plane;
+mod gateway;
+mod load;
+mod machine;
+mod nginx;
+mod procs;
+mod report;
+mod snapshot;
+mod upstream;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::load::{Auth, Target, sse};
+use crate::report::Report;
+
+#[derive(Parser, Debug)]
+#[command(name = "aurora-bench", about = "Benchmarks Aurora against a direct connection and nginx")]
+struct Args {
+    /// Every scenario at a tiny scale (a few seconds): proves the harness works, measures little.
+    #[arg(long)]
+    smoke: bool,
+    /// Write the markdown report here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The `aurora` binary [default: next to this executable].
+    #[arg(long, env = "AURORA_BIN")]
+    aurora_bin: Option<PathBuf>,
+    /// The command line shown in the report as the one that regenerates it.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err.into()),
+    };
+    // The upstream gets a runtime of its own, so the load generator's tasks never delay it.
+    let upstream_runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err.into()),
+    };
+    match runtime.block_on(run(args, upstream_runtime.handle().clone())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+#[allow(clippy::print_stderr)] // The binary's edge: one line per failure.
+fn fail(err: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("aurora-bench: error: {err:#}");
+    std::process::ExitCode::FAILURE
+}
+
+#[allow(clippy::print_stderr)] // Progress goes to stderr so stdout stays the report.
+fn progress(message: &str) {
+    eprintln!("aurora-bench: {message}");
+}
+
+/// Every scale in one place: the full run and the smoke run.
+struct Scales {
+    gateway: gateway::Scale,
+    control_plane: control_plane::Scale,
+    snapshot: snapshot::Scale,
+}
+
+fn scales(smoke: bool) -> Scales {
+    if smoke {
+        return Scales {
+            gateway: gateway::Scale {
+                rates: vec![200],
+                rounds: 1,
+                fixed_duration: Duration::from_secs(1),
+                warmup: Duration::from_millis(200),
+                connections: 8,
+                saturation_duration: Duration::from_secs(1),
+                saturation_connections: 8,
+                sse: sse::Plan { streams: 3, events: 5, gap: Duration::from_millis(2) },
+            },
+            control_plane: control_plane::Scale {
+                replicas: 3,
+                revocations: 2,
+                probe_period: Duration::from_millis(2),
+                subscribers: 20,
+                fanout_trials: 2,
+                offline_commits: 2,
+            },
+            snapshot: snapshot::Scale { keys: 19_999, rate: 200, window: Duration::from_secs(1) },
+        };
+    }
+    Scales {
+        gateway: gateway::Scale {
+            rates: vec![1_000, 5_000],
+            rounds: 3,
+            fixed_duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            connections: 64,
+            saturation_duration: Duration::from_secs(5),
+            saturation_connections: 64,
+            sse: sse::Plan { streams: 30, events: 20, gap: Duration::from_millis(5) },
+        },
+        control_plane: control_plane::Scale {
+            replicas: 20,
+            revocations: 20,
+            probe_period: Duration::from_millis(2),
+            subscribers: 1_000,
+            fanout_trials: 20,
+            offline_commits: 5,
+        },
+        snapshot: snapshot::Scale { keys: 999_999, rate: 1_000, window: Duration::from_secs(5) },
+    }
+}
+
+async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bin = procs::aurora_bin(args.aurora_bin.as_deref())?;
+    let scales = scales(args.smoke);
+    let scratch = tempfile::tempdir()?;
+    let before = machine::Load::now();
+    let mut report = Report::default();
+
+    let upstream = upstream_runtime.spawn(upstream::start()).await??;
+    progress(&format!("upstream on {}", upstream.addr));
+
+    // The gateways: Aurora (keys from a control plane) and nginx.
+    let control_plane = aurora::ControlPlane::start(&bin, &scratch.path().join("cp-main"), upstream.addr, None).await?;
+    let mut admin = control_plane.admin().await?;
+    let key = admin.create_key("bench-main").await?;
+    let dataplane = aurora::DataPlane::start(&bin, &control_plane.url(), "bench-main").await?;
+    let aurora_target = dataplane.target(&key.secret);
+    aurora::wait_until(&aurora_target, true, Duration::from_secs(30))
+        .await
+        .context("the data plane never accepted the key")?;
+    let nginx = nginx::start(&scratch.path().join("nginx"), upstream.addr, &key.secret, upstream::CREDENTIAL).await?;
+    let nginx_target = Target {
+        name: "nginx",
+        addr: nginx.addr,
+        path: "/p/anthropic/v1/messages".into(),
+        auth: Auth::Gateway(key.secret.clone()),
+    };
+    let bad = Auth::Gateway("aur_this_token_does_not_exist_0000000000000000".into());
+    let targets = gateway::Targets {
+        direct: Target {
+            name: "direct",
+            addr: upstream.addr,
+            path: "/v1/messages".into(),
+            auth: Auth::Provider(upstream::CREDENTIAL.into()),
+        },
+        nginx_bad: nginx_target.with_auth(bad.clone()),
+        aurora_bad: aurora_target.with_auth(bad),
+        nginx: nginx_target,
+        aurora: aurora_target,
+    };
+    let pids = gateway::Pids {
+        aurora: dataplane.proc.pid().context("data plane pid")?,
+        nginx: nginx.proc.pid().context("nginx pid")?,
+    };
+    progress("gateway comparison (direct, nginx, aurora)");
+    gateway::run(&mut report, &targets, &scales.gateway, &upstream.counters, pids, scratch.path()).await?;
+    drop(nginx);
+    drop(dataplane);
+    drop(control_plane);
+
+    progress("control plane: revocation, resume, fan-out");
+    control_plane::run(&mut report, &bin, scratch.path(), upstream.addr, scales.control_plane).await?;
+    progress("million-key snapshot");
+    snapshot::run(&mut report, &bin, upstream.addr, scales.snapshot).await?;
+
+    let after = machine::Load::now();
+    let text = machine::document(&report, &args.command, args.smoke, &before, &after, started.elapsed());
+    write(args.out.as_deref(), &text)?;
+    progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // The report is this binary's output.
+fn write(out: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

@@ -46,11 +46,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dataplane(config) => {
-                telemetry::init(&cli.log)?;
+                let _logs = telemetry::init(&cli.log)?;
                 commands::dataplane::run(*config).await
             }
             Command::Controlplane(config) => {
-                telemetry::init(&cli.log)?;
+                let _logs = telemetry::init(&cli.log)?;
                 commands::controlplane::run(*config).await
             }
             Command::Keys(args) => commands::keys::run(args).await,
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
             Command::Up(args) => {
-                telemetry::init(&cli.log)?;
+                let _logs = telemetry::init(&cli.log)?;
                 commands::up::run(*args).await
             }
         }

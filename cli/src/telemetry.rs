@@ -22,15 +22,22 @@ enum LogFormat {
 
 /// Installs the global subscriber. Logs go to stderr so that command output on stdout stays
 /// machine-readable.
-pub(crate) fn init(args: &LogArgs) -> anyhow::Result<()> {
+///
+/// Lines are handed to a background thread: a slow or blocked stderr reader (a full pipe, a
+/// stalled log shipper) must never stall the threads that serve requests. Under such pressure
+/// lines are dropped rather than requests delayed. Keep the returned guard alive until exit: it
+/// flushes what is buffered.
+pub(crate) fn init(args: &LogArgs) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_new(&args.filter)
         .map_err(|err| anyhow::anyhow!("invalid AURORA_LOG filter {:?}: {err}", args.filter))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match args.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
-    result.map_err(|err| anyhow::anyhow!("cannot install the log subscriber: {err}"))
+    result.map_err(|err| anyhow::anyhow!("cannot install the log subscriber: {err}"))?;
+    Ok(guard)
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.

@@ -42,7 +42,7 @@ pub struct StreamConfig {
     pub node_token: Option<String>,
 
     /// How often an idle stream carries a heartbeat with the head revision.
-    #[arg(long, env = "AURORA_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AURORA_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
     pub heartbeat_interval: Duration,
 
     /// How many revisions the change log keeps; a replica further behind gets a full snapshot.

@@ -15,6 +15,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110); surrounding whitespace is dropped; an empty token is no token.
+pub fn bearer_token(value: &[u8]) -> Option<&str> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = std::str::from_utf8(token).ok()?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
 /// Every generated secret starts with this, so secret scanners can recognise a leaked one.
 pub const SECRET_PREFIX: &str = "aur_";
 
@@ -148,6 +159,16 @@ mod tests {
         assert_eq!(a.hash(), KeyHash::of(a.expose()));
         assert!(a.redacted().ends_with(&a.expose()[a.expose().len() - 4..]));
         assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token(b"bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token(b"BEARER abc"), Some("abc"));
+        for bad in [&b"Bearer "[..], b"Bearer", b"Basic abc", b"abc", b"Bearerabc"] {
+            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,13 +6,17 @@
 //! the two planes can never drift apart. Nothing in this crate does I/O.
 
 mod base_url;
+mod credential;
+mod duration;
 mod key;
 mod product_vars;
 mod provider;
 mod settings;
 
 pub use base_url::{BaseUrl, BaseUrlError};
-pub use key::{KeyHash, KeySecret, SECRET_PREFIX};
+pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential};
+pub use duration::parse_positive_duration;
+pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
 pub use product_vars::{ProductVars, ProviderBaseUrls, ProviderCredentials};
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};
 pub use settings::Settings;

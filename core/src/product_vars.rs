@@ -25,7 +25,8 @@ pub struct ProductVars {
     pub enabled_passthrough_providers: Option<ProviderSet>,
 
     /// The gateway's master key: a bearer token that passes gateway auth and the admin API.
-    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true)]
+    /// Hidden from --help: secrets belong in the environment, not in argv and shell history.
+    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true, hide = true)]
     pub master_key: Option<String>,
 
     #[command(flatten)]
@@ -38,15 +39,15 @@ pub struct ProductVars {
 /// `<PROVIDER>_API_KEY`: upstream credentials. Never printed, not even by `--help`.
 #[derive(Args, Clone, Default)]
 pub struct ProviderCredentials {
-    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true)]
+    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
     pub openai: Option<String>,
-    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
     pub anthropic: Option<String>,
-    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
     pub openrouter: Option<String>,
-    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true)]
+    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
     pub zai: Option<String>,
-    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true)]
+    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
     pub vllm: Option<String>,
 }
 
@@ -149,6 +150,15 @@ fn parse_provider_set(raw: &str) -> Result<ProviderSet, String> {
     ProviderSet::parse_list(raw).map_err(|err| err.to_string())
 }
 
+/// A credential checked at startup, so a bad one stops the process with the variable named
+/// instead of reaching the data planes. Empty means unset.
+fn parse_credential(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    crate::validate_credential(raw).map(str::to_owned).map_err(|err| format!("the credential {err}"))
+}
+
 fn parse_base_url(raw: &str) -> Result<BaseUrl, String> {
     BaseUrl::parse(raw).map_err(|err| err.to_string())
 }
@@ -198,5 +208,8 @@ mod tests {
     fn rejects_bad_values() {
         assert!(Cli::try_parse_from(["x", "--enabled-passthrough-providers=gemini"]).is_err());
         assert!(Cli::try_parse_from(["x", "--openai-base-url=not a url"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--zai-api-key=bad\u{7f}key"]).is_err());
+        let vars = Cli::try_parse_from(["x", "--zai-api-key=sk-zai\n"]).unwrap().vars;
+        assert_eq!(vars.credential(ProviderKind::Zai), Some("sk-zai"), "a trailing newline from a file is trimmed");
     }
 }

@@ -61,7 +61,7 @@ pub fn authenticate(
     if !snapshot.auth_required() {
         return Ok(Principal::Anonymous);
     }
-    let bearer = headers.get(AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes()));
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| aurora_core::bearer_token(v.as_bytes()));
     let api_key = headers.get(X_API_KEY).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
     // A client may send both: the Anthropic SDK with `auth_token` set still sends `X-Api-Key`
     // when ANTHROPIC_API_KEY is in its environment. Either header may carry the Aurora token.
@@ -97,15 +97,6 @@ fn check_token(
         return Err(AuthError::ProviderNotAllowed(provider));
     }
     Ok(Principal::Key(key.id))
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(value: &[u8]) -> Option<&str> {
-    let (scheme, token) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    std::str::from_utf8(token).ok().map(str::trim)
 }
 
 #[cfg(test)]

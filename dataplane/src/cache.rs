@@ -39,6 +39,8 @@ pub struct ConfigCache {
     current: PathBuf,
     previous: PathBuf,
     temporary: PathBuf,
+    /// Where the previous generation is linked before it replaces `previous`.
+    previous_temporary: PathBuf,
 }
 
 impl ConfigCache {
@@ -48,7 +50,12 @@ impl ConfigCache {
             name.push(suffix);
             PathBuf::from(name)
         };
-        ConfigCache { current: path.to_owned(), previous: with_suffix(".prev"), temporary: with_suffix(".tmp") }
+        ConfigCache {
+            current: path.to_owned(),
+            previous: with_suffix(".prev"),
+            temporary: with_suffix(".tmp"),
+            previous_temporary: with_suffix(".prev.tmp"),
+        }
     }
 
     pub fn previous_path(&self) -> &Path {
@@ -72,17 +79,24 @@ impl ConfigCache {
         if let Some(dir) = self.current.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        // The cache holds upstream credentials: readable by the owner only.
+        // The cache holds upstream credentials: readable by the owner only. A temporary file
+        // left by a crash is removed rather than reused, so it cannot keep wider permissions.
+        remove_if_present(&self.temporary).map_err(io(&self.temporary))?;
         let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&self.temporary).map_err(io(&self.temporary))?;
         file.write_all(&bytes).map_err(io(&self.temporary))?;
         file.sync_all().map_err(io(&self.temporary))?;
         drop(file);
+        // Each step replaces a file atomically, so at every instant the current generation
+        // exists, complete: the old one is linked to `previous` first, then the new one is
+        // renamed over it.
         if self.current.exists() {
-            fs::rename(&self.current, &self.previous).map_err(io(&self.previous))?;
+            remove_if_present(&self.previous_temporary).map_err(io(&self.previous_temporary))?;
+            fs::hard_link(&self.current, &self.previous_temporary).map_err(io(&self.previous_temporary))?;
+            fs::rename(&self.previous_temporary, &self.previous).map_err(io(&self.previous))?;
         }
         fs::rename(&self.temporary, &self.current).map_err(io(&self.current))?;
         // Make the renames themselves durable.
@@ -107,6 +121,13 @@ impl ConfigCache {
             }
         }
         None
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -166,7 +187,16 @@ mod tests {
             let mode = fs::metadata(&cache.current).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "the cache holds credentials: owner-only");
         }
+        // A temporary file left by a crash (world-readable) is replaced, not reused.
+        fs::write(&cache.temporary, b"leftover").unwrap();
         cache.store(&snapshot(2)).unwrap();
+        assert!(!cache.temporary.exists() && !cache.previous_temporary.exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&cache.current).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "owner-only after replacing a leftover");
+        }
         let loaded = cache.load().unwrap();
         assert_eq!(loaded.revision, 2);
         assert_eq!(loaded.keys, snapshot(2).keys);

@@ -16,7 +16,7 @@ pub struct Config {
     #[arg(long, env = "AURORA_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
-    /// Address of the admin listener (/healthz, /readyz).
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "AURORA_ADMIN_LISTEN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_listen_addr: SocketAddr,
 
@@ -45,21 +45,21 @@ pub struct Config {
 #[derive(Args, Debug, Clone)]
 pub struct UpstreamConfig {
     /// Time allowed to open a TCP connection (and TLS session) to a provider.
-    #[arg(long = "upstream-connect-timeout", env = "AURORA_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long = "upstream-connect-timeout", env = "AURORA_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = aurora_core::parse_positive_duration)]
     pub connect_timeout: Duration,
 
     /// Time allowed between sending a request and receiving the provider's response headers.
     /// Non-streamed LLM calls send headers only when the whole answer is ready, so this is long.
-    #[arg(long = "upstream-header-timeout", env = "AURORA_UPSTREAM_HEADER_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long = "upstream-header-timeout", env = "AURORA_UPSTREAM_HEADER_TIMEOUT", default_value = "10m", value_parser = aurora_core::parse_positive_duration)]
     pub response_header_timeout: Duration,
 
     /// Longest silence allowed between two chunks of a response body. There is deliberately no
     /// total timeout: it would cut long streams.
-    #[arg(long = "upstream-idle-timeout", env = "AURORA_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long = "upstream-idle-timeout", env = "AURORA_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = aurora_core::parse_positive_duration)]
     pub idle_timeout: Duration,
 
     /// How long an idle pooled upstream connection is kept.
-    #[arg(long = "upstream-pool-idle-timeout", env = "AURORA_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    #[arg(long = "upstream-pool-idle-timeout", env = "AURORA_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = aurora_core::parse_positive_duration)]
     pub pool_idle_timeout: Duration,
 }
 
@@ -124,7 +124,7 @@ pub struct ControlPlaneConfig {
     pub tls_server_name: Option<String>,
 
     /// Reconnect when the control plane sends nothing (not even a heartbeat) for this long.
-    #[arg(long, env = "AURORA_CONTROL_PLANE_STALL_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AURORA_CONTROL_PLANE_STALL_TIMEOUT", default_value = "15s", value_parser = aurora_core::parse_positive_duration)]
     pub stall_timeout: Duration,
 }
 

@@ -78,6 +78,9 @@ pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     }
     // Provider cookies would be scoped to the gateway's host, never the provider's.
     headers.remove(header::SET_COOKIE);
+    // Only this gateway's own errors carry it; an upstream (or a chained gateway) must not be
+    // able to pass its errors off as ours.
+    headers.remove(X_AURORA_ERROR);
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
@@ -86,9 +89,9 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // Bytes, not `to_str`: one non-UTF-8 value must not hide the names listed beside it.
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -188,6 +191,15 @@ mod tests {
     }
 
     #[test]
+    fn connection_listed_names_are_found_beside_non_utf8_bytes() {
+        let mut headers = map(&[("x-hop", "1"), ("x-keep", "1")]);
+        headers.insert("connection", HeaderValue::from_bytes(b"x-hop, \xff").unwrap());
+        prepare_response(&mut headers, &HeaderValue::from_static("r"));
+        assert!(!headers.contains_key("x-hop"));
+        assert!(headers.contains_key("x-keep"));
+    }
+
+    #[test]
     fn response_keeps_provider_headers() {
         let mut headers = map(&[
             ("retry-after", "7"),
@@ -198,6 +210,7 @@ mod tests {
             ("connection", "close"),
             ("transfer-encoding", "chunked"),
             ("request-id", "req_upstream"),
+            ("x-aurora-error", "gateway"),
         ]);
         prepare_response(&mut headers, &HeaderValue::from_static("r"));
         let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();

@@ -3,8 +3,9 @@
 //! `/p/{provider}/{endpoint}` is forwarded to the provider untranslated: the gateway's own token
 //! is checked, the client's credentials are removed, the provider credential is injected, and
 //! bodies stream both ways. The configuration it enforces is one immutable [`Snapshot`], read by
-//! the request path without locks and replaced atomically by whatever feeds it (a JSON file or
-//! the environment today). The request path never waits on anything but the upstream.
+//! the request path without locks and replaced atomically by whatever feeds it: the control
+//! plane's config stream ([`subscription`], backed by the last-known-good [`cache`]), a JSON
+//! file, or the environment. The request path never waits on anything but the upstream.
 //!
 //! Code map, in the order a request flows: [`server`] accepts connections, [`proxy`] runs the
 //! request path using [`route`], [`auth`] and [`headers`] against the [`state`]'s current
@@ -61,6 +62,10 @@ pub enum StartError {
         "AURORA_NODE_TOKEN is required with AURORA_CONTROL_PLANE_URL: the config stream carries upstream credentials and is never opened without one"
     )]
     NodeTokenMissing,
+    #[error("AURORA_NODE_TOKEN must be printable ASCII without spaces")]
+    NodeTokenInvalid,
+    #[error("AURORA_CONTROL_PLANE_URL names no control plane")]
+    NoControlPlaneUrl,
 }
 
 /// Runs a data plane until `shutdown` resolves, then drains and returns.
@@ -185,7 +190,13 @@ fn subscribe(
     feeders: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     let node_token = config.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(StartError::NodeTokenMissing)?;
+    if !node_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StartError::NodeTokenInvalid);
+    }
     let endpoints = subscription::Endpoints::new(config)?;
+    if endpoints.is_empty() {
+        return Err(StartError::NoControlPlaneUrl);
+    }
     let cache = config.config_cache.as_deref().map(ConfigCache::new);
     if let Some(snapshot) = cache.as_ref().and_then(ConfigCache::load) {
         state.publish(snapshot);
@@ -207,10 +218,17 @@ fn subscribe(
     Ok(())
 }
 
-/// Writes every applied snapshot to the cache, off the async threads. Snapshots that arrive
-/// while a write is in progress collapse into the newest one.
+/// The cache only serves cold starts, so under a burst of changes writing it once a second is
+/// plenty; with a million keys each write is tens of megabytes.
+const CACHE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes applied snapshots to the cache, off the async threads and at most once per
+/// [`CACHE_WRITE_INTERVAL`]. Snapshots that arrive in between collapse into the newest one.
 async fn write_cache(cache: ConfigCache, mut applied: tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>) {
+    let mut pace = tokio::time::interval(CACHE_WRITE_INTERVAL);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while applied.changed().await.is_ok() {
+        pace.tick().await;
         let Some(snapshot) = applied.borrow_and_update().clone() else { continue };
         let cache = cache.clone();
         let revision = snapshot.revision;

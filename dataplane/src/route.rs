@@ -20,6 +20,10 @@ pub enum PathError {
     ControlCharacter,
     #[error("the endpoint path contains an invalid percent-encoded sequence")]
     InvalidEncoding,
+    #[error("the endpoint path must not contain double percent-encoding")]
+    DoubleEncoding,
+    #[error("the endpoint path must be ASCII")]
+    NonAscii,
     #[error(
         "the /v1 alias is disabled (ALLOW_PASSTHROUGH_V1_ALIAS=false); send the endpoint without the leading v1 segment"
     )]
@@ -43,7 +47,8 @@ pub fn normalize_endpoint(endpoint: &str, v1_alias_enabled: bool) -> Result<&str
         check_segment(segment)?;
     }
     let (first, rest) = endpoint.split_once('/').unwrap_or((endpoint, ""));
-    if first != "v1" {
+    // Compared decoded, so `%76%31` cannot slip past ALLOW_PASSTHROUGH_V1_ALIAS=false.
+    if first != "v1" && percent_decode_str(first).collect::<Vec<u8>>() != b"v1" {
         return Ok(endpoint);
     }
     if v1_alias_enabled { Ok(rest) } else { Err(PathError::V1AliasDisabled) }
@@ -59,6 +64,10 @@ fn check_segment(segment: &str) -> Result<(), PathError> {
         return Err(PathError::InvalidEncoding);
     }
     check_bytes(&decoded)?;
+    // A decoded `%2e` is still an escape to an upstream that decodes twice.
+    if decoded.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()) {
+        return Err(PathError::DoubleEncoding);
+    }
     // An encoded slash (`%2F`) could become a separator at an upstream that decodes before it
     // normalises, so the decoded segment is checked piece by piece too.
     if decoded.split(|b| *b == b'/').any(is_dot_segment) {
@@ -75,12 +84,19 @@ fn check_bytes(bytes: &[u8]) -> Result<(), PathError> {
         if b.is_ascii_control() {
             return Err(PathError::ControlCharacter);
         }
+        // Outside ASCII are look-alikes (full-width dots that some servers normalise to `.`).
+        if !b.is_ascii() {
+            return Err(PathError::NonAscii);
+        }
     }
     Ok(())
 }
 
+/// `.` and `..`, and what some upstream stacks read as them: `..;param` (matrix parameters),
+/// `.. ` and `...` (trailing spaces and dots trimmed).
 fn is_dot_segment(segment: &[u8]) -> bool {
-    segment == b"." || segment == b".."
+    let segment = segment.split(|b| *b == b';').next().unwrap_or_default().trim_ascii_end();
+    !segment.is_empty() && segment.iter().all(|b| *b == b'.')
 }
 
 /// Whether every `%` in the segment starts a two-hex-digit escape.
@@ -119,6 +135,7 @@ mod tests {
         assert_eq!(normalize_endpoint("models/v1", false), Ok("models/v1"));
         assert_eq!(normalize_endpoint("v1/messages", false), Err(PathError::V1AliasDisabled));
         assert_eq!(normalize_endpoint("v1", false), Err(PathError::V1AliasDisabled));
+        assert_eq!(normalize_endpoint("%76%31/messages", false), Err(PathError::V1AliasDisabled));
     }
 
     #[test]
@@ -139,6 +156,13 @@ mod tests {
             ("a%0d%0aHost:x", PathError::ControlCharacter),
             ("a%7f", PathError::ControlCharacter),
             ("a\tb", PathError::ControlCharacter),
+            ("..;jsessionid=1/x", PathError::DotSegment),
+            ("..%20/x", PathError::DotSegment),
+            (".../x", PathError::DotSegment),
+            ("%2e%2e%3b/x", PathError::DotSegment),
+            ("%252e%252e/x", PathError::DoubleEncoding),
+            ("%EF%BC%8E%EF%BC%8E/x", PathError::NonAscii),
+            ("caf\u{e9}", PathError::NonAscii),
             ("a%zz", PathError::InvalidEncoding),
             ("a%2", PathError::InvalidEncoding),
         ] {

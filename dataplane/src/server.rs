@@ -40,9 +40,13 @@ pub async fn serve<H: Handler>(
         .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX));
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
+    // Connection tasks, so that those still open when the grace period ends can be closed.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
+        // Reap finished connections so the set only holds open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -63,7 +67,7 @@ pub async fn serve<H: Handler>(
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
             }
@@ -73,8 +77,10 @@ pub async fn serve<H: Handler>(
     drop(listener);
     tracing::info!(listener = name, "stopped accepting; draining open connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = name, "grace period over; closing remaining connections");
+        tracing::warn!(listener = name, open = connections.len(), "grace period over; closing remaining connections");
+        connections.abort_all();
     }
+    while connections.join_next().await.is_some() {}
 }
 
 /// Binds `addr`, logging the bound address (tests and operators binding port 0 read it there).

@@ -326,6 +326,11 @@ async fn unsafe_paths_are_refused_before_anything_goes_upstream() {
         "/p/openai/a\\b",
         "/p/openai/a%00b",
         "/p/openai/a%0d%0ainjected:1",
+        "/p/openai/..;x/admin",
+        "/p/openai/..%20/admin",
+        "/p/openai/.../admin",
+        "/p/openai/%252e%252e/admin",
+        "/p/openai/%EF%BC%8E%EF%BC%8E/admin",
     ] {
         let (status, text) =
             raw_http::send(dataplane.addr, &format!("GET {target} HTTP/1.1"), &[("authorization", &auth)]).await;

@@ -29,10 +29,7 @@ impl AdminAuth {
         let header = metadata.get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing authorization: send `authorization: Bearer <master key>`")
         })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
+        let token = aurora_core::bearer_token(header.as_bytes())
             .ok_or_else(|| Status::unauthenticated("malformed authorization: expected `Bearer <master key>`"))?;
         if KeyHash::of(token).ct_eq(master_key) { Ok(()) } else { Err(Status::unauthenticated("invalid master key")) }
     }
@@ -43,13 +40,6 @@ impl Interceptor for AdminAuth {
         self.check(request.metadata())?;
         Ok(request)
     }
-}
-
-/// The token of a `Bearer` credential; the scheme is case-insensitive (RFC 9110).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use crate::store::Credential;
 
 pub(crate) const NAME_MAX_CHARS: usize = 128;
 pub(crate) const DESCRIPTION_MAX_CHARS: usize = 1024;
-pub(crate) const CREDENTIAL_MAX_BYTES: usize = 4096;
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -75,14 +74,7 @@ pub(crate) fn base_url(raw: &str) -> Result<BaseUrl, FieldError> {
 /// An upstream credential: it goes into an HTTP header, so printable ASCII only. The error
 /// never repeats the value.
 pub(crate) fn credential(raw: &str) -> Result<Credential, FieldError> {
-    let raw = raw.trim();
-    if raw.is_empty() || raw.len() > CREDENTIAL_MAX_BYTES {
-        return Err(invalid("credential", format!("must be 1 to {CREDENTIAL_MAX_BYTES} characters")));
-    }
-    if !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-        return Err(invalid("credential", "must be printable ASCII"));
-    }
-    Ok(Credential::new(raw))
+    aurora_core::validate_credential(raw).map(Credential::new).map_err(|err| invalid("credential", err.to_string()))
 }
 
 pub(crate) fn page_size(raw: u32) -> Result<u32, FieldError> {

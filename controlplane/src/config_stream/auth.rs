@@ -24,12 +24,11 @@ impl Interceptor for NodeAuth {
         let presented = request
             .metadata()
             .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| aurora_core::bearer_token(value.as_bytes()))
             .ok_or_else(|| {
                 Status::unauthenticated("missing node token: send `authorization: Bearer <AURORA_NODE_TOKEN>`")
             })?;
-        if KeyHash::of(presented.trim()).ct_eq(&self.token) {
+        if KeyHash::of(presented).ct_eq(&self.token) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("invalid node token: check AURORA_NODE_TOKEN on this data plane"))

@@ -69,9 +69,21 @@ fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Connec
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(ConnectError::Tls)?;
         }
         (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps(url.to_owned())),
+        (false, None) if !is_loopback(&endpoint) => tracing::warn!(
+            control_plane = url,
+            "plaintext control-plane URL: the node token and upstream credentials cross the network unencrypted; use https://"
+        ),
         (false, None) => {}
     }
     Ok(endpoint)
+}
+
+fn is_loopback(endpoint: &Endpoint) -> bool {
+    match endpoint.uri().host() {
+        Some("localhost") => true,
+        Some(host) => host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
 }
 
 fn tls_config(config: &ControlPlaneConfig) -> Result<Option<ClientTlsConfig>, ConnectError> {

@@ -51,9 +51,11 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
         store_id,
     };
     let _ = outbound.send(request(subscribe_request::Message::Hello(hello))).await;
-    let mut inbound = client
-        .subscribe(ReceiverStream::new(receiver))
+    // A control plane that accepts the connection but never answers must not hold the replica.
+    let subscribed = tokio::time::timeout(subscriber.stall_timeout, client.subscribe(ReceiverStream::new(receiver)))
         .await
+        .map_err(|_| SessionError::Stalled(subscriber.stall_timeout))?;
+    let mut inbound = subscribed
         .map_err(|status| match status.code() {
             Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => SessionError::Rejected(status),
             _ => SessionError::Stream(status),

@@ -178,10 +178,14 @@ impl ControlPlane {
         let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
         let config = ConfigServiceServer::with_interceptor(stream, self.node_auth);
 
+        let fleet = self.fleet.clone();
         let shutdown = async move {
             shutdown.await;
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
             let _ = closing.send(true);
+            // In-flight `WaitForRevision` calls end now, failing with what is still pending,
+            // rather than holding up the drain until their timeout.
+            fleet.close();
         };
 
         let tls_enabled = self.tls.is_some();

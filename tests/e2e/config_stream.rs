@@ -1,5 +1,6 @@
 //! The config stream's protocol, spoken directly to a real control plane: what a replica is sent
-//! after it rejects a revision, and whether following deltas ends where a snapshot starts.
+//! after it rejects a revision, whether following deltas ends where a snapshot starts, and what
+//! `--wait` reports when a replica leaves without acknowledging.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::support::controlplane::{ADMIN_KEY, NODE_TOKEN, TestControlplane};
-use crate::support::wait::DEADLINE;
+use crate::support::wait::{self, DEADLINE};
 
 /// A hand-driven replica: it applies what it is sent exactly as a data plane does.
 struct Replica {
@@ -84,6 +85,38 @@ fn content(snapshot: &Snapshot) -> String {
     chunk.keys.sort_by(|a, b| a.hash.cmp(&b.hash));
     chunk.revision = 0;
     format!("{:?}|{:?}|{:?}|{:?}", chunk.settings, chunk.providers, chunk.master_key_hash, chunk.keys)
+}
+
+#[tokio::test]
+async fn wait_fails_naming_a_replica_that_left_without_acknowledging() {
+    let cp = TestControlplane::start(&[]).await;
+    // No data plane at all: vacuously applied, and the CLI says so.
+    let alone = cp.cli(&["keys", "create", "--name", "alone", "--wait"]).await;
+    alone.ok();
+    assert!(alone.stderr.contains("committed; no data planes are connected"), "{alone:?}");
+
+    let mut replica = Replica::connect(&cp, "leaver", 0, &[]).await;
+    let snapshot = replica.snapshot().await;
+    replica.send(subscribe_request::Message::Ack(Ack { revision: snapshot.revision })).await;
+    let wait = cp.cli(&["keys", "create", "--name", "unconfirmed", "--wait", "--wait-timeout", "3s"]);
+    let logs = &cp.process;
+    let leave = async move {
+        // Receives the change, then goes away without acknowledging it once the wait has begun
+        // (a wait that begins after it left cannot know it was ever there).
+        let subscribe_response::Message::Delta(delta) = replica.next().await else { panic!("expected a delta") };
+        wait::until("the wait to begin", || {
+            logs.events().into_iter().find(|e| {
+                e["message"] == "waiting for the data planes to apply a revision"
+                    && e["revision"].as_u64() == Some(delta.revision)
+            })
+        })
+        .await;
+        drop(replica);
+    };
+    let (waited, ()) = tokio::join!(wait, leave);
+    assert_ne!(waited.code, Some(0), "{waited:?}");
+    assert!(waited.error_line().contains("by 1 of 1 data planes"), "{waited:?}");
+    assert!(waited.error_line().ends_with(": leaver (disconnected)"), "{waited:?}");
 }
 
 #[tokio::test]

@@ -75,27 +75,38 @@ impl WaitArgs {
             .wait_for_revision(aurora_proto::v1::WaitForRevisionRequest { revision, timeout_ms })
             .await
             .or_status()?;
-        if !outcome.complete {
-            anyhow::bail!(
-                "revision {revision} was not applied within {} by {} of {} data planes: {}",
-                humantime::format_duration(self.wait_timeout),
-                outcome.pending.len(),
-                outcome.replicas,
-                outcome.pending.join(", ")
-            );
-        }
+        let settled = settled(revision, &outcome)?;
         // On stderr, so that `-o json` output on stdout stays one JSON document.
         #[allow(clippy::print_stderr)]
         {
-            eprintln!(
-                "revision {revision} applied by {} data plane{} in {} ms",
-                outcome.replicas,
-                if outcome.replicas == 1 { "" } else { "s" },
-                outcome.elapsed_ms
-            );
+            eprintln!("{settled}");
         }
         Ok(())
     }
+}
+
+/// The line `--wait` prints once `revision` is applied, or the error naming who has not applied
+/// it (a data plane that disconnected first is named too: it never confirmed the change).
+fn settled(revision: u64, outcome: &aurora_proto::v1::WaitForRevisionResponse) -> anyhow::Result<String> {
+    if !outcome.complete {
+        anyhow::bail!(
+            "revision {revision} was not applied by {} of {} data planes (waited {}): {}",
+            outcome.pending.len(),
+            outcome.replicas,
+            humantime::format_duration(Duration::from_millis(outcome.elapsed_ms.into())),
+            outcome.pending.join(", ")
+        );
+    }
+    // Vacuously true, and the operator should know that nothing enforces the change yet.
+    if outcome.replicas == 0 {
+        return Ok(format!("revision {revision} committed; no data planes are connected"));
+    }
+    Ok(format!(
+        "revision {revision} applied by {} data plane{} in {} ms",
+        outcome.replicas,
+        if outcome.replicas == 1 { "" } else { "s" },
+        outcome.elapsed_ms
+    ))
 }
 
 /// Hand-written so that the token never reaches a debug print.
@@ -202,5 +213,34 @@ fn code_name(code: tonic::Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aurora_proto::v1::WaitForRevisionResponse;
+
+    use super::*;
+
+    fn outcome(complete: bool, replicas: u32, pending: &[&str]) -> WaitForRevisionResponse {
+        WaitForRevisionResponse {
+            complete,
+            elapsed_ms: 1500,
+            pending: pending.iter().map(|&p| p.to_owned()).collect(),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn wait_says_when_no_data_plane_is_connected() {
+        assert_eq!(settled(12, &outcome(true, 0, &[])).unwrap(), "revision 12 committed; no data planes are connected");
+        assert_eq!(settled(12, &outcome(true, 1, &[])).unwrap(), "revision 12 applied by 1 data plane in 1500 ms");
+        assert_eq!(settled(12, &outcome(true, 3, &[])).unwrap(), "revision 12 applied by 3 data planes in 1500 ms");
+    }
+
+    #[test]
+    fn wait_fails_naming_who_did_not_apply() {
+        let err = settled(12, &outcome(false, 2, &["a", "b (disconnected)"])).unwrap_err().to_string();
+        assert_eq!(err, "revision 12 was not applied by 2 of 2 data planes (waited 1s 500ms): a, b (disconnected)");
     }
 }

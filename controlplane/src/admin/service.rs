@@ -219,8 +219,8 @@ impl AdminService for AdminApi {
         )
     }
 
-    // Replica tracking needs the config stream (the next issue): the stream's registry of
-    // connected data planes and their acknowledged revisions is what these two read.
+    // These two read the fleet: the config stream registers each connected data plane there and
+    // records every revision it acknowledges or rejects.
     async fn list_data_planes(
         &self,
         _request: Request<pb::ListDataPlanesRequest>,

@@ -16,6 +16,10 @@ use tokio::net::TcpListener;
 
 use crate::config::Limits;
 
+/// How long a new connection may stay silent before its first byte; then, hyper's own header
+/// read timeout (30 s) bounds the rest of each HTTP/1.1 request head.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Something that answers a request; implemented by the proxy and the admin endpoints.
 pub trait Handler: Send + Sync + 'static {
     type Body: Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static;
@@ -65,10 +69,18 @@ pub async fn serve<H: Handler>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         connections.spawn(async move {
-            if let Err(err) = connection.await {
+            // The auto builder waits for the first bytes to tell HTTP/1.1 from h2c with no
+            // timeout of its own: a client that connects and says nothing is dropped here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
             }
         });
@@ -78,8 +90,9 @@ pub async fn serve<H: Handler>(
     tracing::info!(listener = name, "stopped accepting; draining open connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(listener = name, open = connections.len(), "grace period over; closing remaining connections");
-        connections.abort_all();
     }
+    // Whatever is left: connections past the grace period, and silent ones never served.
+    connections.abort_all();
     while connections.join_next().await.is_some() {}
 }
 

@@ -48,10 +48,16 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 1);
-    // Opening again re-runs nothing and keeps the head.
+    assert_eq!(applied, 2, "0001_initial and 0002_store_id");
+    let store_id = store.store_id();
+    assert_ne!(store_id, [0; 16], "a random history id is created with the store");
+    // Opening again re-runs nothing and keeps the head and the history id.
     store.close().await;
-    assert_eq!(open(dir.path()).await.head_revision().await.unwrap(), 0);
+    let reopened = open(dir.path()).await;
+    assert_eq!(reopened.head_revision().await.unwrap(), 0);
+    assert_eq!(reopened.store_id(), store_id);
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(open(other.path()).await.store_id(), store_id, "another database is another history");
 }
 
 #[tokio::test]

@@ -40,6 +40,11 @@ struct Args {
     /// The `aurora` binary [default: next to this executable].
     #[arg(long, env = "AURORA_BIN")]
     aurora_bin: Option<PathBuf>,
+    /// Instead of the benchmark: drive Aurora (then nginx) at saturation with wrk for this many
+    /// seconds each, printing each gateway's process id first, so a profiler can attach
+    /// (`perf record -g -p PID`). Writes no report.
+    #[arg(long, value_name = "SECONDS")]
+    profile: Option<u64>,
     /// The command line shown in the report as the one that regenerates it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -171,6 +176,15 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
         aurora: dataplane.proc.pid().context("data plane pid")?,
         nginx: nginx.proc.pid().context("nginx pid")?,
     };
+    if let Some(seconds) = args.profile {
+        let plan = load::saturation::Plan { connections: 64, duration: Duration::from_secs(seconds) };
+        for (target, pid) in [(&targets.aurora, pids.aurora), (&targets.nginx, pids.nginx)] {
+            progress(&format!("profiling {}: pid {pid}, wrk for {seconds} s", target.name));
+            let outcome = load::saturation::run(target, plan, scratch.path()).await?;
+            progress(&format!("{}: {:.0} requests/s", target.name, outcome.requests_per_sec));
+        }
+        return Ok(());
+    }
     progress("gateway comparison (direct, nginx, aurora)");
     gateway::run(&mut report, &targets, &scales.gateway, &upstream.counters, pids, scratch.path()).await?;
     drop(nginx);

@@ -72,6 +72,12 @@ pub(crate) fn us(value: f64) -> String {
     if value.abs() >= 100.0 { format!("{value:.0} µs") } else { format!("{value:.1} µs") }
 }
 
+/// A difference in microseconds, always signed (`+12.3 µs`, `-4.5 µs`).
+pub(crate) fn signed_us(value: f64) -> String {
+    let text = us(value.abs());
+    if value < 0.0 { format!("-{text}") } else { format!("+{text}") }
+}
+
 /// Milliseconds with two decimals.
 pub(crate) fn ms(value: f64) -> String {
     format!("{value:.2} ms")

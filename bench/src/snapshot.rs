@@ -162,6 +162,10 @@ pub(crate) async fn run(report: &mut Report, bin: &Path, upstream: SocketAddr, s
     table.row(vec!["data-plane RSS before (1 key)".into(), mib(before.rss)]);
     table.row(vec![format!("data-plane RSS after ({} keys)", scale.keys + 1), format!("**{}**", mib(after.rss))]);
     table.row(vec!["data-plane peak RSS (VmHWM)".into(), mib(after.peak)]);
+    table.row(vec![
+        "resident growth per key".into(),
+        format!("{:.0} B", after.rss.saturating_sub(before.rss) as f64 / (scale.keys + 1) as f64),
+    ]);
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         table.row(vec![
             format!("request {label}: baseline → while applying"),

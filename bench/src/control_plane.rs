@@ -128,7 +128,14 @@ pub(crate) async fn run(
     );
 
     // Resume after a restart, by deltas only.
+    // The resume check counts the control plane's "sending snapshot" log events: make sure
+    // they are visible at all, or "0 after the restart" would prove nothing.
     let snapshots_before: usize = control_plane.proc.count("sending snapshot");
+    anyhow::ensure!(
+        snapshots_before >= scale.replicas,
+        "the control plane logged {snapshots_before} \"sending snapshot\" events for {} replicas; the resume check cannot see snapshots",
+        scale.replicas
+    );
     let database_url = control_plane.database_url.clone();
     let stopped = Instant::now();
     let mut offline_secrets = Vec::new();

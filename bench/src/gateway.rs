@@ -157,6 +157,17 @@ pub(crate) async fn run(
         }
     }
 
+    // Every scenario must have produced numbers, or the report would show zeros as figures.
+    for ((rate_per_sec, name), outcome) in &fixed {
+        anyhow::ensure!(outcome.ok > 0, "no successful request to {name} at {rate_per_sec}/s");
+    }
+    for (name, outcome) in &bad {
+        anyhow::ensure!(outcome.total() > 0 && outcome.ok == 0, "{name} let an invalid token through");
+    }
+    for (name, outcome) in &streams {
+        anyhow::ensure!(!outcome.first_event.is_empty() && outcome.broken == 0, "broken SSE streams through {name}");
+    }
+
     // ---- Report ----
     let mut text = String::from("## Data plane against direct and nginx\n\n");
     text.push_str(&format!(

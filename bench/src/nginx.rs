@@ -27,8 +27,10 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let Some(pid) = self.proc.pid() else { return };
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        let mut pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
-        pids.push(pid.to_string());
+        // The master first: killed after a worker, it would have time to start a replacement,
+        // which would then outlive it.
+        let mut pids = vec![pid.to_string()];
+        pids.extend(children.split_whitespace().map(str::to_owned));
         let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
     }
 }

@@ -101,27 +101,34 @@ impl Applier<'_> {
     async fn snapshot_chunk(&mut self, chunk: aurora_proto::v1::SnapshotChunk) {
         let revision = chunk.revision;
         let last = chunk.last;
-        let result = if chunk.first {
-            SnapshotAssembly::start(chunk).map(|assembly| self.assembly = Some(assembly))
-        } else {
-            match self.assembly.as_mut() {
-                Some(assembly) => assembly.add(&chunk),
-                // The rest of a snapshot already rejected: nothing to do.
-                None => return,
+        let assembly = self.assembly.take();
+        if !chunk.first && assembly.is_none() {
+            // The rest of a snapshot already rejected: nothing to do.
+            return;
+        }
+        // Inserting 10 000 keys takes milliseconds: done on the blocking pool, so the threads
+        // serving requests never stall while a large snapshot arrives.
+        let assembled = tokio::task::spawn_blocking(move || match assembly {
+            Some(mut assembly) if !chunk.first => assembly.add(&chunk).map(|()| assembly),
+            _ => SnapshotAssembly::start(chunk),
+        })
+        .await;
+        let assembly = match assembled {
+            Ok(Ok(assembly)) => assembly,
+            Ok(Err(err)) => return self.reject(revision, &err).await,
+            Err(join) => {
+                tracing::error!(error = %join, "snapshot assembly failed");
+                return;
             }
         };
-        if let Err(err) = result {
-            self.assembly = None;
-            return self.reject(revision, &err).await;
+        if !last {
+            self.assembly = Some(assembly);
+            return;
         }
-        if last {
-            if let Some(assembly) = self.assembly.take() {
-                let snapshot = assembly.finish();
-                tracing::info!(revision, keys = snapshot.keys.len(), "applied configuration snapshot");
-                self.awaiting_snapshot = false;
-                self.publish(snapshot).await;
-            }
-        }
+        let snapshot = assembly.finish();
+        tracing::info!(revision, keys = snapshot.keys.len(), "applied configuration snapshot");
+        self.awaiting_snapshot = false;
+        self.publish(snapshot).await;
     }
 
     async fn delta(&mut self, delta: aurora_proto::v1::Delta) -> Result<(), SessionError> {

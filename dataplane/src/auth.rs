@@ -90,7 +90,7 @@ fn check_token(
     if !key.enabled {
         return Err(AuthError::Disabled);
     }
-    if key.expires_at.is_some_and(|expires_at| now() >= expires_at) {
+    if key.expires_at.is_some_and(|expires_at| now() >= expires_at.get()) {
         return Err(AuthError::Expired);
     }
     if key.allowed_providers.is_some_and(|allowed| !allowed.contains(provider)) {
@@ -111,10 +111,10 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let mut snapshot = Snapshot::new(1, Settings::default(), Some(KeyHash::of("master")));
-        let key = |id: u8, enabled, expires_at, allowed: ProviderSet| ManagedKey {
+        let key = |id: u8, enabled, expires_at: Option<i64>, allowed: ProviderSet| ManagedKey {
             id: KeyId([id; 16]),
             enabled,
-            expires_at,
+            expires_at: expires_at.and_then(std::num::NonZeroI64::new),
             allowed_providers: (!allowed.is_empty()).then_some(allowed),
         };
         snapshot.keys.insert(KeyHash::of("good"), key(1, true, None, ProviderSet::empty()));

@@ -169,7 +169,12 @@ mod tests {
         snapshot.set_provider(Upstream::new(kind, true, kind.default_base_url_parsed(), Some("sk-ant")).unwrap());
         snapshot.keys.insert(
             KeyHash::of("k"),
-            ManagedKey { id: KeyId([1; 16]), enabled: true, expires_at: Some(5), allowed_providers: None },
+            ManagedKey {
+                id: KeyId([1; 16]),
+                enabled: true,
+                expires_at: std::num::NonZeroI64::new(5),
+                allowed_providers: None,
+            },
         );
         snapshot
     }

@@ -104,7 +104,7 @@ impl SnapshotFile {
             let managed = ManagedKey {
                 id: KeyId(*key.id.as_bytes()),
                 enabled: key.enabled,
-                expires_at: key.expires_at,
+                expires_at: key.expires_at.and_then(std::num::NonZeroI64::new),
                 allowed_providers: (!key.allowed_providers.is_empty()).then_some(key.allowed_providers),
             };
             if snapshot.keys.insert(key.hash, managed).is_some() {
@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(vllm.base_url.as_str(), "http://gpu:8000/v1");
         assert!(snapshot.provider(ProviderKind::OpenAi).is_none());
         let key = snapshot.keys.get(&hash).unwrap();
-        assert_eq!(key.expires_at, Some(1_700_000_000));
+        assert_eq!(key.expires_at.map(std::num::NonZeroI64::get), Some(1_700_000_000));
         assert_eq!(key.allowed_providers.unwrap().to_string(), "anthropic");
         assert!(snapshot.auth_required());
     }

@@ -135,7 +135,7 @@ impl Snapshot {
                     hash: hash.as_bytes().to_vec(),
                     id: key.id.0.to_vec(),
                     enabled: key.enabled,
-                    expires_at: key.expires_at.unwrap_or(0),
+                    expires_at: key.expires_at.map_or(0, std::num::NonZeroI64::get),
                     allowed_providers: key.allowed_providers.map_or(0, ProviderSet::bits),
                 })
                 .collect(),
@@ -175,7 +175,7 @@ fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
     let managed = ManagedKey {
         id: KeyId(id),
         enabled: key.enabled,
-        expires_at: (key.expires_at != 0).then_some(key.expires_at),
+        expires_at: std::num::NonZeroI64::new(key.expires_at),
         allowed_providers,
     };
     Ok((hash, managed))

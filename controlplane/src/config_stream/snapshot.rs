@@ -63,6 +63,7 @@ pub fn encode(snapshot: Snapshot) -> EncodedSnapshot {
 /// carries up to [`KEYS_PER_CHUNK`] keys; the last is marked.
 pub fn encode_from(snapshot: Snapshot, store_id: StoreId) -> EncodedSnapshot {
     let revision = snapshot.revision;
+    let total_keys = snapshot.keys.len() as u64;
     let key_chunks: Vec<_> = snapshot.keys.chunks(KEYS_PER_CHUNK).map(<[_]>::to_vec).collect();
     let count = key_chunks.len().max(1);
     let mut chunks = Vec::with_capacity(count);
@@ -81,6 +82,7 @@ pub fn encode_from(snapshot: Snapshot, store_id: StoreId) -> EncodedSnapshot {
             },
             keys: key_chunks.next().unwrap_or_default(),
             store_id: if first && store_id != StoreId::default() { store_id.to_vec() } else { Vec::new() },
+            total_keys: if first { total_keys } else { 0 },
         };
         let message = SubscribeResponse { message: Some(subscribe_response::Message::Snapshot(chunk)) };
         chunks.push(PreEncoded::encode(&message));
@@ -129,6 +131,8 @@ mod tests {
         assert!(chunks[0].first && !chunks[0].last && chunks[2].last);
         assert!(chunks[0].settings.is_some() && chunks[1].settings.is_none());
         assert_eq!(chunks[0].master_key_hash, KeyHash::of("m").as_bytes());
+        assert_eq!(chunks[0].total_keys, 25_001, "the first chunk announces the size");
+        assert_eq!(chunks[1].total_keys, 0);
         let all: Vec<_> = chunks.into_iter().flat_map(|c| c.keys).collect();
         assert_eq!(all, keys);
         assert!(encoded.chunks.iter().all(|c| c.0.len() < 1024 * 1024));

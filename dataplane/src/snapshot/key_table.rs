@@ -52,6 +52,14 @@ impl KeyTable {
         self.len == 0
     }
 
+    /// Makes room for `additional` more keys at once, when the table can be written in place
+    /// (a snapshot being built): growing by doubling would briefly hold two tables.
+    pub fn reserve(&mut self, additional: usize) {
+        if let Some(base) = self.exclusive_base() {
+            base.reserve(additional);
+        }
+    }
+
     /// Inserts or replaces a key; returns the key it replaced.
     pub fn insert(&mut self, hash: KeyHash, key: ManagedKey) -> Option<ManagedKey> {
         let previous = self.get(&hash).copied();

@@ -34,6 +34,9 @@ pub enum ApplyError {
     EmptyChange,
 }
 
+/// The most keys a snapshot's announced size reserves room for (more can still be added).
+const MAX_RESERVED_KEYS: u64 = 16 << 20;
+
 /// Collects the chunks of one snapshot.
 #[derive(Debug)]
 pub struct SnapshotAssembly {
@@ -53,6 +56,8 @@ impl SnapshotAssembly {
         for provider in &chunk.providers {
             snapshot.set_provider(upstream_from(provider)?);
         }
+        // Capped: the count only sizes an allocation, and must not be able to exhaust memory.
+        snapshot.keys.reserve(usize::try_from(chunk.total_keys.min(MAX_RESERVED_KEYS)).unwrap_or(0));
         let mut assembly = SnapshotAssembly { snapshot };
         assembly.add_keys(&chunk.keys)?;
         Ok(assembly)
@@ -128,6 +133,7 @@ impl Snapshot {
                 .collect(),
             master_key_hash: self.master_key.map(|hash| hash.as_bytes().to_vec()).unwrap_or_default(),
             store_id: self.store_id.to_vec(),
+            total_keys: self.keys.len() as u64,
             keys: self
                 .keys
                 .iter()
@@ -225,6 +231,7 @@ mod tests {
             master_key_hash: KeyHash::of("m").as_bytes().to_vec(),
             keys: vec![key("a", true, 0)],
             store_id: vec![9; 16],
+            total_keys: 2,
         }
     }
 

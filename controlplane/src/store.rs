@@ -14,6 +14,8 @@ mod change;
 mod error;
 mod model;
 pub mod sqlite;
+mod tx;
+mod write_health;
 
 use async_trait::async_trait;
 use aurora_core::ProviderKind;
@@ -21,12 +23,13 @@ use aurora_proto::v1::Delta;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use error::StoreError;
+pub use error::{StorageFailure, StoreError};
 pub use model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
 };
 pub use sqlite::SqliteStore;
+pub use write_health::WriteStatus;
 
 use crate::bootstrap::Bootstrap;
 
@@ -92,6 +95,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The random id of this store's history, created with the database: revision N of this
     /// store is revision N of no other.
     fn store_id(&self) -> StoreId;
+
+    /// Makes one small durable write that allocates no revision and changes no object, to find
+    /// out whether the store can write (see [`Store::write_status`]).
+    async fn probe_write(&self) -> Result<(), StoreError>;
+
+    /// Whether the store can write, as its latest write or probe found. A failed write whose
+    /// cause is the environment (full disk, I/O error) turns it to `CannotWrite`; the next
+    /// successful one turns it back.
+    fn write_status(&self) -> watch::Receiver<WriteStatus>;
 
     /// A receiver whose value is the newest revision this process committed or observed. It is
     /// updated right after each commit, so the config stream can push every commit at once.

@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use super::validate::FieldError;
-use crate::store::StoreError;
+use crate::store::{StorageFailure, StoreError};
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,33 +24,32 @@ impl From<AdminError> for Status {
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
                     Status::failed_precondition(err.to_string())
                 }
-                StoreError::Database(ref db) if is_busy(db) => {
-                    tracing::warn!(error = %err, "store busy");
-                    Status::unavailable("the store is busy; retry")
-                }
-                StoreError::Corrupt(_) | StoreError::Open(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
-                    // The details go to the log only; the caller learns nothing about internals.
-                    tracing::error!(error = %err, "admin call failed in the store");
-                    Status::internal("internal store error; see the control plane's log")
-                }
+                StoreError::Database(_) => match err.storage_failure() {
+                    Some(StorageFailure::Busy) => {
+                        tracing::warn!(error = %err, "store busy");
+                        Status::unavailable("the store is busy; retry")
+                    }
+                    // The database's environment, not the request: say what it is, so the
+                    // operator can fix it, and that a retry will work once it is fixed.
+                    Some(StorageFailure::CannotWrite) => {
+                        tracing::error!(error = %err, "admin call failed: the store cannot write");
+                        Status::unavailable(format!(
+                            "the store cannot write ({}); retry once it is fixed",
+                            err.storage_reason()
+                        ))
+                    }
+                    None => internal(&err),
+                },
+                StoreError::Corrupt(_) | StoreError::Open(_) | StoreError::Migrate(_) => internal(&err),
             },
         }
     }
 }
 
-/// The store is contended, not broken: every pooled connection is in use, or another writer
-/// (maybe another control plane on the same file) held the lock for SQLite's whole busy timeout.
-/// Retrying later can succeed, so the caller gets `UNAVAILABLE`, not `INTERNAL`.
-fn is_busy(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut => true,
-        // sqlx reports SQLite's extended result code (SQLITE_BUSY_SNAPSHOT is 517, ...); its low
-        // byte is the primary code: 5 is SQLITE_BUSY, 6 is SQLITE_LOCKED.
-        sqlx::Error::Database(db) => {
-            db.code().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| matches!(code & 0xff, 5 | 6))
-        }
-        _ => false,
-    }
+/// The details go to the log only; the caller learns nothing about internals.
+fn internal(err: &StoreError) -> Status {
+    tracing::error!(error = %err, "admin call failed in the store");
+    Status::internal("internal store error; see the control plane's log")
 }
 
 #[cfg(test)]
@@ -101,47 +100,26 @@ mod tests {
         holder.close().await.unwrap();
     }
 
-    /// Extended codes of SQLITE_BUSY and SQLITE_LOCKED count too; other database errors do not.
-    #[test]
-    fn busy_and_locked_codes_are_unavailable() {
-        #[derive(Debug)]
-        struct Coded(&'static str);
-        impl std::fmt::Display for Coded {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "code {}", self.0)
-            }
-        }
-        impl std::error::Error for Coded {}
-        impl sqlx::error::DatabaseError for Coded {
-            fn message(&self) -> &str {
-                "coded"
-            }
-            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-                Some(self.0.into())
-            }
-            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-                self
-            }
-            fn kind(&self) -> sqlx::error::ErrorKind {
-                sqlx::error::ErrorKind::Other
-            }
-        }
-        for (code, expected) in [
-            ("5", Code::Unavailable),
-            ("517", Code::Unavailable),
-            ("6", Code::Unavailable),
-            ("262", Code::Unavailable),
-            ("1", Code::Internal),
-            ("2067", Code::Internal),
-        ] {
-            let err = StoreError::Database(sqlx::Error::Database(Box::new(Coded(code))));
-            assert_eq!(Status::from(AdminError::from(err)).code(), expected, "code {code}");
-        }
+    /// A read-only database is a store that cannot write: `UNAVAILABLE` with SQLite's reason.
+    #[tokio::test]
+    async fn a_database_that_cannot_write_is_unavailable_with_its_reason() {
+        use sqlx::{ConnectOptions, Connection};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let mut writer = options.clone().connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (x)").execute(&mut writer).await.unwrap();
+        writer.close().await.unwrap();
+        let mut reader = options.read_only(true).connect().await.unwrap();
+
+        let err = sqlx::query("INSERT INTO t VALUES (1)").execute(&mut reader).await.unwrap_err();
+        let status = Status::from(AdminError::from(StoreError::Database(err)));
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().starts_with("the store cannot write (attempt to write a readonly database)"),
+            "{status:?}"
+        );
+        reader.close().await.unwrap();
     }
 }

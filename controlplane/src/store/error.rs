@@ -27,3 +27,65 @@ pub enum StoreError {
     #[error("cannot migrate the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
+
+/// Why the database could not carry out an operation, when the cause is the database's
+/// environment (a full disk, an I/O error, contention) rather than the request or the data.
+/// Such failures end when their cause does; callers may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// Another writer held the lock past the busy timeout, or every pooled connection was busy.
+    Busy,
+    /// The disk is full, the file cannot be written or opened, or an I/O error occurred.
+    CannotWrite,
+}
+
+impl StoreError {
+    /// The environmental cause of this error, if it has one (see [`StorageFailure`]).
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        let StoreError::Database(err) = self else {
+            return None;
+        };
+        match err {
+            sqlx::Error::PoolTimedOut => Some(StorageFailure::Busy),
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                Some(StorageFailure::CannotWrite)
+            }
+            // sqlx reports SQLite's extended result code (SQLITE_BUSY_SNAPSHOT is 517, ...); its
+            // low byte is the primary code.
+            sqlx::Error::Database(db) => match sqlite_code(db.as_ref())? & 0xff {
+                SQLITE_BUSY | SQLITE_LOCKED => Some(StorageFailure::Busy),
+                SQLITE_NOMEM | SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
+                    Some(StorageFailure::CannotWrite)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A short description of a storage failure that is safe to show to operators: the
+    /// database's own message ("database or disk is full"), which names no value.
+    pub fn storage_reason(&self) -> String {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.message().to_owned(),
+            StoreError::Database(sqlx::Error::Io(err)) => format!("I/O error: {}", err.kind()),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => "timed out waiting for a database connection".into(),
+            StoreError::Database(sqlx::Error::PoolClosed) => "the store is closed".into(),
+            _ => "database error".into(),
+        }
+    }
+}
+
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_NOMEM: i32 = 7;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// SQLite's extended result code, if `err` comes from SQLite.
+fn sqlite_code(err: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    use sqlx::error::DatabaseError as _;
+    err.try_downcast_ref::<sqlx::sqlite::SqliteError>()?.code()?.parse().ok()
+}

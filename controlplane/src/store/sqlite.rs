@@ -18,7 +18,7 @@ use prost::Message;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -27,6 +27,8 @@ use super::model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
 };
+use super::tx::Tx;
+use super::write_health::{WriteHealth, WriteStatus};
 use super::{Revision, Store, StoreError, StoreId};
 use crate::bootstrap::{Bootstrap, BootstrapState};
 use crate::time;
@@ -51,6 +53,7 @@ macro_rules! key_columns {
 pub struct SqliteStore {
     pool: SqlitePool,
     head: Arc<watch::Sender<Revision>>,
+    health: Arc<WriteHealth>,
     store_id: StoreId,
 }
 
@@ -81,7 +84,7 @@ impl SqliteStore {
         let store_id = StoreId::try_from(id.as_slice()).map_err(|_| StoreError::Corrupt("head.store_id".into()))?;
         drop(conn);
         let (sender, _) = watch::channel(head);
-        Ok(SqliteStore { pool, head: Arc::new(sender), store_id })
+        Ok(SqliteStore { pool, head: Arc::new(sender), health: Arc::new(WriteHealth::new()), store_id })
     }
 
     /// Folds the write-ahead log back into the database file, then closes every connection:
@@ -101,8 +104,8 @@ impl SqliteStore {
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without
     /// committing rolls the revision back too.
-    async fn begin_write(&self) -> Result<(Transaction<'static, Sqlite>, Revision), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+    async fn begin_write(&self) -> Result<(Tx<Sqlite>, Revision), StoreError> {
+        let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
         let revision: i64 =
             sqlx::query_scalar("UPDATE head SET revision = revision + 1 WHERE id = 1 RETURNING revision")
                 .fetch_one(&mut *tx)
@@ -113,7 +116,7 @@ impl SqliteStore {
     /// Appends `entries` to the change log under `revision`, commits, and tells watchers.
     async fn commit(
         &self,
-        mut tx: Transaction<'static, Sqlite>,
+        mut tx: Tx<Sqlite>,
         revision: Revision,
         entries: &[ChangeEntry],
         now: SystemTime,
@@ -154,38 +157,47 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        ensure_name_free(&mut tx, &key.name, None).await?;
-        let now = time::now();
-        let record = KeyRecord {
-            id: Uuid::now_v7(),
-            name: key.name,
-            description: key.description,
-            hash: key.hash,
-            redacted: key.redacted,
-            enabled: key.enabled,
-            expires_at: key.expires_at,
-            allowed_providers: key.allowed_providers,
-            created_at: now,
-            updated_at: now,
-            revoked_at: None,
-        };
-        sqlx::query(concat!("INSERT INTO keys (", key_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(record.id.to_string())
-            .bind(&record.name)
-            .bind(&record.description)
-            .bind(record.hash.as_bytes().as_slice())
-            .bind(&record.redacted)
-            .bind(record.enabled)
-            .bind(record.expires_at.map(time::to_millis))
-            .bind(provider_list(record.allowed_providers))
-            .bind(time::to_millis(record.created_at))
-            .bind(time::to_millis(record.updated_at))
-            .bind(None::<i64>)
-            .execute(&mut *tx)
-            .await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
-        Ok((record, revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                ensure_name_free(&mut tx, &key.name, None).await?;
+                let now = time::now();
+                let record = KeyRecord {
+                    id: Uuid::now_v7(),
+                    name: key.name,
+                    description: key.description,
+                    hash: key.hash,
+                    redacted: key.redacted,
+                    enabled: key.enabled,
+                    expires_at: key.expires_at,
+                    allowed_providers: key.allowed_providers,
+                    created_at: now,
+                    updated_at: now,
+                    revoked_at: None,
+                };
+                sqlx::query(concat!(
+                    "INSERT INTO keys (",
+                    key_columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(record.id.to_string())
+                .bind(&record.name)
+                .bind(&record.description)
+                .bind(record.hash.as_bytes().as_slice())
+                .bind(&record.redacted)
+                .bind(record.enabled)
+                .bind(record.expires_at.map(time::to_millis))
+                .bind(provider_list(record.allowed_providers))
+                .bind(time::to_millis(record.created_at))
+                .bind(time::to_millis(record.updated_at))
+                .bind(None::<i64>)
+                .execute(&mut *tx)
+                .await?;
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                Ok((record, revision))
+            }
+            .await,
+        )
     }
 
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError> {
@@ -204,55 +216,70 @@ impl Store for SqliteStore {
     }
 
     async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let mut record = fetch_key(&mut tx, id).await?;
-        if patch.enabled == Some(true) && record.revoked_at.is_some() {
-            return Err(StoreError::KeyRevoked(id));
-        }
-        if let Some(name) = patch.name {
-            ensure_name_free(&mut tx, &name, Some(id)).await?;
-            record.name = name;
-        }
-        if let Some(description) = patch.description {
-            record.description = description;
-        }
-        if let Some(enabled) = patch.enabled {
-            record.enabled = enabled;
-        }
-        if let Some(expires_at) = patch.expires_at {
-            record.expires_at = expires_at;
-        }
-        if let Some(allowed) = patch.allowed_providers {
-            record.allowed_providers = allowed;
-        }
-        let now = time::now();
-        record.updated_at = now;
-        write_key(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
-        Ok((record, revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let mut record = fetch_key(&mut tx, id).await?;
+                if patch.enabled == Some(true) && record.revoked_at.is_some() {
+                    return Err(StoreError::KeyRevoked(id));
+                }
+                if let Some(name) = patch.name {
+                    ensure_name_free(&mut tx, &name, Some(id)).await?;
+                    record.name = name;
+                }
+                if let Some(description) = patch.description {
+                    record.description = description;
+                }
+                if let Some(enabled) = patch.enabled {
+                    record.enabled = enabled;
+                }
+                if let Some(expires_at) = patch.expires_at {
+                    record.expires_at = expires_at;
+                }
+                if let Some(allowed) = patch.allowed_providers {
+                    record.allowed_providers = allowed;
+                }
+                let now = time::now();
+                record.updated_at = now;
+                write_key(&mut tx, &record).await?;
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                Ok((record, revision))
+            }
+            .await,
+        )
     }
 
     async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let mut record = fetch_key(&mut tx, id).await?;
-        if record.revoked_at.is_some() {
-            return Err(StoreError::KeyAlreadyRevoked(id));
-        }
-        let now = time::now();
-        record.enabled = false;
-        record.revoked_at = Some(now);
-        record.updated_at = now;
-        write_key(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
-        Ok((record, revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let mut record = fetch_key(&mut tx, id).await?;
+                if record.revoked_at.is_some() {
+                    return Err(StoreError::KeyAlreadyRevoked(id));
+                }
+                let now = time::now();
+                record.enabled = false;
+                record.revoked_at = Some(now);
+                record.updated_at = now;
+                write_key(&mut tx, &record).await?;
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                Ok((record, revision))
+            }
+            .await,
+        )
     }
 
     async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let record = fetch_key(&mut tx, id).await?;
-        sqlx::query("DELETE FROM keys WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
-        self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now()).await?;
-        Ok(revision)
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let record = fetch_key(&mut tx, id).await?;
+                sqlx::query("DELETE FROM keys WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+                self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now()).await?;
+                Ok(revision)
+            }
+            .await,
+        )
     }
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
@@ -265,33 +292,43 @@ impl Store for SqliteStore {
         kind: ProviderKind,
         patch: ProviderPatch,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let now = time::now();
-        let current = fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
-        let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
-        patch.apply(&mut record);
-        record.updated_at = now;
-        write_provider(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
-        Ok((record, revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let now = time::now();
+                let current = fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
+                let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
+                patch.apply(&mut record);
+                record.updated_at = now;
+                write_provider(&mut tx, &record).await?;
+                self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
+                Ok((record, revision))
+            }
+            .await,
+        )
     }
 
     async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM providers WHERE name = ?")
-            .bind(kind.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::ProviderNotFound(kind));
-        }
-        self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
-        Ok(revision)
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let deleted = sqlx::query("DELETE FROM providers WHERE name = ?")
+                    .bind(kind.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Err(StoreError::ProviderNotFound(kind));
+                }
+                self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
+                Ok(revision)
+            }
+            .await,
+        )
     }
 
     async fn get_settings(&self) -> Result<SettingsView, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let revision = read_head(&mut tx).await?;
         let view = settings_view(&mut tx, revision).await?;
         tx.commit().await?;
@@ -299,51 +336,61 @@ impl Store for SqliteStore {
     }
 
     async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let (mut settings, _) = fetch_settings(&mut tx).await?;
-        patch.apply(&mut settings);
-        let now = time::now();
-        write_settings(&mut tx, settings, now).await?;
-        let view = settings_view(&mut tx, revision).await?;
-        self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
-        Ok((view, revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let (mut settings, _) = fetch_settings(&mut tx).await?;
+                patch.apply(&mut settings);
+                let now = time::now();
+                write_settings(&mut tx, settings, now).await?;
+                let view = settings_view(&mut tx, revision).await?;
+                self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
+                Ok((view, revision))
+            }
+            .await,
+        )
     }
 
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError> {
-        let (mut tx, revision) = self.begin_write().await?;
-        let (settings, master_key_hash) = fetch_settings(&mut tx).await?;
-        let state = BootstrapState {
-            first_start: revision == 1,
-            settings,
-            providers: fetch_providers(&mut tx).await?,
-            master_key_hash,
-        };
-        let now = time::now();
-        let writes = bootstrap.plan(&state, now);
-        if writes.is_empty() {
-            // Rolls back the revision allocated above: restarts with the same environment
-            // leave no trace in the change log.
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let mut entries = Vec::new();
-        if let Some(settings) = writes.settings {
-            write_settings(&mut tx, settings, now).await?;
-            entries.push(ChangeEntry::settings(settings));
-        }
-        for record in &writes.providers {
-            write_provider(&mut tx, record).await?;
-            entries.push(ChangeEntry::provider_upsert(record));
-        }
-        if let Some(hash) = writes.master_key_hash {
-            sqlx::query("UPDATE settings SET master_key_hash = ? WHERE id = 1")
-                .bind(hash.map(|h| h.as_bytes().to_vec()))
-                .execute(&mut *tx)
-                .await?;
-            entries.push(ChangeEntry::master_key_hash(hash));
-        }
-        self.commit(tx, revision, &entries, now).await?;
-        Ok(Some(revision))
+        self.health.track(
+            async {
+                let (mut tx, revision) = self.begin_write().await?;
+                let (settings, master_key_hash) = fetch_settings(&mut tx).await?;
+                let state = BootstrapState {
+                    first_start: revision == 1,
+                    settings,
+                    providers: fetch_providers(&mut tx).await?,
+                    master_key_hash,
+                };
+                let now = time::now();
+                let writes = bootstrap.plan(&state, now);
+                if writes.is_empty() {
+                    // Rolls back the revision allocated above: restarts with the same environment
+                    // leave no trace in the change log.
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let mut entries = Vec::new();
+                if let Some(settings) = writes.settings {
+                    write_settings(&mut tx, settings, now).await?;
+                    entries.push(ChangeEntry::settings(settings));
+                }
+                for record in &writes.providers {
+                    write_provider(&mut tx, record).await?;
+                    entries.push(ChangeEntry::provider_upsert(record));
+                }
+                if let Some(hash) = writes.master_key_hash {
+                    sqlx::query("UPDATE settings SET master_key_hash = ? WHERE id = 1")
+                        .bind(hash.map(|h| h.as_bytes().to_vec()))
+                        .execute(&mut *tx)
+                        .await?;
+                    entries.push(ChangeEntry::master_key_hash(hash));
+                }
+                self.commit(tx, revision, &entries, now).await?;
+                Ok(Some(revision))
+            }
+            .await,
+        )
     }
 
     async fn head_revision(&self) -> Result<Revision, StoreError> {
@@ -376,7 +423,7 @@ impl Store for SqliteStore {
     }
 
     async fn oldest_retained_revision(&self) -> Result<Revision, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(revision) FROM changes").fetch_one(&mut *tx).await?;
         let head = read_head(&mut tx).await?;
         tx.commit().await?;
@@ -387,21 +434,27 @@ impl Store for SqliteStore {
     }
 
     async fn compact_changes(&self, keep_revisions: u64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let head = read_head(&mut tx).await?;
-        let cutoff = to_i64(head.saturating_sub(keep_revisions));
-        let dropped: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT revision) FROM changes WHERE revision <= ?")
-            .bind(cutoff)
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM changes WHERE revision <= ?").bind(cutoff).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(u64::try_from(dropped).unwrap_or(0))
+        self.health.track(
+            async {
+                let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
+                let head = read_head(&mut tx).await?;
+                let cutoff = to_i64(head.saturating_sub(keep_revisions));
+                let dropped: i64 =
+                    sqlx::query_scalar("SELECT COUNT(DISTINCT revision) FROM changes WHERE revision <= ?")
+                        .bind(cutoff)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                sqlx::query("DELETE FROM changes WHERE revision <= ?").bind(cutoff).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(u64::try_from(dropped).unwrap_or(0))
+            }
+            .await,
+        )
     }
 
     async fn load_snapshot(&self) -> Result<Snapshot, StoreError> {
         // One read transaction: in WAL mode it sees exactly the commits before its first read.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let revision = read_head(&mut tx).await?;
         let (settings, master_key_hash) = fetch_settings(&mut tx).await?;
         let providers = fetch_providers(&mut tx).await?;
@@ -420,6 +473,28 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         SqliteStore::close(self).await;
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.health.track(
+            async {
+                let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
+                sqlx::query(
+                    "INSERT INTO write_probe (id, probed_at) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+                )
+                .bind(time::to_millis(time::now()))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await,
+        )
+    }
+
+    fn write_status(&self) -> watch::Receiver<WriteStatus> {
+        self.health.subscribe()
     }
 
     fn store_id(&self) -> StoreId {
@@ -579,3 +654,7 @@ fn to_i64(revision: Revision) -> i64 {
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sqlite_fault_tests.rs"]
+mod fault_tests;

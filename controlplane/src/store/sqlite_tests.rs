@@ -21,7 +21,7 @@ async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(&url(dir)).await.unwrap()
 }
 
-fn new_key(name: &str) -> (NewKey, KeySecret) {
+pub(super) fn new_key(name: &str) -> (NewKey, KeySecret) {
     let secret = KeySecret::generate();
     let key = NewKey {
         name: name.to_owned(),
@@ -48,7 +48,7 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 2, "0001_initial and 0002_store_id");
+    assert_eq!(applied, 3, "0001_initial, 0002_store_id and 0003_write_probe");
     let store_id = store.store_id();
     assert_ne!(store_id, [0; 16], "a random history id is created with the store");
     // Opening again re-runs nothing and keeps the head and the history id.

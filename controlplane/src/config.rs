@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, env = "AURORA_DATABASE_URL", default_value = "sqlite://aurora-data/aurora.db")]
     pub database_url: String,
 
+    /// How often the control plane makes a small probe write to the store, so that `/healthz`,
+    /// `/readyz` and gRPC health turn unhealthy when the store cannot write (a full disk) even
+    /// while nobody writes, and healthy again as soon as it can.
+    #[arg(long, env = "AURORA_STORE_PROBE_INTERVAL", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
+    pub store_probe_interval: Duration,
+
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
     pub product: ProductVars,
@@ -86,6 +92,7 @@ impl Config {
             grpc_listen_addr,
             metrics_listen_addr: None,
             database_url: database_url.into(),
+            store_probe_interval: Duration::from_secs(5),
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),

@@ -18,13 +18,14 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::watch;
 
 use self::admin_calls::AdminCallFamily;
 pub use self::admin_calls::AdminCalls;
 pub use self::convergence::Convergence;
 use crate::config_stream::ChangeFeed;
 use crate::fleet::Fleet;
-use crate::store::Revision;
+use crate::store::{Revision, WriteStatus};
 
 /// The content type of the OpenMetrics text format, which Prometheus negotiates and parses.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,10 +37,12 @@ pub struct Metrics {
     pub convergence: Arc<Convergence>,
     /// The oldest revision still in the store's change log, refreshed by each compaction.
     pub oldest_retained: Arc<AtomicU64>,
+    /// Whether the store can write: `/healthz` and `/readyz` answer from it.
+    pub write_status: watch::Receiver<WriteStatus>,
 }
 
 impl Metrics {
-    pub fn new(feed: Arc<ChangeFeed>, fleet: Arc<Fleet>) -> Self {
+    pub fn new(feed: Arc<ChangeFeed>, fleet: Arc<Fleet>, write_status: watch::Receiver<WriteStatus>) -> Self {
         let admin_calls = AdminCallFamily::default();
         let convergence = Arc::new(Convergence::new());
         let oldest_retained = Arc::new(AtomicU64::new(0));
@@ -61,8 +64,9 @@ impl Metrics {
             fleet,
             convergence: convergence.clone(),
             oldest_retained: oldest_retained.clone(),
+            write_status: write_status.clone(),
         }));
-        Metrics { registry, admin_calls, convergence, oldest_retained }
+        Metrics { registry, admin_calls, convergence, oldest_retained, write_status }
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -83,6 +87,7 @@ struct FleetCollector {
     fleet: Arc<Fleet>,
     convergence: Arc<Convergence>,
     oldest_retained: Arc<AtomicU64>,
+    write_status: watch::Receiver<WriteStatus>,
 }
 
 impl Collector for FleetCollector {
@@ -92,7 +97,8 @@ impl Collector for FleetCollector {
         let lag = |revision: &Revision| head.saturating_sub(*revision);
         let oldest = self.oldest_retained.load(Ordering::Relaxed);
         let change_log = if oldest == 0 { 0 } else { (head + 1).saturating_sub(oldest) };
-        let gauges: [(&str, &str, Option<Unit>, i64); 5] = [
+        let writable = i64::from(self.write_status.borrow().is_writable());
+        let gauges: [(&str, &str, Option<Unit>, i64); 6] = [
             (
                 "aurora_controlplane_dataplanes_connected",
                 "Data-plane replicas with an open config stream to this control plane.",
@@ -122,6 +128,12 @@ impl Collector for FleetCollector {
                 "Revisions kept in the store's change log (replicas further behind get a snapshot).",
                 None,
                 to_i64(change_log),
+            ),
+            (
+                "aurora_controlplane_store_writable",
+                "1 while the store's latest write or probe succeeded, 0 while it cannot write (full disk, I/O error).",
+                None,
+                writable,
             ),
         ];
         for (name, help, unit, value) in gauges {
@@ -163,7 +175,7 @@ mod tests {
         }
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let fleet = Fleet::new();
-        let metrics = Metrics::new(feed.clone(), fleet.clone());
+        let metrics = Metrics::new(feed.clone(), fleet.clone(), store.write_status());
         metrics.oldest_retained.store(1, Ordering::Relaxed);
 
         let current = fleet.register("a".into(), None, "1".into());
@@ -179,6 +191,7 @@ mod tests {
             "aurora_controlplane_replica_max_lag_revisions 1\n",
             "aurora_controlplane_replicas_lagging 1\n",
             "aurora_controlplane_change_log_revisions 2\n",
+            "aurora_controlplane_store_writable 1\n",
             "aurora_controlplane_admin_calls_total{method=\"CreateKey\",code=\"OK\"} 1\n",
             "# TYPE aurora_controlplane_revision_applied_latency_seconds histogram\n",
             "# TYPE aurora_controlplane_replica_max_lag_seconds gauge\n",

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aurora_proto::encoded::config_service_server::ConfigServiceServer;
-use aurora_proto::v1::admin_service_server::{AdminServiceServer, SERVICE_NAME as ADMIN_SERVICE};
+use aurora_proto::v1::admin_service_server::AdminServiceServer;
 use aurora_proto::v1::config_service_server::SERVICE_NAME as CONFIG_SERVICE;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -66,6 +66,7 @@ pub struct ControlPlane {
     metrics_listener: Option<TcpListener>,
     heartbeat: Duration,
     retention: u64,
+    probe_interval: Duration,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -91,7 +92,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         None => None,
     };
     let fleet = Fleet::new();
-    let metrics = Arc::new(Metrics::new(feed.clone(), fleet.clone()));
+    let metrics = Arc::new(Metrics::new(feed.clone(), fleet.clone(), store.write_status()));
     Ok(ControlPlane {
         listener,
         local_addr,
@@ -105,6 +106,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         metrics_listener,
         heartbeat: config.stream.heartbeat_interval,
         retention: config.stream.change_log_retention,
+        probe_interval: config.store_probe_interval,
     })
 }
 
@@ -143,6 +145,7 @@ impl ControlPlane {
         background.spawn(self.metrics.convergence.clone().track(self.feed.clone(), self.fleet.clone()));
         let oldest = self.metrics.oldest_retained.clone();
         background.spawn(compact(self.store.clone(), self.retention, oldest));
+        background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
         let result = self.serve_grpc(shutdown).await;
         background.shutdown().await;
         store.close().await;
@@ -152,9 +155,9 @@ impl ControlPlane {
 
     async fn serve_grpc(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        for service in [ADMIN_SERVICE, CONFIG_SERVICE] {
-            health_reporter.set_service_status(service, ServingStatus::Serving).await;
-        }
+        health_reporter.set_service_status(CONFIG_SERVICE, ServingStatus::Serving).await;
+        // "" and AdminService follow whether the store can write.
+        let write_health = tokio::spawn(crate::health::report_grpc(self.store.write_status(), health_reporter.clone()));
 
         // Reflection describes our services and health, so grpcurl needs no proto files.
         let reflection = || {
@@ -181,6 +184,7 @@ impl ControlPlane {
         let fleet = self.fleet.clone();
         let shutdown = async move {
             shutdown.await;
+            write_health.abort();
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
             let _ = closing.send(true);
             // In-flight `WaitForRevision` calls end now, failing with what is still pending,
@@ -245,6 +249,7 @@ async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<Ato
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use aurora_proto::v1::admin_service_server::SERVICE_NAME as ADMIN_SERVICE;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus as Status;
     use tonic_health::pb::health_client::HealthClient;

@@ -16,5 +16,6 @@ mod passthrough;
 mod sdk;
 mod secrets;
 mod shutdown;
+mod store_faults;
 mod tls;
 mod up;

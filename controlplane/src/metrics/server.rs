@@ -1,4 +1,5 @@
-//! The plaintext HTTP listener for `/metrics` and `/healthz` (hyper, HTTP/1.1 and h2c).
+//! The plaintext HTTP listener for `/metrics`, `/healthz`, `/readyz` and `/livez` (hyper,
+//! HTTP/1.1 and h2c).
 //!
 //! It listens outside TLS and without authentication, so it must not let an idle or slow client
 //! hold a connection (and its file descriptor) forever: a client has [`HEADER_READ_TIMEOUT`] to
@@ -17,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use super::Metrics;
+use crate::store::WriteStatus;
 
 /// Generous for a scraper or a probe on a congested network, short enough to shed slowloris.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +67,15 @@ async fn serve_with(listener: TcpListener, metrics: Arc<Metrics>, header_read_ti
 fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (StatusCode::OK, super::CONTENT_TYPE, Bytes::from(metrics.encode())),
-        "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")),
+        "/livez" => (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")),
+        "/healthz" | "/readyz" => match &*metrics.write_status.borrow() {
+            WriteStatus::Writable => (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")),
+            WriteStatus::CannotWrite { reason } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                Bytes::from(format!("the store cannot write: {reason}\n")),
+            ),
+        },
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n")),
     };
     let mut response = Response::new(Full::new(body));
@@ -92,8 +102,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-        let feed = ChangeFeed::start(store, 100, Duration::from_secs(1)).await.unwrap();
-        let metrics = Arc::new(Metrics::new(feed, Fleet::new()));
+        let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
+        let metrics = Arc::new(Metrics::new(feed, Fleet::new(), store.write_status()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve_with(listener, metrics, SHORT));

@@ -10,12 +10,15 @@ use clap::Args;
 /// Everything `aurora controlplane` is configured with.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// The address the gRPC server (admin API, health, reflection) listens on.
-    #[arg(long, env = "AURORA_GRPC_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    /// The address the gRPC server (admin API, config stream, health, reflection) listens on.
+    /// Loopback by default: serving other hosts is a decision (with TLS, or on a private network
+    /// such as a Kubernetes pod network, where the chart sets `0.0.0.0:50051`).
+    #[arg(long, env = "AURORA_GRPC_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_listen_addr: SocketAddr,
 
-    /// The plaintext HTTP listener for Prometheus (`/metrics`) and probes (`/healthz`).
-    #[arg(long, env = "AURORA_METRICS_LISTEN_ADDR", default_value = "0.0.0.0:9091")]
+    /// The plaintext HTTP listener for Prometheus (`/metrics`) and probes (`/healthz`,
+    /// `/readyz`, `/livez`). Loopback by default, like the gRPC port.
+    #[arg(long, env = "AURORA_METRICS_LISTEN_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_listen_addr: Option<SocketAddr>,
 
     /// Where the store lives. `sqlite://PATH` (created on first start, parent directory too).
@@ -37,6 +40,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub tls: TlsConfig,
+
+    #[command(flatten)]
+    pub grpc_limits: crate::grpc_limits::GrpcLimits,
 }
 
 /// The config stream to data planes.
@@ -100,6 +106,7 @@ impl Config {
                 change_log_retention: 10_000,
             },
             tls: TlsConfig::default(),
+            grpc_limits: crate::grpc_limits::GrpcLimits::default(),
         }
     }
 }
@@ -119,8 +126,8 @@ mod tests {
     #[test]
     fn defaults_match_the_documentation() {
         let config = Cli::try_parse_from(["x"]).expect("defaults parse").config;
-        assert_eq!(config.grpc_listen_addr.to_string(), "0.0.0.0:50051");
-        assert_eq!(config.metrics_listen_addr.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9091"));
+        assert_eq!(config.grpc_listen_addr.to_string(), "127.0.0.1:50051", "loopback unless told otherwise");
+        assert_eq!(config.metrics_listen_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9091"));
         assert_eq!(config.database_url, "sqlite://aurora-data/aurora.db");
         assert!(Cli::try_parse_from(["x", "--grpc-listen-addr", "nowhere"]).is_err());
     }

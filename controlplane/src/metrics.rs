@@ -25,6 +25,7 @@ pub use self::admin_calls::AdminCalls;
 pub use self::convergence::Convergence;
 use crate::config_stream::ChangeFeed;
 use crate::fleet::Fleet;
+use crate::grpc_limits::ConnectionMetrics;
 use crate::store::{Revision, WriteStatus};
 
 /// The content type of the OpenMetrics text format, which Prometheus negotiates and parses.
@@ -39,6 +40,8 @@ pub struct Metrics {
     pub oldest_retained: Arc<AtomicU64>,
     /// Whether the store can write: `/healthz` and `/readyz` answer from it.
     pub write_status: watch::Receiver<WriteStatus>,
+    /// Connections to the gRPC port: open now, and refused at the limit.
+    pub connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -59,6 +62,17 @@ impl Metrics {
             Unit::Seconds,
             convergence.histogram.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "aurora_controlplane_grpc_connections",
+            "Connections open on the gRPC port",
+            connections.open.clone(),
+        );
+        registry.register(
+            "aurora_controlplane_grpc_connections_refused",
+            "Connections to the gRPC port closed at once because AURORA_GRPC_MAX_CONNECTIONS were open",
+            connections.refused.clone(),
+        );
         registry.register_collector(Box::new(FleetCollector {
             feed,
             fleet,
@@ -66,7 +80,7 @@ impl Metrics {
             oldest_retained: oldest_retained.clone(),
             write_status: write_status.clone(),
         }));
-        Metrics { registry, admin_calls, convergence, oldest_retained, write_status }
+        Metrics { registry, admin_calls, convergence, oldest_retained, write_status, connections }
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -197,6 +211,22 @@ mod tests {
             "# TYPE aurora_controlplane_replica_max_lag_seconds gauge\n",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    /// Every metric a scrape shows is documented, so operators can read what it means.
+    #[tokio::test]
+    async fn every_metric_is_documented_in_operations_md() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cp.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
+        let text = Metrics::new(feed, Fleet::new(), store.write_status()).encode();
+        let docs = include_str!("../../docs/OPERATIONS.md");
+        for line in text.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            let documented = if kind == "counter" { format!("`{name}_total`") } else { format!("`{name}`") };
+            assert!(docs.contains(&documented), "{documented} is missing from docs/OPERATIONS.md");
         }
     }
 }

@@ -11,7 +11,6 @@ use aurora_proto::encoded::config_service_server::ConfigServiceServer;
 use aurora_proto::v1::admin_service_server::AdminServiceServer;
 use aurora_proto::v1::config_service_server::SERVICE_NAME as CONFIG_SERVICE;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -19,6 +18,7 @@ use crate::admin::{AdminApi, AdminAuth};
 use crate::config::{Config, TlsConfig};
 use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
 use crate::fleet::Fleet;
+use crate::grpc_limits::{self, GrpcLimits};
 use crate::metrics::{AdminCalls, Metrics};
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -67,6 +67,7 @@ pub struct ControlPlane {
     heartbeat: Duration,
     retention: u64,
     probe_interval: Duration,
+    limits: GrpcLimits,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -107,6 +108,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         heartbeat: config.stream.heartbeat_interval,
         retention: config.stream.change_log_retention,
         probe_interval: config.store_probe_interval,
+        limits: config.grpc_limits,
     })
 }
 
@@ -126,6 +128,10 @@ impl ControlPlane {
 
     pub fn fleet(&self) -> Arc<Fleet> {
         Arc::clone(&self.fleet)
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The metrics listener's address, if one is configured.
@@ -165,21 +171,23 @@ impl ControlPlane {
                 .register_encoded_file_descriptor_set(aurora_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?.max_decoding_message_size(grpc_limits::PROBE_MAX_MESSAGE);
+        let reflection_v1alpha =
+            reflection().build_v1alpha()?.max_decoding_message_size(grpc_limits::PROBE_MAX_MESSAGE);
+        let health = health.max_decoding_message_size(grpc_limits::PROBE_MAX_MESSAGE);
 
         // Probes and reflection work without a token; the admin API needs the master key and
         // the config stream the node token.
-        let admin = AdminServiceServer::with_interceptor(
-            AdminApi::new(self.store.clone(), self.fleet.clone()),
-            AdminAuth::new(self.master_key),
-        );
+        let admin = AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone()))
+            .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
+        let admin = tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(self.master_key));
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
         let (closing, closed) = tokio::sync::watch::channel(false);
         let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
         let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
-        let config = ConfigServiceServer::with_interceptor(stream, self.node_auth);
+        let config = ConfigServiceServer::new(stream).max_decoding_message_size(grpc_limits::CONFIG_STREAM_MAX_MESSAGE);
+        let config = tonic::service::interceptor::InterceptedService::new(config, self.node_auth);
 
         let fleet = self.fleet.clone();
         let shutdown = async move {
@@ -193,20 +201,34 @@ impl ControlPlane {
         };
 
         let tls_enabled = self.tls.is_some();
+        let limits = &self.limits;
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)));
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .initial_stream_window_size(grpc_limits::STREAM_WINDOW)
+            .initial_connection_window_size(grpc_limits::CONNECTION_WINDOW);
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
+        let incoming =
+            grpc_limits::limit_connections(self.listener, limits.max_connections, self.metrics.connections.clone());
         tracing::info!(listener = "grpc", addr = %self.local_addr, tls = tls_enabled, "listening");
+        if !tls_enabled && !self.local_addr.ip().is_loopback() {
+            tracing::warn!(
+                addr = %self.local_addr,
+                "the gRPC port serves plaintext beyond loopback: the config stream carries upstream credentials, so \
+                 keep this port on a private network or set AURORA_TLS_CERT and AURORA_TLS_KEY"
+            );
+        }
         builder
+            .layer(tower::util::MapRequestLayer::new(grpc_limits::request_deadline(limits.request_timeout)))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(admin)
             .add_service(config)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! revision from the head row. A mutation that fails validation inside the transaction (not
 //! found, name taken) rolls back, and so does its revision: no gap is left behind.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,6 +49,47 @@ macro_rules! key_columns {
     };
 }
 
+/// Creates the database file (and missing parent directories) readable by its owner only, before
+/// SQLite opens it: the file and its write-ahead log hold provider credentials, and SQLite gives
+/// `-wal` and `-shm` the main file's permissions. Directories this creates are `0700`; an
+/// existing file that others could read is tightened to `0600`, with a warning.
+fn create_owner_only(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    let open_error = |what: &str, path: &Path, err: std::io::Error| {
+        StoreError::Open(format!("cannot {what} {}: {err}", path.display()))
+    };
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|err| open_error("create directory", parent, err))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)
+        .map_err(|err| open_error("create", file, err))?;
+    for path in [file.to_owned(), suffixed(file, "-wal"), suffixed(file, "-shm")] {
+        let Ok(metadata) = std::fs::metadata(&path) else { continue };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the database file was readable by others; making it owner-only");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|err| open_error("restrict", &path, err))?;
+        }
+    }
+    Ok(())
+}
+
+fn suffixed(file: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// A [`Store`] in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -72,9 +114,8 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let file = options.get_filename();
-        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|err| StoreError::Open(format!("cannot create directory {}: {err}", parent.display())))?;
+        if file != Path::new(":memory:") {
+            create_owner_only(file)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;

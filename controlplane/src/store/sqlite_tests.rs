@@ -337,3 +337,29 @@ async fn watchers_learn_each_commit() {
     assert!(store.delete_key(Uuid::now_v7()).await.is_err());
     assert!(!head.has_changed().unwrap());
 }
+
+/// The database and its write-ahead log hold credentials: owner-only, whoever creates them.
+#[tokio::test]
+async fn database_files_and_their_new_directories_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-secret")).await.unwrap();
+    let db = dir.path().join("nested/dir/aurora.db");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for path in [dir.path().join("nested"), dir.path().join("nested/dir")] {
+        assert_eq!(mode(&path), 0o700, "{}", path.display());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    store.close().await;
+
+    // A file someone made world-readable is tightened on the next open.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(mode(&db), 0o600);
+    store.close().await;
+}

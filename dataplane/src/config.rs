@@ -61,6 +61,11 @@ pub struct UpstreamConfig {
     /// How long an idle pooled upstream connection is kept.
     #[arg(long = "upstream-pool-idle-timeout", env = "AURORA_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = aurora_core::parse_positive_duration)]
     pub pool_idle_timeout: Duration,
+
+    /// Largest accepted provider response header section, in bytes; a bigger one is refused
+    /// with a 502 `upstream_response_invalid`.
+    #[arg(id = "upstream_max_header_bytes", long = "upstream-max-header-bytes", env = "AURORA_UPSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -141,5 +146,24 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("stall_timeout", &self.stall_timeout)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Command {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// clap checks argument ids (unique across flattened groups) only when the command is built.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Command::command().debug_assert();
     }
 }

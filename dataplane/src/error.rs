@@ -38,6 +38,17 @@ pub enum GatewayError {
     UpstreamUnreachable,
     #[error("the upstream provider did not respond in time")]
     UpstreamTimeout,
+    #[error("{0}")]
+    UpstreamResponseInvalid(InvalidResponse),
+}
+
+/// Why a response from the provider was refused (it never reaches the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResponse {
+    #[error("the upstream response headers exceed the gateway's limit of {0} bytes (AURORA_UPSTREAM_MAX_HEADER_BYTES)")]
+    HeadersTooLarge(u32),
+    #[error("the upstream response is not valid HTTP")]
+    Malformed,
 }
 
 impl GatewayError {
@@ -52,7 +63,7 @@ impl GatewayError {
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamResponseInvalid(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -73,6 +84,7 @@ impl GatewayError {
             GatewayError::RequestBody => "invalid_request_body",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamResponseInvalid(_) => "upstream_response_invalid",
         }
     }
 

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
+use crate::headers;
 
 /// How long a new connection may stay silent before its first byte; then, hyper's own header
 /// read timeout (30 s) bounds the rest of each HTTP/1.1 request head.
@@ -41,7 +42,8 @@ pub async fn serve<H: Handler>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX));
+        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX))
+        .max_headers(headers::field_ceiling(limits.max_header_bytes));
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     // Connection tasks, so that those still open when the grace period ends can be closed.

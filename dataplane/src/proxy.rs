@@ -164,6 +164,9 @@ impl Proxy {
         let shape = kind.error_shape();
         let upstream = snapshot.provider(kind).filter(|u| u.enabled).ok_or_else(|| (not_enabled(), shape))?;
         exchange.set_provider(kind);
+        if !route::forwards(&parts.method) {
+            return Err((GatewayError::MethodNotAllowed(parts.method.clone()), shape));
+        }
 
         let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
             self.metrics.auth_failure(kind, err);

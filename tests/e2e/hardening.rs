@@ -1,13 +1,21 @@
-//! The data plane under hostile clients and upstreams: header sections that are large by
-//! count or by bytes.
+//! The data plane under hostile clients and upstreams: methods it must not forward, and header
+//! sections that are large by count or by bytes.
 
 use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::dataplane::{MASTER_KEY, TestDataplane, snapshot_for};
 use crate::support::raw_http::{self, Behaviour, HeldUpstream};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn mock_ok() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_string("{}")).mount(&upstream).await;
+    upstream
 }
 
 /// Status, headers (lower-cased names) and JSON body of a raw response.
@@ -20,6 +28,49 @@ fn parse_raw(text: &str) -> (Vec<(String, String)>, Value) {
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
     (headers, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn trace_connect_and_other_methods_are_refused_before_anything_goes_upstream() {
+    let upstream = mock_ok().await;
+    let dataplane = TestDataplane::start(&snapshot_for(&upstream.uri()), &[]).await;
+    let bearer = format!("Bearer {MASTER_KEY}");
+    let auth = [("authorization", bearer.as_str()), ("x-api-key", MASTER_KEY)];
+
+    for (request_line, anthropic) in [
+        ("TRACE /p/openai/v1/chat/completions HTTP/1.1", false),
+        ("TRACE /p/anthropic/v1/messages HTTP/1.1", true),
+        ("CONNECT /p/zai/x HTTP/1.1", false),
+        ("PROPFIND /p/openrouter/api/v1/models HTTP/1.1", false),
+    ] {
+        let (status, text) = raw_http::send(dataplane.addr, request_line, &auth).await;
+        assert_eq!(status, 405, "{request_line}: {text}");
+        let (headers, body) = parse_raw(&text);
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(header("allow"), Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"), "{request_line}");
+        assert_eq!(header("x-aurora-error"), Some("gateway"), "{request_line}");
+        let method = request_line.split(' ').next().unwrap();
+        let message = format!(
+            "method {method} is not forwarded; passthrough routes accept GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        );
+        let expected = if anthropic {
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+        } else {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}})
+        };
+        assert_eq!(body, expected, "{request_line}");
+    }
+    assert!(upstream.received_requests().await.unwrap().is_empty(), "a refused method reached the upstream");
+
+    // The methods that are forwarded still are.
+    for method in [reqwest::Method::OPTIONS, reqwest::Method::DELETE, reqwest::Method::HEAD] {
+        let response =
+            client().request(method.clone(), dataplane.url("/p/openai/v1/files/f1")).bearer_auth(MASTER_KEY).send();
+        assert_eq!(response.await.unwrap().status(), 200, "{method}");
+    }
+    let forwarded: Vec<String> =
+        upstream.received_requests().await.unwrap().iter().map(|r| r.method.to_string()).collect();
+    assert_eq!(forwarded, ["OPTIONS", "DELETE", "HEAD"]);
 }
 
 #[tokio::test]

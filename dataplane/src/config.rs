@@ -67,7 +67,7 @@ pub struct UpstreamConfig {
 
     /// Largest accepted provider response header section, in bytes; a bigger one is refused
     /// with a 502 `upstream_response_invalid`.
-    #[arg(id = "upstream_max_header_bytes", long = "upstream-max-header-bytes", env = "AURORA_UPSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    #[arg(id = "upstream_max_header_bytes", long = "upstream-max-header-bytes", value_name = "MAX_HEADER_BYTES", env = "AURORA_UPSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
 }
 
@@ -92,7 +92,7 @@ pub struct ConnectionConfig {
 
     /// A connection with no request in flight (HTTP/2: no open stream) is closed after this
     /// long. HTTP/1.1 connections also close when a request head takes over 30 s to arrive.
-    #[arg(id = "connection_idle_timeout", long = "connection-idle-timeout", env = "AURORA_CONNECTION_IDLE_TIMEOUT", default_value = "30s", value_parser = aurora_core::parse_positive_duration)]
+    #[arg(id = "connection_idle_timeout", long = "connection-idle-timeout", value_name = "IDLE_TIMEOUT", env = "AURORA_CONNECTION_IDLE_TIMEOUT", default_value = "30s", value_parser = aurora_core::parse_positive_duration)]
     pub idle_timeout: Duration,
 
     /// How often an HTTP/2 client is pinged to check that it is still there.

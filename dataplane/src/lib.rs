@@ -11,7 +11,8 @@
 //! request path using [`route`], [`auth`] and [`headers`] against the [`state`]'s current
 //! [`snapshot`], sends it through the [`upstream`] client, and [`error`] turns every refusal
 //! into a provider-shaped response. [`access`] records each request (log line and [`metrics`])
-//! when its response ends; [`admin`] serves probes and `/metrics`.
+//! when its response ends; [`admin`] serves probes and `/metrics`. At start, [`fdlimit`] raises
+//! the open-file limit and fits the connection cap under it.
 
 pub mod access;
 pub mod admin;

@@ -34,6 +34,9 @@ pub struct Config {
     pub limits: Limits,
 
     #[command(flatten)]
+    pub connections: ConnectionConfig,
+
+    #[command(flatten)]
     pub shutdown: ShutdownConfig,
 
     /// Without a config file, the gateway configuration comes from the product page's
@@ -61,6 +64,11 @@ pub struct UpstreamConfig {
     /// How long an idle pooled upstream connection is kept.
     #[arg(long = "upstream-pool-idle-timeout", env = "AURORA_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = aurora_core::parse_positive_duration)]
     pub pool_idle_timeout: Duration,
+
+    /// Largest accepted provider response header section, in bytes; a bigger one is refused
+    /// with a 502 `upstream_response_invalid`.
+    #[arg(id = "upstream_max_header_bytes", long = "upstream-max-header-bytes", value_name = "MAX_HEADER_BYTES", env = "AURORA_UPSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -72,6 +80,29 @@ pub struct Limits {
     /// Largest accepted request header section, in bytes (431 past it).
     #[arg(long = "max-header-bytes", env = "AURORA_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
+}
+
+/// How many client connections the passthrough listener holds, and when it closes them.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ConnectionConfig {
+    /// Most client connections served at once; past it new connections are accepted and closed
+    /// at once. Lowered at startup, with a warning, if the open-file limit cannot hold it.
+    #[arg(long = "max-connections", env = "AURORA_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A connection with no request in flight (HTTP/2: no open stream) is closed after this
+    /// long. HTTP/1.1 connections also close when a request head takes over 30 s to arrive.
+    #[arg(id = "connection_idle_timeout", long = "connection-idle-timeout", value_name = "IDLE_TIMEOUT", env = "AURORA_CONNECTION_IDLE_TIMEOUT", default_value = "30s", value_parser = aurora_core::parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// How often an HTTP/2 client is pinged to check that it is still there.
+    #[arg(long = "http2-keepalive-interval", env = "AURORA_HTTP2_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = aurora_core::parse_positive_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long an HTTP/2 client may take to answer a ping (a keep-alive one, or the one that
+    /// ends a graceful close) before its connection is dropped.
+    #[arg(long = "http2-keepalive-timeout", env = "AURORA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = aurora_core::parse_positive_duration)]
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -141,5 +172,24 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("stall_timeout", &self.stall_timeout)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Command {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// clap checks argument ids (unique across flattened groups) only when the command is built.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Command::command().debug_assert();
     }
 }

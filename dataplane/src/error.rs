@@ -5,14 +5,17 @@
 //! errors (which are passed through untouched and never come through here).
 
 use aurora_core::{ErrorShape, ProviderKind, ProviderSet};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::body::{ProxyBody, full};
 use crate::headers::X_AURORA_ERROR;
-use crate::route::PathError;
+use crate::route::{self, PathError};
+
+/// Longest part of a client-chosen method name repeated in an error message.
+const SHOWN_METHOD_CHARS: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -24,6 +27,8 @@ pub enum GatewayError {
     PassthroughDisabled(ProviderSet),
     #[error("passthrough provider {name:?} is not enabled; enabled providers: {enabled}")]
     ProviderNotEnabled { name: String, enabled: ProviderSet },
+    #[error("method {} is not forwarded; passthrough routes accept {}", shown(.0), route::FORWARDED_METHODS)]
+    MethodNotAllowed(Method),
     #[error("{0}")]
     Path(#[from] PathError),
     #[error("{0}")]
@@ -38,6 +43,27 @@ pub enum GatewayError {
     UpstreamUnreachable,
     #[error("the upstream provider did not respond in time")]
     UpstreamTimeout,
+    #[error("{0}")]
+    UpstreamResponseInvalid(InvalidResponse),
+}
+
+/// Why a response from the provider was refused (it never reaches the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResponse {
+    #[error("the upstream response headers exceed the gateway's limit of {0} bytes (AURORA_UPSTREAM_MAX_HEADER_BYTES)")]
+    HeadersTooLarge(u32),
+    #[error("the upstream response is not valid HTTP")]
+    Malformed,
+}
+
+/// A method name as an error message repeats it: extension methods are client-chosen tokens
+/// of any length, so only a prefix.
+fn shown(method: &Method) -> String {
+    let name = method.as_str();
+    match name.char_indices().nth(SHOWN_METHOD_CHARS) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_owned(),
+    }
 }
 
 impl GatewayError {
@@ -47,12 +73,13 @@ impl GatewayError {
             GatewayError::NoRoute | GatewayError::PassthroughDisabled(_) | GatewayError::ProviderNotEnabled { .. } => {
                 StatusCode::NOT_FOUND
             }
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Path(_) | GatewayError::RequestBody => StatusCode::BAD_REQUEST,
             GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => StatusCode::FORBIDDEN,
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamResponseInvalid(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -64,6 +91,7 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::PassthroughDisabled(_) => "passthrough_disabled",
             GatewayError::ProviderNotEnabled { .. } => "provider_not_enabled",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::Path(PathError::V1AliasDisabled) => "v1_alias_disabled",
             GatewayError::Path(_) => "invalid_path",
             GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => "provider_not_allowed",
@@ -73,13 +101,14 @@ impl GatewayError {
             GatewayError::RequestBody => "invalid_request_body",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamResponseInvalid(_) => "upstream_response_invalid",
         }
     }
 
     /// The `error.type` an Anthropic SDK maps to its exception classes.
     fn anthropic_type(&self) -> &'static str {
         match self.status() {
-            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => "invalid_request_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
@@ -116,8 +145,14 @@ impl GatewayError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(X_AURORA_ERROR, HeaderValue::from_static("gateway"));
-        if matches!(self, GatewayError::NotReady) {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            GatewayError::NotReady => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::MethodNotAllowed(_) => {
+                headers.insert(ALLOW, HeaderValue::from_static(route::FORWARDED_METHODS));
+            }
+            _ => {}
         }
         response
     }
@@ -154,6 +189,20 @@ mod tests {
         assert_eq!(body["error"]["code"], "provider_not_enabled");
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert!(body["error"]["message"].as_str().unwrap().ends_with("openai, anthropic, openrouter, zai, vllm"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_method_lists_the_forwarded_ones() {
+        let response = GatewayError::MethodNotAllowed(Method::TRACE).into_response(ErrorShape::Anthropic);
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with("method TRACE is not forwarded"));
+
+        let long = Method::from_bytes("X".repeat(5000).as_bytes()).unwrap();
+        let message = GatewayError::MethodNotAllowed(long).to_string();
+        assert!(message.len() < 200, "{message}");
     }
 
     #[tokio::test]

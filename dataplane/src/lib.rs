@@ -11,7 +11,8 @@
 //! request path using [`route`], [`auth`] and [`headers`] against the [`state`]'s current
 //! [`snapshot`], sends it through the [`upstream`] client, and [`error`] turns every refusal
 //! into a provider-shaped response. [`access`] records each request (log line and [`metrics`])
-//! when its response ends; [`admin`] serves probes and `/metrics`.
+//! when its response ends; [`admin`] serves probes and `/metrics`. At start, [`fdlimit`] raises
+//! the open-file limit and fits the connection cap under it.
 
 pub mod access;
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod fdlimit;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
@@ -83,14 +85,28 @@ pub struct Dataplane {
     admin: Arc<Admin>,
     passthrough_listener: tokio::net::TcpListener,
     admin_listener: tokio::net::TcpListener,
+    connection_metrics: metrics::ConnectionMetrics,
     /// Background tasks that feed the state; stopped when the data plane stops.
     feeders: tokio::task::JoinSet<()>,
     limits: config::Limits,
+    connections: config::ConnectionConfig,
     shutdown: config::ShutdownConfig,
 }
 
+/// The admin listener's connection cap: probes and scrapes need a handful, and a fixed bound
+/// keeps them from competing with the passthrough listener for file descriptors.
+const ADMIN_MAX_CONNECTIONS: u32 = 64;
+
 /// Loads or subscribes to the configuration and binds both listeners.
-pub async fn start(config: Config) -> Result<Dataplane, StartError> {
+pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
+    let open_file_limit = fdlimit::raise();
+    config.connections.max_connections = fdlimit::fit_connections(config.connections.max_connections, open_file_limit);
+    tracing::info!(
+        max_connections = config.connections.max_connections,
+        open_file_limit,
+        idle_timeout = ?config.connections.idle_timeout,
+        "connection limits"
+    );
     let state = Arc::new(ConfigState::new());
     let mut feeders = tokio::task::JoinSet::new();
     let subscribed = !config.control_plane.urls.is_empty();
@@ -115,6 +131,7 @@ pub async fn start(config: Config) -> Result<Dataplane, StartError> {
 
     let client = upstream::client(&config.upstream)?;
     let proxy = Arc::new(Proxy::new(state.clone(), client, metrics.requests.clone(), &config.upstream, &config.limits));
+    let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =
         |name, addr| async move { server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source }) };
@@ -122,9 +139,11 @@ pub async fn start(config: Config) -> Result<Dataplane, StartError> {
         proxy,
         admin,
         passthrough_listener: bind("passthrough", config.listen_addr).await?,
+        connection_metrics,
         admin_listener: bind("admin", config.admin_listen_addr).await?,
         feeders,
         limits: config.limits,
+        connections: config.connections,
         shutdown: config.shutdown,
     })
 }
@@ -144,17 +163,25 @@ impl Dataplane {
     /// once, the listener keeps accepting for the drain delay (so load balancers notice and
     /// stop sending), then stops, and in-flight requests and streams get the grace period.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let settings =
+            server::Settings { limits: self.limits, connections: self.connections, grace: self.shutdown.grace };
+        let admin_listener = server::Listener {
+            name: "admin",
+            tcp: self.admin_listener,
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            // Not exported: the connection metrics describe the passthrough listener.
+            metrics: metrics::ConnectionMetrics::default(),
+        };
+        let passthrough_listener = server::Listener {
+            name: "passthrough",
+            tcp: self.passthrough_listener,
+            max_connections: self.connections.max_connections,
+            metrics: self.connection_metrics,
+        };
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(server::serve(
-            "admin",
-            self.admin_listener,
-            self.admin.clone(),
-            self.limits,
-            async {
-                let _ = admin_stopped.await;
-            },
-            self.shutdown.grace,
-        ));
+        let admin_task = tokio::spawn(server::serve(admin_listener, self.admin.clone(), settings, async {
+            let _ = admin_stopped.await;
+        }));
 
         let admin = self.admin.clone();
         let drain_delay = self.shutdown.drain_delay;
@@ -164,15 +191,7 @@ impl Dataplane {
             tracing::info!(drain_delay = ?drain_delay, "shutting down: /readyz is now 503");
             tokio::time::sleep(drain_delay).await;
         };
-        server::serve(
-            "passthrough",
-            self.passthrough_listener,
-            self.proxy,
-            self.limits,
-            stop_accepting,
-            self.shutdown.grace,
-        )
-        .await;
+        server::serve(passthrough_listener, self.proxy, settings, stop_accepting).await;
 
         let _ = stop_admin.send(());
         let _ = admin_task.await;

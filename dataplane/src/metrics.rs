@@ -45,6 +45,16 @@ static LATENCY_BUCKETS: [f64; 18] =
 pub struct Metrics {
     registry: Registry,
     pub requests: Arc<RequestMetrics>,
+    /// The passthrough listener's connections.
+    pub connections: ConnectionMetrics,
+}
+
+/// One listener's client connections. Cheap to clone: the metrics are shared.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    accepted: Counter,
+    refused: Counter,
+    open: Gauge,
 }
 
 /// The request-path metrics.
@@ -151,8 +161,24 @@ impl Metrics {
             "Server-sent-event responses currently streaming to clients",
             requests.streams_open.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "aurora_dataplane_connections_accepted",
+            "Client connections accepted and served by the passthrough listener",
+            connections.accepted.clone(),
+        );
+        registry.register(
+            "aurora_dataplane_connections_refused",
+            "Client connections closed unserved because AURORA_MAX_CONNECTIONS were open",
+            connections.refused.clone(),
+        );
+        registry.register(
+            "aurora_dataplane_connections_open",
+            "Client connections the passthrough listener is serving now",
+            connections.open.clone(),
+        );
         registry.register_collector(Box::new(config::ConfigCollector { state, metrics: config }));
-        Metrics { registry, requests: Arc::new(requests) }
+        Metrics { registry, requests: Arc::new(requests), connections }
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -163,6 +189,30 @@ impl Metrics {
             tracing::error!(error = %err, "cannot encode the metrics");
         }
         text
+    }
+}
+
+impl ConnectionMetrics {
+    /// A connection was accepted; it counts as open until the returned guard is dropped.
+    pub fn accepted(&self) -> OpenConnection {
+        self.accepted.inc();
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+
+    /// A connection was closed unserved: the cap was reached.
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
+}
+
+/// Held by a connection's task; closing the connection (or aborting the task) drops it.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -23,7 +23,7 @@ use crate::access::Exchange;
 use crate::auth;
 use crate::body::{Counted, Metered, ProxyBody, ResponseBody};
 use crate::config::{Limits, UpstreamConfig};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, InvalidResponse};
 use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
 use crate::snapshot::Snapshot;
@@ -39,6 +39,7 @@ pub struct Proxy {
     response_header_timeout: Duration,
     idle_timeout: Duration,
     max_request_body_bytes: u64,
+    upstream_max_header_bytes: u32,
 }
 
 /// A request that passed every check, ready to go upstream.
@@ -66,6 +67,7 @@ impl Proxy {
             response_header_timeout: upstream.response_header_timeout,
             idle_timeout: upstream.idle_timeout,
             max_request_body_bytes: limits.max_request_body_bytes,
+            upstream_max_header_bytes: upstream.max_header_bytes,
         }
     }
 
@@ -128,6 +130,14 @@ impl Proxy {
         };
         self.metrics.upstream_headers(provider, sent.elapsed());
         let (mut parts, body) = response.into_parts();
+        // hyper bounds the head it reads only roughly (by read buffer and field count); this is
+        // the exact limit, the same for HTTP/1.1 and HTTP/2. Dropping the body ends the exchange.
+        if headers::section_size(&parts.headers) > usize::try_from(self.upstream_max_header_bytes).unwrap_or(usize::MAX)
+        {
+            tracing::warn!(status = parts.status.as_u16(), "upstream response refused: its headers are too large");
+            let invalid = InvalidResponse::HeadersTooLarge(self.upstream_max_header_bytes);
+            return Err((GatewayError::UpstreamResponseInvalid(invalid), shape));
+        }
         headers::prepare_response(&mut parts.headers, request_id);
         Ok(Response::from_parts(parts, Either::Right(TimeoutBody::new(self.idle_timeout, body))))
     }
@@ -154,6 +164,9 @@ impl Proxy {
         let shape = kind.error_shape();
         let upstream = snapshot.provider(kind).filter(|u| u.enabled).ok_or_else(|| (not_enabled(), shape))?;
         exchange.set_provider(kind);
+        if !route::forwards(&parts.method) {
+            return Err((GatewayError::MethodNotAllowed(parts.method.clone()), shape));
+        }
 
         let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
             self.metrics.auth_failure(kind, err);
@@ -187,6 +200,15 @@ impl Proxy {
             cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         }) {
             return GatewayError::UpstreamTimeout;
+        }
+        // The provider answered, but with a response hyper refused to parse.
+        if let Some(parse) = causes().find_map(|cause| cause.downcast_ref::<hyper::Error>().filter(|e| e.is_parse())) {
+            tracing::warn!(error = %DisplayChain(err), "upstream response refused");
+            return GatewayError::UpstreamResponseInvalid(if parse.is_parse_too_large() {
+                InvalidResponse::HeadersTooLarge(self.upstream_max_header_bytes)
+            } else {
+                InvalidResponse::Malformed
+            });
         }
         // The client's own body failed mid-upload (it went away or sent garbage).
         if !err.is_connect()

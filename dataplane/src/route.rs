@@ -1,4 +1,4 @@
-//! Passthrough route parsing: `/p/{provider}/{endpoint...}`.
+//! Passthrough route parsing: `/p/{provider}/{endpoint...}`, and which methods it forwards.
 //!
 //! Works on the raw (still percent-encoded) request path and never allocates unless a segment
 //! contains a percent escape. The endpoint that comes out is safe to append to a provider's base
@@ -7,7 +7,22 @@
 
 use std::borrow::Cow;
 
+use http::Method;
 use percent_encoding::percent_decode_str;
+
+/// The methods passthrough routes forward, as the `Allow` header of a 405 lists them: what
+/// provider APIs use (OPTIONS for CORS preflights). The rest is refused before anything goes
+/// upstream: TRACE would have the provider echo the injected credential back to the client,
+/// CONNECT would make the upstream client open a tunnel, and nothing else has a use here.
+pub const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Whether passthrough routes forward `method` (see [`FORWARDED_METHODS`]).
+pub fn forwards(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS
+    )
+}
 
 /// Why an endpoint was refused. Each is answered with 400 before anything is sent upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

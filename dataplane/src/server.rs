@@ -1,24 +1,29 @@
-//! Accepting connections: HTTP/1.1 and h2c on one port, with a graceful drain on shutdown.
+//! Accepting connections: HTTP/1.1 and h2c on one port, at most a configured number at once,
+//! with a graceful drain on shutdown. What happens on each connection is in [`connection`].
 
-use std::convert::Infallible;
+mod activity;
+mod connection;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
-use crate::config::Limits;
+use crate::config::{ConnectionConfig, Limits};
+use crate::headers;
+use crate::metrics::ConnectionMetrics;
 
-/// How long a new connection may stay silent before its first byte; then, hyper's own header
-/// read timeout (30 s) bounds the rest of each HTTP/1.1 request head.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Refusals past the connection cap are logged at most this often, so that a flood of
+/// connections cannot flood the log too.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Something that answers a request; implemented by the proxy and the admin endpoints.
 pub trait Handler: Send + Sync + 'static {
@@ -27,23 +32,41 @@ pub trait Handler: Send + Sync + 'static {
     fn call(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
+/// A bound listener and how many connections it may hold.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: &'static str,
+    pub tcp: TcpListener,
+    pub max_connections: u32,
+    pub metrics: ConnectionMetrics,
+}
+
+/// What every connection of a listener is served with.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub limits: Limits,
+    pub connections: ConnectionConfig,
+    /// On shutdown, how long open connections may finish their in-flight requests.
+    pub grace: Duration,
+}
+
 /// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// open connections finish their in-flight requests for up to `grace`.
+/// open connections finish their in-flight requests for up to the grace period.
+///
+/// At the connection cap, new connections are accepted and closed at once rather than left in
+/// the kernel's backlog: the client learns immediately that it should retry (elsewhere), and
+/// the connections already open are served as before.
 pub async fn serve<H: Handler>(
-    name: &'static str,
-    listener: TcpListener,
+    listener: Listener,
     handler: Arc<H>,
-    limits: Limits,
+    settings: Settings,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX));
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes);
-    let graceful = GracefulShutdown::new();
+    let Listener { name, tcp, max_connections, metrics } = listener;
+    let builder = builder(&settings);
+    let (stop, stopped) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(usize::try_from(max_connections).unwrap_or(usize::MAX)));
+    let mut refusals = Refusals::default();
     // Connection tasks, so that those still open when the grace period ends can be closed.
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -52,7 +75,7 @@ pub async fn serve<H: Handler>(
         // Reap finished connections so the set only holds open ones.
         while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually EMFILE: back off briefly instead of spinning on the error.
@@ -63,37 +86,83 @@ pub async fn serve<H: Handler>(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.refused();
+            refusals.note(name, max_connections);
+            drop(stream);
+            continue;
+        };
+        let open = metrics.accepted();
         let _ = stream.set_nodelay(true);
+        let connection = connection::Connection {
+            listener: name,
+            peer,
+            builder: builder.clone(),
+            settings: settings.connections,
+            stop: stopped.clone(),
+        };
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(request).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
         connections.spawn(async move {
-            // The auto builder waits for the first bytes to tell HTTP/1.1 from h2c with no
-            // timeout of its own: a client that connects and says nothing is dropped here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
-            }
+            // Both released when the connection ends or its task is aborted.
+            let _held = (permit, open);
+            connection.serve(stream, handler).await;
         });
     }
 
-    drop(listener);
+    drop(tcp);
     tracing::info!(listener = name, "stopped accepting; draining open connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    stop.send_replace(true);
+    let drained = tokio::time::timeout(settings.grace, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
         tracing::warn!(listener = name, open = connections.len(), "grace period over; closing remaining connections");
     }
-    // Whatever is left: connections past the grace period, and silent ones never served.
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every connection of a listener shares.
+fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let max_header_bytes = settings.limits.max_header_bytes;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(usize::try_from(max_header_bytes).unwrap_or(usize::MAX))
+        .max_headers(headers::field_ceiling(max_header_bytes));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes)
+        // Finds clients that vanished without closing (their connection would stay forever);
+        // idle but live ones are closed by the idle timeout instead.
+        .keep_alive_interval(settings.connections.keepalive_interval)
+        .keep_alive_timeout(settings.connections.keepalive_timeout);
+    builder
+}
+
+/// Logs reaching the connection cap at most once per [`REFUSAL_LOG_INTERVAL`], with how many
+/// connections were refused since the previous line.
+#[derive(Debug, Default)]
+struct Refusals {
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, listener: &'static str, max_connections: u32) {
+        self.unlogged += 1;
+        if self.logged_at.is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(
+            listener,
+            max_connections,
+            refused = self.unlogged,
+            "connection limit reached; new connections are closed unserved (see aurora_dataplane_connections_refused_total)"
+        );
+        self.logged_at = Some(Instant::now());
+        self.unlogged = 0;
+    }
 }
 
 /// Binds `addr`, logging the bound address (tests and operators binding port 0 read it there).

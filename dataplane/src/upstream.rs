@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::config::UpstreamConfig;
+use crate::headers;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
@@ -41,9 +42,15 @@ pub fn client(config: &UpstreamConfig) -> Result<UpstreamClient, TlsSetupError> 
         .enable_http2()
         .wrap_connector(http);
 
+    // Response heads are limited by bytes: hyper's HTTP/1.1 default of 100 header fields would
+    // refuse ordinary answers from providers that send many rate-limit and tracing headers.
+    let max_header_bytes = config.max_header_bytes;
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
+        .http1_max_buf_size(usize::try_from(max_header_bytes).unwrap_or(usize::MAX))
+        .http1_max_headers(headers::field_ceiling(max_header_bytes))
+        .http2_max_header_list_size(max_header_bytes)
         .build(https))
 }

@@ -67,12 +67,18 @@ pub struct TestDataplane {
 impl TestDataplane {
     /// Starts `aurora dataplane --config-file` on ephemeral ports and waits until it listens.
     pub async fn start(snapshot: &Value, env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(snapshot, env, &[]).await
+    }
+
+    /// Like [`Self::start`], through a wrapper command (see [`AuroraProcess::spawn_wrapped`]).
+    pub async fn start_wrapped(snapshot: &Value, env: &[(&str, &str)], wrapper: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snapshot.json");
         std::fs::write(&path, serde_json::to_vec_pretty(snapshot).unwrap()).unwrap();
         let mut all_env = vec![("AURORA_LISTEN_ADDR", "127.0.0.1:0"), ("AURORA_ADMIN_LISTEN_ADDR", "127.0.0.1:0")];
         all_env.extend_from_slice(env);
-        let mut process = AuroraProcess::spawn(&["dataplane", "--config-file", path.to_str().unwrap()], &all_env);
+        let args = ["dataplane", "--config-file", path.to_str().unwrap()];
+        let mut process = AuroraProcess::spawn_wrapped(None, wrapper, &args, &all_env);
         let addr = process.listening_addr("passthrough").await;
         let admin_addr = process.listening_addr("admin").await;
         TestDataplane { process, addr, admin_addr, _dir: dir }

@@ -26,7 +26,21 @@ impl AuroraProcess {
 
     /// Like [`Self::spawn`], in the working directory `cwd`.
     pub fn spawn_in(cwd: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(aurora_bin());
+        Self::spawn_wrapped(cwd, &[], args, env)
+    }
+
+    /// Like [`Self::spawn_in`], started through `wrapper` (a command that ends by exec'ing its
+    /// arguments, such as `sh -c 'ulimit -Sn 256 && exec "$0" "$@"'`), so the process keeps
+    /// the wrapper's pid.
+    pub fn spawn_wrapped(cwd: Option<&std::path::Path>, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(aurora_bin());
+                command
+            }
+            None => Command::new(aurora_bin()),
+        };
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

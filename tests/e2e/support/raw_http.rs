@@ -1,5 +1,6 @@
 //! Raw HTTP/1.1 over TCP, for what ordinary clients refuse to do: send unnormalised paths, and
-//! play an upstream that holds a stream open or watches for the client hanging up.
+//! play an upstream that holds a stream open, watches for the client hanging up or answers
+//! with more headers than usual.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub enum Behaviour {
     StreamThenHold,
     /// Reads the request and never answers.
     NeverAnswer,
+    /// Answers `200 {}` with `count` extra headers `x-upstream-{i}`, each with a value of
+    /// `value_len` bytes, and closes the connection.
+    AnswerWithHeaders { count: usize, value_len: usize },
 }
 
 /// A one-connection-at-a-time upstream that can hold a response open and reports when the
@@ -108,6 +112,18 @@ async fn serve(
         }
     }
     let _ = requests.send(String::from_utf8_lossy(&head).into_owned());
+    if let Behaviour::AnswerWithHeaders { count, value_len } = behaviour {
+        let value = "v".repeat(value_len);
+        let mut response = String::from(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n",
+        );
+        for i in 0..count {
+            response.push_str(&format!("x-upstream-{i}: {value}\r\n"));
+        }
+        response.push_str("\r\n{}");
+        let _ = stream.write_all(response.as_bytes()).await;
+        return;
+    }
     if let Behaviour::StreamThenHold = behaviour {
         let start = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{FIRST_EVENT}\r\n",

@@ -17,4 +17,5 @@ mod sdk;
 mod secrets;
 mod shutdown;
 mod tls;
+mod untrusted_input;
 mod up;

@@ -82,6 +82,17 @@ pub fn cut(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
+/// `url` with any user info (`user:password@`) in its authority replaced by `***@`, for error
+/// messages about URLs an operator typed: the string need not parse as a URL.
+pub fn redact_user_info(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => Cow::Owned(format!("{}***{}", &url[..start], &url[start + at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +126,13 @@ mod tests {
         assert_eq!(short, format!("\"{}\"… (100000 bytes)", "x".repeat(EXCERPT_CHARS)));
         assert_eq!(excerpt("a\u{1b}b"), "\"a\\u{1b}b\"");
         assert_eq!(excerpt_of("ééé", 2), "\"éé\"… (6 bytes)");
+    }
+
+    #[test]
+    fn user_info_is_redacted_even_in_urls_that_do_not_parse() {
+        assert_eq!(redact_user_info("http://admin:S3cret@cp:50051/x@y"), "http://***@cp:50051/x@y");
+        assert_eq!(redact_user_info("admin:S3cret@[cp"), "***@[cp");
+        assert_eq!(redact_user_info("https://cp:50051"), "https://cp:50051");
     }
 
     #[test]

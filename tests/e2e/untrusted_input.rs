@@ -172,4 +172,11 @@ async fn startup_errors_never_repeat_a_password_or_a_credential() {
         assert_ne!(failed.code, Some(0), "{failed:?}");
         assert!(failed.stderr.contains(variable) && !failed.stderr.contains("S3cretPw"), "{failed:?}");
     }
+    // Nor does the CLI repeat the user info of the control plane's URL.
+    for url in ["http://admin:S3cretPw@127.0.0.1:1", "admin:S3cretPw@[bad"] {
+        let failed =
+            run_cli(&["keys", "list", "--control-plane", url], &[("AURORA_MASTER_KEY", ADMIN_KEY)], None).await;
+        let line = failed.error_line();
+        assert!(line.contains("***@") && !line.contains("S3cretPw"), "{line}");
+    }
 }

@@ -126,8 +126,10 @@ impl Admin {
         Ok(self.client.revoke_key(request(RevokeKeyRequest { id: id.into() })).await?.into_inner().revision)
     }
 
+    /// The first (largest) page of the fleet: a benchmark runs far fewer than 1000 replicas.
     pub(crate) async fn data_planes(&mut self) -> anyhow::Result<ListDataPlanesResponse> {
-        Ok(self.client.list_data_planes(request(ListDataPlanesRequest {})).await?.into_inner())
+        let list = ListDataPlanesRequest { page_size: 1000, page_token: String::new() };
+        Ok(self.client.list_data_planes(request(list)).await?.into_inner())
     }
 
     /// Waits until `count` data planes are connected and have acknowledged the head revision.

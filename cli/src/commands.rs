@@ -12,9 +12,10 @@ pub(crate) mod up;
 
 use std::process::ExitCode;
 
-/// Prints an error as one line (with its causes) and returns a failing exit code.
+/// Prints an error as one line (with its causes) and returns a failing exit code. The line is
+/// escaped: a status message can repeat what a server or a data plane sent.
 #[allow(clippy::print_stderr)]
 pub(crate) fn report_error(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    eprintln!("error: {}", aurora_core::text::escape(&format!("{err:#}")));
     ExitCode::FAILURE
 }

@@ -176,7 +176,22 @@ pub async fn run(store: &dyn Store, vars: &ProductVars) -> Result<Option<Revisio
     if vars.master_key().is_none() {
         tracing::warn!("AURORA_MASTER_KEY is not set: the admin API rejects every call until it is");
     }
+    for (variable, base_url, warning) in upstream_warnings(vars) {
+        tracing::warn!(variable, %base_url, "{warning}");
+    }
     Ok(revision)
+}
+
+/// The `<PROVIDER>_BASE_URL` variables that point somewhere unusual (see
+/// [`BaseUrl::upstream_warning`](aurora_core::BaseUrl::upstream_warning)), with the warning.
+pub fn upstream_warnings(vars: &ProductVars) -> Vec<(&'static str, &aurora_core::BaseUrl, &'static str)> {
+    ProviderKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let url = vars.base_url(kind)?;
+            Some((kind.base_url_env(), url, url.upstream_warning(kind)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -282,6 +297,17 @@ mod tests {
         let mut vars = vars();
         vars.master_key = Some("old".into());
         assert!(Bootstrap::new(vars).plan(&state, SystemTime::UNIX_EPOCH).is_empty());
+    }
+
+    #[test]
+    fn local_base_urls_are_warned_about_except_a_local_vllm() {
+        let mut vars = vars();
+        vars.base_urls.openai = Some(BaseUrl::parse("http://169.254.169.254/v1").expect("valid"));
+        vars.base_urls.anthropic = Some(BaseUrl::parse("http://[::1]:2375").expect("valid"));
+        vars.base_urls.zai = Some(BaseUrl::parse("https://api.z.ai/api/paas/v4").expect("valid"));
+        vars.base_urls.vllm = Some(BaseUrl::parse("http://127.0.0.1:8000/v1").expect("valid"));
+        let warned: Vec<&str> = upstream_warnings(&vars).into_iter().map(|(variable, _, _)| variable).collect();
+        assert_eq!(warned, ["OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod feed;
+pub mod limits;
 pub mod service;
 pub mod snapshot;
 

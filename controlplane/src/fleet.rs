@@ -20,6 +20,9 @@ use crate::store::Revision;
 /// What the control plane knows about one connected replica.
 #[derive(Debug, Clone)]
 pub struct Replica {
+    /// The registration's id, unique in this process: with the node id, the position of the
+    /// replica in listings (two streams may share a node id while one reconnects).
+    pub id: u64,
     pub node_id: String,
     pub address: Option<SocketAddr>,
     pub version: String,
@@ -142,6 +145,7 @@ impl Fleet {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now();
         let replica = Replica {
+            id,
             node_id,
             address,
             version,
@@ -162,10 +166,24 @@ impl Fleet {
         Registration { fleet: self.clone(), id }
     }
 
-    /// The replicas, ordered by node id.
+    /// The replicas, ordered by node id, then by when they connected.
     pub fn list(&self) -> Vec<Replica> {
-        let mut list: Vec<Replica> = self.lock().replicas.values().cloned().collect();
-        list.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.connected_at.cmp(&b.connected_at)));
+        self.list_after(None, usize::MAX)
+    }
+
+    /// At most `limit` replicas that come after `after` (a node id and registration id) in
+    /// [`list`](Self::list) order: one page of a listing that stays consistent while replicas
+    /// come and go.
+    pub fn list_after(&self, after: Option<(&str, u64)>, limit: usize) -> Vec<Replica> {
+        let mut list: Vec<Replica> = self
+            .lock()
+            .replicas
+            .values()
+            .filter(|r| after.is_none_or(|after| (r.node_id.as_str(), r.id) > after))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.id.cmp(&b.id)));
+        list.truncate(limit);
         list
     }
 
@@ -302,6 +320,25 @@ mod tests {
             tokio::task::yield_now().await;
         }
         waiter
+    }
+
+    /// Pages follow each other without gaps or repeats, even when a node id appears twice
+    /// (a reconnect) and replicas leave between pages.
+    #[test]
+    fn listings_page_by_node_id_then_connection() {
+        let fleet = Fleet::new();
+        let _b = fleet.register("b".into(), None, "v".into());
+        let a1 = fleet.register("a".into(), None, "v".into());
+        let _c = fleet.register("c".into(), None, "v".into());
+        let _a2 = fleet.register("a".into(), None, "v".into());
+        let first = fleet.list_after(None, 2);
+        assert_eq!(first.iter().map(|r| r.node_id.as_str()).collect::<Vec<_>>(), ["a", "a"]);
+        assert!(first[0].id < first[1].id);
+        drop(a1);
+        let last = &first[1];
+        let rest = fleet.list_after(Some((&last.node_id, last.id)), 10);
+        assert_eq!(rest.iter().map(|r| r.node_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(fleet.list().len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,14 +8,17 @@
 mod base_url;
 mod credential;
 mod duration;
+mod expiry;
 mod key;
 mod product_vars;
 mod provider;
 mod settings;
+pub mod text;
 
-pub use base_url::{BaseUrl, BaseUrlError};
+pub use base_url::{BaseUrl, BaseUrlError, HostScope};
 pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential};
 pub use duration::parse_positive_duration;
+pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
 pub use product_vars::{ProductVars, ProviderBaseUrls, ProviderCredentials};
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};

@@ -5,8 +5,11 @@
 //! Every field is optional so that callers can tell "not set" from "set to the default": the
 //! control plane applies only the variables an operator actually set (see its bootstrap).
 
-use clap::Args;
-use clap::builder::BoolishValueParser;
+use std::ffi::OsStr;
+
+use clap::builder::{BoolishValueParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{Arg, Args, Command};
 
 use crate::{BaseUrl, KeyHash, ProviderKind, ProviderSet, Settings};
 
@@ -39,30 +42,30 @@ pub struct ProductVars {
 /// `<PROVIDER>_API_KEY`: upstream credentials. Never printed, not even by `--help`.
 #[derive(Args, Clone, Default)]
 pub struct ProviderCredentials {
-    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
+    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub openai: Option<String>,
-    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
+    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub anthropic: Option<String>,
-    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
+    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub openrouter: Option<String>,
-    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
+    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub zai: Option<String>,
-    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true, hide = true, value_parser = parse_credential)]
+    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub vllm: Option<String>,
 }
 
 /// `<PROVIDER>_BASE_URL`: upstream base URLs, validated at startup.
 #[derive(Args, Clone, Default, Debug)]
 pub struct ProviderBaseUrls {
-    #[arg(id = "openai_base_url", long = "openai-base-url", env = "OPENAI_BASE_URL", value_parser = parse_base_url)]
+    #[arg(id = "openai_base_url", long = "openai-base-url", env = "OPENAI_BASE_URL", value_parser = Quiet(parse_base_url))]
     pub openai: Option<BaseUrl>,
-    #[arg(id = "anthropic_base_url", long = "anthropic-base-url", env = "ANTHROPIC_BASE_URL", value_parser = parse_base_url)]
+    #[arg(id = "anthropic_base_url", long = "anthropic-base-url", env = "ANTHROPIC_BASE_URL", value_parser = Quiet(parse_base_url))]
     pub anthropic: Option<BaseUrl>,
-    #[arg(id = "openrouter_base_url", long = "openrouter-base-url", env = "OPENROUTER_BASE_URL", value_parser = parse_base_url)]
+    #[arg(id = "openrouter_base_url", long = "openrouter-base-url", env = "OPENROUTER_BASE_URL", value_parser = Quiet(parse_base_url))]
     pub openrouter: Option<BaseUrl>,
-    #[arg(id = "zai_base_url", long = "zai-base-url", env = "ZAI_BASE_URL", value_parser = parse_base_url)]
+    #[arg(id = "zai_base_url", long = "zai-base-url", env = "ZAI_BASE_URL", value_parser = Quiet(parse_base_url))]
     pub zai: Option<BaseUrl>,
-    #[arg(id = "vllm_base_url", long = "vllm-base-url", env = "VLLM_BASE_URL", value_parser = parse_base_url)]
+    #[arg(id = "vllm_base_url", long = "vllm-base-url", env = "VLLM_BASE_URL", value_parser = Quiet(parse_base_url))]
     pub vllm: Option<BaseUrl>,
 }
 
@@ -163,6 +166,35 @@ fn parse_base_url(raw: &str) -> Result<BaseUrl, String> {
     BaseUrl::parse(raw).map_err(|err| err.to_string())
 }
 
+/// A value parser whose errors name the variable but never repeat its value: clap's own errors
+/// print `invalid value '<value>'`, which for a credential is the secret and for a base URL may
+/// hold a password (`https://user:pw@host`), and would reach the terminal and the pod's log.
+#[derive(Clone)]
+struct Quiet<T>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Quiet<T> {
+    type Value = T;
+
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, clap::Error> {
+        let name = arg.map_or_else(|| "value".to_owned(), describe);
+        let error = |message: &str| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("invalid {name}: {message}\n")).with_cmd(cmd)
+        };
+        let raw = value.to_str().ok_or_else(|| error("not valid UTF-8"))?;
+        (self.0)(raw).map_err(|message| error(&message))
+    }
+}
+
+/// `OPENAI_BASE_URL (--openai-base-url)`: how an operator finds the setting.
+fn describe(arg: &Arg) -> String {
+    match (arg.get_env(), arg.get_long()) {
+        (Some(env), Some(long)) => format!("{} (--{long})", env.to_string_lossy()),
+        (Some(env), None) => env.to_string_lossy().into_owned(),
+        (None, Some(long)) => format!("--{long}"),
+        (None, None) => arg.get_id().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -202,6 +234,23 @@ mod tests {
         assert_eq!(vars.base_url(ProviderKind::Vllm).unwrap().as_str(), "http://gpu:8000/v1");
         let debug = format!("{vars:?}");
         assert!(!debug.contains("sk-ant-secret") && !debug.contains("mk-secret"), "{debug}");
+    }
+
+    /// The startup error names the variable and what is wrong, never the value: a password in
+    /// a base URL and a credential are secrets.
+    #[test]
+    fn errors_about_secrets_never_repeat_them() {
+        for (flag, value) in [
+            ("--openai-base-url", "ftp://admin:S3cretPw@x.com"),
+            ("--openai-base-url", "http://admin:S3cretPw@[bad/v1"),
+            ("--openai-base-url", "https://admin:S3cretPw@x.com/v1"),
+            ("--zai-api-key", "sk-S3cretPw\u{7f}"),
+        ] {
+            let err = Cli::try_parse_from(["x", &format!("{flag}={value}")]).err().expect(value);
+            let text = err.render().to_string();
+            assert!(!text.contains("S3cretPw"), "{text}");
+            assert!(text.contains(flag), "the error names the setting: {text}");
+        }
     }
 
     #[test]

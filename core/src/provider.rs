@@ -40,9 +40,10 @@ pub enum ErrorShape {
     OpenAi,
 }
 
-/// Returned when a provider name is not one Aurora knows; its message lists the known ones.
+/// Returned when a provider name is not one Aurora knows; its message lists the known ones and
+/// repeats no more than a short, escaped prefix of the name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider {name:?}; known providers: {known}", known = ProviderKind::known_list())]
+#[error("unknown provider {name}; known providers: {known}", name = crate::text::excerpt(.name), known = ProviderKind::known_list())]
 pub struct UnknownProvider {
     pub name: String,
 }

@@ -19,4 +19,5 @@ mod secrets;
 mod shutdown;
 mod store_faults;
 mod tls;
+mod untrusted_input;
 mod up;

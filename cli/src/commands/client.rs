@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use aurora_core::text::redact_user_info;
 use aurora_proto::v1::admin_service_client::AdminServiceClient;
 use clap::Args;
 use tonic::metadata::MetadataValue;
@@ -113,7 +114,7 @@ fn settled(revision: u64, outcome: &aurora_proto::v1::WaitForRevisionResponse) -
 impl std::fmt::Debug for ClientArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientArgs")
-            .field("url", &self.url)
+            .field("url", &redact_user_info(&self.url))
             .field("token_set", &self.token.is_some())
             .field("output", &self.output)
             .field("wait", &self.wait)
@@ -154,7 +155,7 @@ impl ClientArgs {
             .map_err(|_| anyhow::anyhow!("the admin token must be printable ASCII"))?;
         bearer.set_sensitive(true);
         let mut endpoint = Endpoint::from_shared(self.url.clone())
-            .with_context(|| format!("invalid --control-plane URL {:?}", self.url))?
+            .with_context(|| format!("invalid --control-plane URL {:?}", redact_user_info(&self.url)))?
             .connect_timeout(Duration::from_secs(5))
             // Long enough for the longest WaitForRevision (5 min) that --wait-timeout allows.
             .timeout(Duration::from_secs(330));
@@ -163,10 +164,9 @@ impl ClientArgs {
             let tls = aurora_dataplane::subscription::client_tls(self.tls_ca.as_deref(), identity, None)?;
             endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|err| anyhow::anyhow!("cannot reach the control plane at {}: {}", self.url, root_cause(&err)))?;
+        let channel = endpoint.connect().await.map_err(|err| {
+            anyhow::anyhow!("cannot reach the control plane at {}: {}", redact_user_info(&self.url), root_cause(&err))
+        })?;
         Ok(AdminServiceClient::with_interceptor(channel, BearerToken(bearer)))
     }
 }

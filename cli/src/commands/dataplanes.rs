@@ -4,18 +4,37 @@ use aurora_proto::v1 as pb;
 use clap::Args;
 use serde_json::json;
 
-use super::client::{CallExt, ClientArgs};
+use super::client::{AdminClient, CallExt, ClientArgs};
 use super::output::{self, OutputFormat, Table};
 
 #[derive(Debug, Args)]
 pub(crate) struct DataplanesArgs {
     #[command(flatten)]
     client: ClientArgs,
+
+    /// Replicas fetched per request (at most 1000); every page is fetched and listed.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    page_size: u32,
+}
+
+/// Every replica, page after page, and the newest head revision any page reported.
+async fn fetch_all(client: &mut AdminClient, page_size: u32) -> anyhow::Result<pb::ListDataPlanesResponse> {
+    let mut all = pb::ListDataPlanesResponse::default();
+    let mut page_token = String::new();
+    loop {
+        let page = client.list_data_planes(pb::ListDataPlanesRequest { page_size, page_token }).await.or_status()?;
+        all.data_planes.extend(page.data_planes);
+        all.head_revision = all.head_revision.max(page.head_revision);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 pub(crate) async fn run(args: DataplanesArgs) -> anyhow::Result<()> {
     let mut client = args.client.connect().await?;
-    let fleet = client.list_data_planes(pb::ListDataPlanesRequest {}).await.or_status()?;
+    let fleet = fetch_all(&mut client, args.page_size).await?;
     let head = fleet.head_revision;
     match args.client.output {
         OutputFormat::Json => output::print_json(&json!({

@@ -1,6 +1,6 @@
 //! `aurora keys create|list|get|update|revoke|delete`: gateway keys.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aurora_proto::v1 as pb;
 use clap::{ArgGroup, Args, Subcommand};
@@ -62,20 +62,22 @@ struct CreateArgs {
     disabled: bool,
 }
 
+/// Both forms are turned into an instant while the arguments are parsed, and refused there
+/// when it lies after the latest expiry the API accepts: a bad expiry stops the command before
+/// anything is created.
 #[derive(Debug, Args)]
 struct ExpiryArgs {
-    /// Expiry as an RFC 3339 timestamp, e.g. 2027-01-31T00:00:00Z.
+    /// Expiry as an RFC 3339 timestamp, e.g. 2027-01-31T00:00:00Z (at most 9999-12-31T23:59:59Z).
     #[arg(long, value_parser = parse_time, group = "expiry")]
     expires_at: Option<SystemTime>,
     /// Expiry as a duration from now, e.g. 30d or 12h.
-    #[arg(long, value_parser = humantime::parse_duration, group = "expiry")]
-    expires_in: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_expires_in, group = "expiry")]
+    expires_in: Option<SystemTime>,
 }
 
 impl ExpiryArgs {
     fn timestamp(&self) -> Option<prost_types::Timestamp> {
-        let at = self.expires_at.or_else(|| self.expires_in.map(|d| SystemTime::now() + d));
-        at.map(Into::into)
+        self.expires_at.or(self.expires_in).map(Into::into)
     }
 }
 
@@ -122,7 +124,24 @@ struct UpdateArgs {
 }
 
 fn parse_time(raw: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(raw).map_err(|err| format!("{err} (expected RFC 3339, e.g. 2027-01-31T00:00:00Z)"))
+    let time = humantime::parse_rfc3339_weak(raw)
+        .map_err(|err| format!("{err} (expected RFC 3339, e.g. 2027-01-31T00:00:00Z)"))?;
+    within_range(time)
+}
+
+/// Now plus the duration, with checked arithmetic: `18446744073709551615s` overflows the clock.
+fn parse_expires_in(raw: &str) -> Result<SystemTime, String> {
+    let duration = humantime::parse_duration(raw).map_err(|err| format!("{err} (expected e.g. 30d or 12h)"))?;
+    let time = SystemTime::now().checked_add(duration).ok_or_else(too_late)?;
+    within_range(time)
+}
+
+fn within_range(time: SystemTime) -> Result<SystemTime, String> {
+    if time > aurora_core::latest_expiry() { Err(too_late()) } else { Ok(time) }
+}
+
+fn too_late() -> String {
+    format!("the expiry would be after {}, the latest a key may have", aurora_core::LATEST_EXPIRY)
 }
 
 pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
@@ -240,12 +259,32 @@ fn print_key(key: &pb::Key, revision: Option<u64>, format: OutputFormat) -> anyh
         OutputFormat::Table => {
             let mut text = output::key_table(std::slice::from_ref(key)).render();
             if !key.description.is_empty() {
-                text.push_str(&format!("description: {}\n", key.description));
+                text.push_str(&format!("description: {}\n", aurora_core::text::escape(&key.description)));
             }
             if let Some(revision) = revision {
                 text.push_str(&format!("revision: {revision}\n"));
             }
             output::print(&text)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn expiries_are_checked_before_any_request() {
+        let in_a_day = parse_expires_in("1d").unwrap();
+        assert!(in_a_day > SystemTime::now() + Duration::from_secs(86_000));
+        for raw in ["20000y", "18446744073709551615s", "8000y"] {
+            let err = parse_expires_in(raw).expect_err(raw);
+            assert!(err.contains("9999-12-31T23:59:59Z"), "{raw}: {err}");
+        }
+        assert!(parse_expires_in("soon").is_err());
+        assert!(parse_time("9999-12-31T23:59:59Z").is_ok());
+        assert!(parse_time("10000-01-01T00:00:00Z").is_err());
     }
 }

@@ -107,6 +107,11 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
             let request =
                 pb::UpsertProviderRequest { name: set.name, enabled, base_url: set.base_url, credential_change };
             let upserted = client.upsert_provider(request).await.or_status()?;
+            // On stderr, so that `-o json` output on stdout stays one JSON document.
+            #[allow(clippy::print_stderr)]
+            for warning in &upserted.warnings {
+                eprintln!("warning: {}", aurora_core::text::escape(warning));
+            }
             let provider = upserted.provider.unwrap_or_default();
             match format {
                 OutputFormat::Json => {

@@ -175,9 +175,19 @@ impl AdminService for AdminApi {
                         Some(pb::upsert_provider_request::CredentialChange::ClearCredential(false)) | None => None,
                     },
                 };
+                let warnings: Vec<String> = patch
+                    .base_url
+                    .as_ref()
+                    .and_then(|url| url.upstream_warning(kind))
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect();
                 let (record, revision) = self.store.upsert_provider(kind, patch).await?;
                 tracing::info!(provider = %kind, revision, "provider upserted");
-                Ok(pb::ProviderMutationResponse { provider: Some(convert::provider(&record)), revision })
+                for warning in &warnings {
+                    tracing::warn!(provider = %kind, base_url = %record.base_url, "{warning}");
+                }
+                Ok(pb::ProviderMutationResponse { provider: Some(convert::provider(&record)), revision, warnings })
             }
             .await,
         )
@@ -221,15 +231,24 @@ impl AdminService for AdminApi {
 
     // These two read the fleet: the config stream registers each connected data plane there and
     // records every revision it acknowledges or rejects.
-    async fn list_data_planes(
-        &self,
-        _request: Request<pb::ListDataPlanesRequest>,
-    ) -> Reply<pb::ListDataPlanesResponse> {
+    async fn list_data_planes(&self, request: Request<pb::ListDataPlanesRequest>) -> Reply<pb::ListDataPlanesResponse> {
+        let req = request.into_inner();
         reply(
             async {
+                let page_size = validate::page_size(req.page_size)? as usize;
+                let after = validate::data_plane_page_token(&req.page_token)?;
                 let head_revision = self.store.head_revision().await?;
-                let data_planes = self.fleet.list().iter().map(convert::data_plane).collect();
-                Ok(pb::ListDataPlanesResponse { data_planes, head_revision })
+                // One extra replica tells whether another page follows.
+                let mut replicas =
+                    self.fleet.list_after(after.as_ref().map(|(node_id, id)| (node_id.as_str(), *id)), page_size + 1);
+                let more = replicas.len() > page_size;
+                replicas.truncate(page_size);
+                let next_page_token = match replicas.last() {
+                    Some(last) if more => validate::next_data_plane_page_token(&last.node_id, last.id),
+                    _ => String::new(),
+                };
+                let data_planes = replicas.iter().map(convert::data_plane).collect();
+                Ok(pb::ListDataPlanesResponse { data_planes, head_revision, next_page_token })
             }
             .await,
         )
@@ -260,3 +279,7 @@ impl AdminService for AdminApi {
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "service_limits_tests.rs"]
+mod limits_tests;

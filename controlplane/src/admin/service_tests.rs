@@ -14,15 +14,15 @@ use tonic::transport::Channel;
 
 use crate::Config;
 
-const MASTER_KEY: &str = "test-master-key";
+pub(super) const MASTER_KEY: &str = "test-master-key";
 
-struct Running {
-    channel: Channel,
+pub(super) struct Running {
+    pub(super) channel: Channel,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
 
-async fn serve(master_key: Option<&str>) -> Running {
+pub(super) async fn serve(master_key: Option<&str>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config =
         Config::new("127.0.0.1:0".parse().unwrap(), format!("sqlite://{}/cp.db", dir.path().display()), "node-token");
@@ -38,7 +38,7 @@ async fn serve(master_key: Option<&str>) -> Running {
 }
 
 #[derive(Clone)]
-struct Bearer(Option<&'static str>);
+pub(super) struct Bearer(Option<&'static str>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -49,24 +49,24 @@ impl Interceptor for Bearer {
     }
 }
 
-type Client = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+pub(super) type Client = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn client(running: &Running, token: Option<&'static str>) -> Client {
     AdminServiceClient::with_interceptor(running.channel.clone(), Bearer(token))
 }
 
-async fn admin() -> (Running, Client) {
+pub(super) async fn admin() -> (Running, Client) {
     let running = serve(Some(MASTER_KEY)).await;
     let client = client(&running, Some(MASTER_KEY));
     (running, client)
 }
 
-fn create(name: &str) -> pb::CreateKeyRequest {
+pub(super) fn create(name: &str) -> pb::CreateKeyRequest {
     pb::CreateKeyRequest { name: name.into(), ..Default::default() }
 }
 
 /// Asserts the call failed with `code` and a message containing `needle`.
-fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
+pub(super) fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("the call should fail");
     assert_eq!(status.code(), code, "{status:?}");
     assert!(status.message().contains(needle), "{:?} does not mention {needle:?}", status.message());
@@ -189,7 +189,7 @@ async fn status_codes_are_precise() {
         "already revoked",
     );
 
-    let fleet = admin.list_data_planes(pb::ListDataPlanesRequest {}).await.unwrap().into_inner();
+    let fleet = admin.list_data_planes(pb::ListDataPlanesRequest::default()).await.unwrap().into_inner();
     assert!(fleet.data_planes.is_empty());
     let head = fleet.head_revision;
     let beyond = pb::WaitForRevisionRequest { revision: head + 1, timeout_ms: 0 };

@@ -1,9 +1,13 @@
 //! Validation of admin requests into domain values. Every error names the field it is about,
-//! as `INVALID_ARGUMENT: name: must be 1 to 128 characters`.
+//! as `INVALID_ARGUMENT: name: must be 1 to 128 characters`, and repeats at most a short,
+//! escaped prefix of what the client sent (see `aurora_core::text::excerpt`).
+//!
+//! The bounds here are documented in `docs/OPERATIONS.md` ("Limits").
 
 use std::time::SystemTime;
 
-use aurora_core::{BaseUrl, ProviderKind, ProviderSet};
+use aurora_core::text::{excerpt, first_unsafe_char};
+use aurora_core::{BaseUrl, LATEST_EXPIRY, ProviderKind, ProviderSet};
 use uuid::Uuid;
 
 use crate::store::Credential;
@@ -26,7 +30,21 @@ fn invalid(field: &'static str, message: impl Into<String>) -> FieldError {
 }
 
 pub(crate) fn key_id(raw: &str) -> Result<Uuid, FieldError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| invalid("id", format!("{raw:?} is not a key id (a UUID)")))
+    Uuid::parse_str(raw.trim()).map_err(|_| invalid("id", format!("{} is not a key id (a UUID)", excerpt(raw))))
+}
+
+/// Stored text that people read in terminals and logs must not be able to rewrite them.
+fn printable(field: &'static str, text: &str) -> Result<(), FieldError> {
+    match first_unsafe_char(text) {
+        Some(c) => Err(invalid(
+            field,
+            format!(
+                "must not contain control, bidi-override or line-separator characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn name(raw: &str) -> Result<String, FieldError> {
@@ -35,9 +53,7 @@ pub(crate) fn name(raw: &str) -> Result<String, FieldError> {
     if chars == 0 || chars > NAME_MAX_CHARS {
         return Err(invalid("name", format!("must be 1 to {NAME_MAX_CHARS} characters")));
     }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name", "must not contain control characters"));
-    }
+    printable("name", name)?;
     Ok(name.to_owned())
 }
 
@@ -45,14 +61,20 @@ pub(crate) fn description(raw: &str) -> Result<String, FieldError> {
     if raw.chars().count() > DESCRIPTION_MAX_CHARS {
         return Err(invalid("description", format!("must be at most {DESCRIPTION_MAX_CHARS} characters")));
     }
+    printable("description", raw)?;
     Ok(raw.to_owned())
 }
 
-/// An expiry, which must lie in the future.
+/// An expiry, which must lie in the future and no later than the last second of year 9999:
+/// later instants have no RFC 3339 form, so no tool could show them.
 pub(crate) fn expires_at(timestamp: &prost_types::Timestamp, now: SystemTime) -> Result<SystemTime, FieldError> {
+    let out_of_range = || invalid("expires_at", format!("must be in the future and no later than {LATEST_EXPIRY}"));
+    if timestamp.seconds > aurora_core::LATEST_EXPIRY_UNIX_SECS {
+        return Err(out_of_range());
+    }
     let time = SystemTime::try_from(*timestamp).map_err(|_| invalid("expires_at", "not a valid timestamp"))?;
-    if time <= now {
-        return Err(invalid("expires_at", "must be in the future"));
+    if time <= now || time > aurora_core::latest_expiry() {
+        return Err(out_of_range());
     }
     // The store keeps milliseconds; truncate now so the response equals later reads.
     Ok(crate::time::from_millis(crate::time::to_millis(time)))
@@ -113,6 +135,31 @@ pub(crate) fn next_page_token(last: Uuid) -> String {
     hex::encode(last.as_bytes())
 }
 
+/// A `ListDataPlanes` position: the last replica's node id and registration id.
+pub(crate) type DataPlaneCursor = (String, u64);
+
+/// Data-plane page tokens are the hex of the last replica's registration id (8 bytes, big
+/// endian) followed by its node id.
+pub(crate) fn data_plane_page_token(raw: &str) -> Result<Option<DataPlaneCursor>, FieldError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "not a token from a previous response");
+    if raw.len() > 2 * (8 + crate::config_stream::limits::MAX_NODE_ID_BYTES) {
+        return Err(bad());
+    }
+    let bytes = hex::decode(raw).map_err(|_| bad())?;
+    let (id, node_id) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+    let node_id = String::from_utf8(node_id.to_vec()).map_err(|_| bad())?;
+    Ok(Some((node_id, u64::from_be_bytes(*id))))
+}
+
+pub(crate) fn next_data_plane_page_token(node_id: &str, id: u64) -> String {
+    let mut bytes = id.to_be_bytes().to_vec();
+    bytes.extend_from_slice(node_id.as_bytes());
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -128,6 +175,32 @@ mod tests {
         assert!(name("a\nb").is_err());
     }
 
+    /// Names and descriptions reach terminals and logs: no controls, bidi overrides or
+    /// separators, and the error says which character it found.
+    #[test]
+    fn stored_text_refuses_terminal_tricks() {
+        for bad in ["evil\u{202e}gpj.exe", "a\u{2028}b", "a\u{2029}b", "a\u{2066}b", "a\u{1b}[2Jb", "a\u{9b}b", "a\rb"]
+        {
+            let err = name(bad).expect_err(bad);
+            assert_eq!(err.field, "name");
+            assert!(err.message.contains("U+"), "{err}");
+            assert_eq!(description(bad).map_err(|e| e.field), Err("description"));
+        }
+        assert_eq!(name("évé 日本 ok").as_deref(), Ok("évé 日本 ok"));
+        assert!(description("plain text, with punctuation!").is_ok());
+    }
+
+    /// A 100 KB id must not come back in the status message (it would not fit the client's
+    /// metadata limit, turning INVALID_ARGUMENT into RESOURCE_EXHAUSTED).
+    #[test]
+    fn bad_ids_are_echoed_as_a_short_prefix_only() {
+        let err = key_id(&"x".repeat(100_000)).expect_err("not a UUID").to_string();
+        assert!(err.len() < 100, "{err}");
+        assert!(err.starts_with("id: \"xxxx"), "{err}");
+        let err = providers("allowed_providers", &["\u{1b}]0;pwned\u{7}".repeat(1000)]).expect_err("unknown");
+        assert!(err.to_string().len() < 200 && !err.to_string().contains('\u{1b}'), "{err}");
+    }
+
     #[test]
     fn expiry_must_be_in_the_future() {
         let now = SystemTime::now();
@@ -135,6 +208,18 @@ mod tests {
         let future = prost_types::Timestamp::from(now + Duration::from_secs(60));
         assert_eq!(expires_at(&past, now).map_err(|e| e.field), Err("expires_at"));
         assert!(expires_at(&future, now).is_ok());
+    }
+
+    /// Year 10000 used to be stored, and then broke every `aurora keys list`.
+    #[test]
+    fn expiry_is_at_most_the_last_second_of_9999() {
+        let now = SystemTime::now();
+        let latest = prost_types::Timestamp { seconds: 253_402_300_799, nanos: 0 };
+        assert!(expires_at(&latest, now).is_ok());
+        for seconds in [253_402_300_800, 253_402_300_800 * 2, i64::MAX] {
+            let err = expires_at(&prost_types::Timestamp { seconds, nanos: 0 }, now).expect_err("too late");
+            assert_eq!(err.to_string(), "expires_at: must be in the future and no later than 9999-12-31T23:59:59Z");
+        }
     }
 
     #[test]
@@ -161,5 +246,15 @@ mod tests {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(1000), Ok(1000));
         assert!(page_size(1001).is_err());
+    }
+
+    #[test]
+    fn data_plane_page_tokens_round_trip_and_garbage_is_refused() {
+        let token = next_data_plane_page_token("dp-é", 42);
+        assert_eq!(data_plane_page_token(&token), Ok(Some(("dp-é".to_owned(), 42))));
+        assert_eq!(data_plane_page_token(""), Ok(None));
+        for bad in ["zz", "00", &"0".repeat(10_000), "00000000000000ffff"] {
+            assert_eq!(data_plane_page_token(bad).map_err(|e| e.field), Err("page_token"), "{bad}");
+        }
     }
 }

@@ -18,7 +18,6 @@ use crate::store::Revision;
 
 /// How long a replica has to send its `Hello` after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_NODE_ID_LEN: usize = 253;
 
 #[derive(Debug, Clone)]
 pub struct ConfigStream {
@@ -59,9 +58,8 @@ impl ConfigService for ConfigStream {
             Err(_) => return Err(Status::deadline_exceeded("no Hello received within 10 s")),
             Ok(_) => return Err(Status::invalid_argument("the first message on the stream must be a Hello")),
         };
-        if hello.node_id.is_empty() || hello.node_id.len() > MAX_NODE_ID_LEN {
-            return Err(Status::invalid_argument(format!("node_id: must be 1 to {MAX_NODE_ID_LEN} bytes")));
-        }
+        // From here on node_id and version are safe to keep, list and log as they are.
+        super::limits::check_hello(&hello)?;
 
         // A small buffer: a slow replica back-pressures its own session, nobody else's.
         let (outbound, receiver) = mpsc::channel(16);
@@ -175,8 +173,9 @@ impl Session {
                     }
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::Nack(nack)) })) => {
                         let revision = nack.revision.min(self.sent);
-                        tracing::warn!(node_id = %self.node_id, revision, error = %nack.error, resync = nack.resync, "data plane rejected a revision; it keeps its last good state");
-                        self.registration.reject(revision, nack.error);
+                        let error = super::limits::nack_error(&nack.error);
+                        tracing::warn!(node_id = %self.node_id, revision, %error, resync = nack.resync, "data plane rejected a revision; it keeps its last good state");
+                        self.registration.reject(revision, error);
                         if nack.resync {
                             // It saw a gap: nothing but a snapshot lets it continue.
                             snapshot_now = true;

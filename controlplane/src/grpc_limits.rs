@@ -17,8 +17,8 @@
 //!   within 10 s, then HTTP/2 keep-alive pings.
 //!
 //! So buffered request bytes stay below `max_connections × max_streams_per_connection ×
-//! ADMIN_MAX_MESSAGE` (512 × 64 × 64 KiB = 2 GiB with the defaults, far less in practice: one
-//! hostile connection holds at most 4 MiB, for at most `request_timeout`).
+//! ADMIN_MAX_MESSAGE` (512 × 64 × 256 KiB with the defaults; one hostile connection holds at
+//! most 16 MiB, for at most `request_timeout`). Lower either setting to tighten it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,8 +39,9 @@ use tonic::body::Body;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// The largest admin request: a key with its description and providers, a provider with its
-/// credential. Far above any real one, far below tonic's 4 MiB default.
-pub const ADMIN_MAX_MESSAGE: usize = 64 * 1024;
+/// credential. Far above any real one, far below tonic's 4 MiB default, and large enough that
+/// an oversized field is refused by validation, naming the field, rather than by the transport.
+pub const ADMIN_MAX_MESSAGE: usize = 256 * 1024;
 /// The largest message a data plane sends on its config stream (`Hello`, `Ack`, `Nack`).
 pub const CONFIG_STREAM_MAX_MESSAGE: usize = 64 * 1024;
 /// The largest health-check or reflection request.

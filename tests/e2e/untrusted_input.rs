@@ -94,14 +94,19 @@ async fn data_plane_text_is_bounded_escaped_and_paged() {
         let refused = subscribe(&cp, node_id, version).await.err().expect("refused");
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     }
+    let long = subscribe(&cp, "dp-x", &"v".repeat(200)).await.err().expect("refused");
+    assert!(long.message().starts_with("version: must be 0 to 128 bytes"), "{long:?}");
+    // Far past any field's bound, the message itself is over the config stream's 64 KiB limit.
     let huge = subscribe(&cp, "dp-x", &"v".repeat(3 << 20)).await.err().expect("refused");
-    assert!(huge.message().starts_with("version: must be 0 to 128 bytes"), "{huge:?}");
+    assert_eq!(huge.code(), tonic::Code::OutOfRange, "{huge:?}");
 
     let mut replicas = Vec::new();
     for node_id in ["dp-c", "dp-a", "dp-b"] {
         replicas.push(subscribe(&cp, node_id, "1.0").await.unwrap());
     }
-    let error = format!("bad\n\u{1b}[31mred\u{202e}{}", "e".repeat(3 << 20));
+    // Under the config stream's 64 KiB message limit (a larger Nack fails the stream), far over
+    // the 1024 bytes a rejection reason is kept to.
+    let error = format!("bad\n\u{1b}[31mred\u{202e}{}", "e".repeat(32 << 10));
     let nack = Nack { revision: 1, error, resync: false };
     replicas[0]
         .outbound

@@ -261,6 +261,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
             stall_timeout: Duration::from_secs(60),
             state: Arc::new(ConfigState::new()),
             applied: sender,
+            durability: aurora_dataplane::cache::writer::Durability::none(),
             metrics: Default::default(),
         };
         subscribers.spawn(subscriber.run(endpoints.clone()));

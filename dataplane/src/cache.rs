@@ -8,6 +8,14 @@
 //!
 //! Layout: `AURCACHE` (8 bytes), format version (u32 LE), payload length (u64 LE), SHA-256 of
 //! the payload (32 bytes), payload (a prost-encoded `SnapshotChunk` holding everything).
+//!
+//! Beside the generations, a [`journal`] holds every delta applied since the current one
+//! (`PATH.journal`, and `PATH.journal.prev` since the previous one), and the [`writer`] makes
+//! each revision durable before it is acknowledged: recovery replays the journal over the newest
+//! valid generation, so a replica that acknowledged revision R restarts at R or later.
+
+mod journal;
+pub mod writer;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -18,6 +26,7 @@ use aurora_proto::v1::SnapshotChunk;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use self::journal::{Journal, JournalPaths};
 use crate::snapshot::Snapshot;
 use crate::snapshot::proto::snapshot_from_chunk;
 
@@ -41,20 +50,24 @@ pub struct ConfigCache {
     temporary: PathBuf,
     /// Where the previous generation is linked before it replaces `previous`.
     previous_temporary: PathBuf,
+    journals: JournalPaths,
+}
+
+/// What recovery found: the configuration and how many journal deltas it replayed.
+#[derive(Debug)]
+pub struct Recovered {
+    pub snapshot: Arc<Snapshot>,
+    pub replayed: u64,
 }
 
 impl ConfigCache {
     pub fn new(path: &Path) -> Self {
-        let with_suffix = |suffix: &str| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
         ConfigCache {
             current: path.to_owned(),
-            previous: with_suffix(".prev"),
-            temporary: with_suffix(".tmp"),
-            previous_temporary: with_suffix(".prev.tmp"),
+            previous: with_suffix(path, ".prev"),
+            temporary: with_suffix(path, ".tmp"),
+            previous_temporary: with_suffix(path, ".prev.tmp"),
+            journals: JournalPaths::beside(path),
         }
     }
 
@@ -82,11 +95,7 @@ impl ConfigCache {
         // The cache holds upstream credentials: readable by the owner only. A temporary file
         // left by a crash is removed rather than reused, so it cannot keep wider permissions.
         remove_if_present(&self.temporary).map_err(io(&self.temporary))?;
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&self.temporary).map_err(io(&self.temporary))?;
+        let mut file = owner_only_new(&self.temporary).map_err(io(&self.temporary))?;
         file.write_all(&bytes).map_err(io(&self.temporary))?;
         file.sync_all().map_err(io(&self.temporary))?;
         drop(file);
@@ -100,27 +109,116 @@ impl ConfigCache {
         }
         fs::rename(&self.temporary, &self.current).map_err(io(&self.current))?;
         // Make the renames themselves durable.
-        if let Some(dir) = self.current.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        }
-        Ok(())
+        sync_parent(&self.current).map_err(io(&self.current))
     }
 
-    /// The newest valid generation, or `None` (each invalid file is logged).
+    /// Writes `snapshot` as the new current generation and starts an empty journal after it;
+    /// the old journal becomes the previous generation's, so that generation stays replayable
+    /// up to here. Every step is atomic, so a crash between them loses nothing.
+    pub(crate) fn store_generation(&self, snapshot: &Snapshot) -> Result<Journal, CacheError> {
+        self.store(snapshot)?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CacheError::Io { path, source }
+        };
+        if self.journals.current.exists() {
+            fs::rename(&self.journals.current, &self.journals.previous).map_err(io(&self.journals.previous))?;
+        }
+        Journal::create(&self.journals.current, snapshot.store_id, snapshot.revision)
+            .map_err(io(&self.journals.current))
+    }
+
+    /// The newest valid generation with its journal replayed over it, or `None` (each invalid
+    /// file is logged).
     pub fn load(&self) -> Option<Arc<Snapshot>> {
-        for path in [&self.current, &self.previous] {
+        self.recover().map(|recovered| recovered.snapshot)
+    }
+
+    /// Like [`ConfigCache::load`], saying how many journal deltas were replayed.
+    pub fn recover(&self) -> Option<Recovered> {
+        // The previous generation's journal runs into the current one's, so both replay over it.
+        let candidates = [
+            (&self.current, vec![&self.journals.current]),
+            (&self.previous, vec![&self.journals.previous, &self.journals.current]),
+        ];
+        for (path, journals) in candidates {
             if !path.exists() {
                 continue;
             }
             match read(path) {
                 Ok(snapshot) => {
-                    tracing::info!(path = %path.display(), revision = snapshot.revision, "loaded cached configuration");
-                    return Some(snapshot);
+                    let generation = snapshot.revision;
+                    let (snapshot, replayed) = replay(snapshot, &journals);
+                    tracing::info!(path = %path.display(), generation, replayed, revision = snapshot.revision, "loaded cached configuration");
+                    return Some(Recovered { snapshot, replayed });
                 }
                 Err(err) => tracing::warn!(error = %err, "ignoring cache generation"),
             }
         }
         None
+    }
+}
+
+/// Applies the journals' deltas that follow `snapshot` without a gap, in order; stops at the
+/// first gap or delta that does not apply. A journal from another store history is ignored.
+fn replay(snapshot: Arc<Snapshot>, journals: &[&PathBuf]) -> (Arc<Snapshot>, u64) {
+    let mut state = snapshot;
+    let mut replayed = 0;
+    for path in journals {
+        let Some(contents) = journal::read(path) else { continue };
+        if contents.store_id != state.store_id {
+            tracing::warn!(path = %path.display(), "ignoring a journal from another store history");
+            continue;
+        }
+        if contents.base > state.revision {
+            // Written after a generation newer than this one (which must be damaged).
+            tracing::warn!(path = %path.display(), base = contents.base, have = state.revision, "the journal starts after this generation; replay stops here");
+            return (state, replayed);
+        }
+        for delta in &contents.deltas {
+            if delta.revision <= state.revision {
+                continue;
+            }
+            if delta.revision != state.revision + 1 {
+                tracing::warn!(path = %path.display(), have = state.revision, next = delta.revision, "the journal does not continue this generation; replay stops here");
+                return (state, replayed);
+            }
+            match state.apply(delta) {
+                Ok(next) => {
+                    state = Arc::new(next);
+                    replayed += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), revision = delta.revision, error = %err, "a journal delta does not apply; replay stops here");
+                    return (state, replayed);
+                }
+            }
+        }
+    }
+    (state, replayed)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates `path`, which must not exist, readable by its owner only: cache files hold upstream
+/// credentials.
+fn owner_only_new(path: &Path) -> std::io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Makes a rename or creation in `path`'s directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir).and_then(|d| d.sync_all()),
+        None => Ok(()),
     }
 }
 
@@ -219,3 +317,7 @@ mod tests {
         assert!(cache.load().is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "cache/recovery_tests.rs"]
+mod recovery_tests;

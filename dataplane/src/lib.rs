@@ -42,6 +42,7 @@ pub use snapshot::Snapshot;
 
 use crate::admin::Admin;
 use crate::cache::ConfigCache;
+use crate::cache::writer::Durability;
 use crate::metrics::{ConfigMetrics, Metrics};
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
@@ -217,46 +218,32 @@ fn subscribe(
         return Err(StartError::NoControlPlaneUrl);
     }
     let cache = config.config_cache.as_deref().map(ConfigCache::new);
-    if let Some(snapshot) = cache.as_ref().and_then(ConfigCache::load) {
-        state.publish(snapshot);
+    let recovered = cache.as_ref().and_then(ConfigCache::recover);
+    let recovered_revision = recovered.as_ref().map(|r| r.snapshot.revision);
+    if let Some(recovered) = recovered {
+        state.publish(recovered.snapshot);
     }
-    let (applied, applied_rx) = tokio::sync::watch::channel(None);
-    if let Some(cache) = cache {
-        feeders.spawn(write_cache(cache, applied_rx));
-    }
+    let (applied, _) = tokio::sync::watch::channel(None);
+    let durability = match cache {
+        Some(cache) => {
+            let (durability, writer) = Durability::start(cache, recovered_revision);
+            feeders.spawn(writer);
+            durability
+        }
+        None => Durability::none(),
+    };
     let subscriber = subscription::Subscriber {
         node_id: config.node_id.clone().unwrap_or_else(default_node_id),
         node_token: node_token.into(),
         stall_timeout: config.stall_timeout,
         state: state.clone(),
         applied,
+        durability,
         metrics,
     };
     tracing::info!(node_id = %subscriber.node_id, control_planes = ?config.urls, "subscribing to the control plane");
     feeders.spawn(subscriber.run(endpoints));
     Ok(())
-}
-
-/// The cache only serves cold starts, so under a burst of changes writing it once a second is
-/// plenty; with a million keys each write is tens of megabytes.
-const CACHE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Writes applied snapshots to the cache, off the async threads and at most once per
-/// [`CACHE_WRITE_INTERVAL`]. Snapshots that arrive in between collapse into the newest one.
-async fn write_cache(cache: ConfigCache, mut applied: tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>) {
-    let mut pace = tokio::time::interval(CACHE_WRITE_INTERVAL);
-    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while applied.changed().await.is_ok() {
-        pace.tick().await;
-        let Some(snapshot) = applied.borrow_and_update().clone() else { continue };
-        let cache = cache.clone();
-        let revision = snapshot.revision;
-        match tokio::task::spawn_blocking(move || cache.store(&snapshot)).await {
-            Ok(Ok(())) => tracing::info!(revision, "configuration cached"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "cannot write the configuration cache"),
-            Err(err) => tracing::warn!(error = %err, "the cache writer failed"),
-        }
-    }
 }
 
 /// The host name (the pod name on Kubernetes), or a random id.

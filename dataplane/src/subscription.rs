@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use connect::{ConnectError, Endpoints, client_tls};
 use tokio::sync::watch;
 
+use crate::cache::writer::Durability;
 use crate::metrics::ConfigMetrics;
 use crate::snapshot::Snapshot;
 use crate::state::ConfigState;
@@ -27,8 +28,10 @@ pub struct Subscriber {
     pub node_token: Arc<str>,
     pub stall_timeout: Duration,
     pub state: Arc<ConfigState>,
-    /// Every applied snapshot is also sent here (the cache writer listens).
+    /// Every applied snapshot is also sent here.
     pub applied: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Makes each applied revision durable (in the cache, if there is one) before its ack.
+    pub durability: Durability,
     /// Stream state for `/metrics`: connected, and when the last message arrived.
     pub metrics: ConfigMetrics,
 }

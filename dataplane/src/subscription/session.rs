@@ -128,7 +128,7 @@ impl Applier<'_> {
         let snapshot = assembly.finish();
         tracing::info!(revision, keys = snapshot.keys.len(), "applied configuration snapshot");
         self.awaiting_snapshot = false;
-        self.publish(snapshot).await;
+        self.publish(snapshot, None).await;
     }
 
     async fn delta(&mut self, delta: aurora_proto::v1::Delta) -> Result<(), SessionError> {
@@ -162,27 +162,29 @@ impl Applier<'_> {
                     changes = delta.changes.len(),
                     "applied configuration delta"
                 );
-                self.publish(next).await;
+                self.publish(next, Some(delta)).await;
             }
             Err(err) => self.reject(delta.revision, &err).await,
         }
         Ok(())
     }
 
-    /// Answers a heartbeat with the applied revision, so the control plane sees this replica
+    /// Answers a heartbeat with the durable revision, so the control plane sees this replica
     /// alive and current even when nothing changes.
     async fn heartbeat(&mut self, head_revision: u64) {
         let applied = self.subscriber.state.revision().unwrap_or(0);
-        tracing::trace!(head_revision, applied, "heartbeat");
-        self.send(subscribe_request::Message::Ack(Ack { revision: applied })).await;
+        let durable = self.subscriber.durability.durable_revision().min(applied);
+        tracing::trace!(head_revision, applied, durable, "heartbeat");
+        self.send(subscribe_request::Message::Ack(Ack { revision: durable })).await;
     }
 
-    async fn publish(&mut self, snapshot: Snapshot) {
-        let revision = snapshot.revision;
+    /// Serves the revision at once, and acknowledges it once it is durable: an ack means
+    /// "applied, and this replica restarts at this revision or later".
+    async fn publish(&mut self, snapshot: Snapshot, delta: Option<aurora_proto::v1::Delta>) {
         let snapshot = Arc::new(snapshot);
         self.subscriber.state.publish(snapshot.clone());
-        self.subscriber.applied.send_replace(Some(snapshot));
-        self.send(subscribe_request::Message::Ack(Ack { revision })).await;
+        self.subscriber.applied.send_replace(Some(snapshot.clone()));
+        self.subscriber.durability.persist(snapshot, delta, &self.outbound).await;
     }
 
     async fn reject(&mut self, revision: u64, err: &crate::snapshot::ApplyError) {

@@ -67,6 +67,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end }}
 
+{{/* image.pullPolicy, or Always for a tag (it can move) and IfNotPresent for a digest (it cannot). */}}
+{{- define "aurora.imagePullPolicy" -}}
+{{- .Values.image.pullPolicy | default (ternary "IfNotPresent" "Always" (ne .Values.image.digest "")) }}
+{{- end }}
+
 {{- define "aurora.secretName" -}}
 {{- default (include "aurora.fullname" .) .Values.existingSecret }}
 {{- end }}

@@ -5,9 +5,9 @@ validated against the Kubernetes OpenAPI schemas (kubernetes-validate, offline, 
 checked for the properties the chart promises: secure pod settings, secrets only in Secrets, the
 probes, the shutdown budget, the wiring between the roles. Two value sets must fail to render.
 
-What cannot be checked here: that the generated master key and node token stay the same across
-`helm upgrade`. They are read back with `lookup`, which returns nothing without a cluster, so
-every `helm template` run generates fresh values (see README.md, "Secrets").
+That the generated master key and node token, and so every pod template, stay the same across
+`helm upgrade` needs `lookup` answered: tests/helm/test_upgrade.py renders against a fake API
+server for that. Here `lookup` returns nothing, so every render generates fresh values.
 
 Run through scripts/check-helm, or directly: `.venv/bin/pytest tests/helm` with HELM set to a
 helm binary (default: .tools/helm/helm, which scripts/install-helm puts there).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import os
 import re
 import subprocess
@@ -337,7 +338,7 @@ def test_hpa_scales_the_data_plane_deployment():
 
 def test_network_policy_admits_only_data_planes_to_grpc():
     docs = render("networkpolicy")
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = one(docs, "NetworkPolicy", "-controlplane")["spec"]
     cp_labels = deployment(docs, "controlplane")["spec"]["template"]["metadata"]["labels"]
     dp_labels = deployment(docs, "dataplane")["spec"]["template"]["metadata"]["labels"]
     assert selects(policy["podSelector"], cp_labels)
@@ -356,6 +357,59 @@ def test_network_policy_admits_only_data_planes_to_grpc():
     for rule in policy["ingress"]:
         assert rule["from"], "a rule without peers would admit everyone"
     assert len(by_kind(docs, "ServiceMonitor")) == 2
+
+
+def test_network_policy_admits_traffic_and_only_listed_scrapers_to_data_planes():
+    docs = render("networkpolicy")
+    policy = one(docs, "NetworkPolicy", "-dataplane")["spec"]
+    cp_labels = deployment(docs, "controlplane")["spec"]["template"]["metadata"]["labels"]
+    dp_labels = deployment(docs, "dataplane")["spec"]["template"]["metadata"]["labels"]
+    assert selects(policy["podSelector"], dp_labels)
+    assert not selects(policy["podSelector"], cp_labels)
+    assert policy["policyTypes"] == ["Ingress"]
+    rules = {tuple(p["port"] for p in r["ports"]): r for r in policy["ingress"]}
+    assert set(rules) == {("http",), ("admin",)}
+    # trafficFrom is empty here: the gateway's clients may come from anywhere.
+    assert "from" not in rules[("http",)]
+    assert rules[("admin",)]["from"] == values_of("networkpolicy")["networkPolicy"]["metricsFrom"]
+    ports = {p["name"] for p in container(deployment(docs, "dataplane"))["ports"]}
+    assert {"http", "admin"} <= ports, "the policy names ports the container does not have"
+
+
+def test_network_policy_traffic_from_restricts_the_traffic_port():
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}
+    result = helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+        "--set", "networkPolicy.enabled=true",
+        "--set-json", f"networkPolicy.trafficFrom=[{json.dumps(peer)}]",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    policy = one(docs, "NetworkPolicy", "-dataplane")["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": [peer]}]
+
+
+@pytest.mark.parametrize(
+    ("args", "policy"),
+    [
+        ([], "Always"),
+        (["--set", "image.digest=sha256:" + "0" * 64], "IfNotPresent"),
+        (["--set", "image.pullPolicy=IfNotPresent"], "IfNotPresent"),
+    ],
+)
+def test_pull_policy_follows_the_pin(args, policy):
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    for role in ("controlplane", "dataplane"):
+        assert container(deployment(docs, role))["imagePullPolicy"] == policy
+
+
+def test_both_roles_have_cpu_and_memory_limits_by_default():
+    docs = render("default")
+    for role in ("controlplane", "dataplane"):
+        limits = container(deployment(docs, role))["resources"]["limits"]
+        assert {"cpu", "memory"} <= set(limits), f"{role} has no {'cpu' if 'memory' in limits else 'memory'} limit"
 
 
 def test_existing_secret_is_used_and_none_is_created():

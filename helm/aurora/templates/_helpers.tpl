@@ -67,8 +67,44 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end }}
 
+{{/* image.pullPolicy, or Always for a tag (it can move) and IfNotPresent for a digest (it cannot). */}}
+{{- define "aurora.imagePullPolicy" -}}
+{{- .Values.image.pullPolicy | default (ternary "IfNotPresent" "Always" (ne .Values.image.digest "")) }}
+{{- end }}
+
 {{- define "aurora.secretName" -}}
 {{- default (include "aurora.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/*
+The data of the chart's own Secret (base64 values, as JSON): the master key and node token read
+back with `lookup` from the Secret already in the cluster, or generated when there is none, and
+the provider keys from the values. Computed once per render and kept in .Values: every `include`
+runs the template again, and a second run would draw different random values, so the Secret and
+the pods' checksum/secret annotations would disagree on the first install and every pod would
+restart on the first `helm upgrade`.
+*/}}
+{{- define "aurora.secretData" -}}
+{{- if not (hasKey .Values "_auroraSecretData") }}
+{{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "aurora.fullname" .)) | default dict }}
+{{- $stored := get $existing "data" | default dict }}
+{{- $data := dict }}
+{{- range $name := list "AURORA_MASTER_KEY" "AURORA_NODE_TOKEN" }}
+{{- $_ := set $data $name (get $stored $name | default (randAlphaNum 48 | b64enc)) }}
+{{- end }}
+{{- range $provider := list "openai" "anthropic" "openrouter" "zai" "vllm" }}
+{{- with index $.Values.providers $provider "apiKey" }}
+{{- $_ := set $data (printf "%s_API_KEY" (upper $provider)) (b64enc .) }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values "_auroraSecretData" $data }}
+{{- end }}
+{{- toJson (get .Values "_auroraSecretData") }}
+{{- end }}
+
+{{/* What the pods' checksum/secret annotation hashes: the Secret's data, stable across upgrades. */}}
+{{- define "aurora.secretChecksum" -}}
+{{- include "aurora.secretData" . | sha256sum }}
 {{- end }}
 
 {{- define "aurora.controlplane.serviceAccountName" -}}

@@ -228,12 +228,18 @@ def test_control_plane_probes_and_storage(value_set):
     cp = deployment(docs, "controlplane")
     c = container(cp)
     assert c["args"] == ["controlplane"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        if values_of(value_set).get("tls", {}).get("enabled"):
+    tls = values_of(value_set).get("tls", {}).get("enabled")
+    for probe in ("startupProbe", "readinessProbe"):
+        if tls:
             # The kubelet's gRPC probe cannot speak TLS: the plaintext /healthz beside /metrics.
             assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
         else:
-            assert c[probe]["grpc"]["port"] == 50051, probe
+            assert c[probe]["grpc"] == {"port": 50051}, probe
+    # Liveness never follows the store: a full disk makes the pod unready, not restarted.
+    if tls:
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    else:
+        assert c["livenessProbe"]["grpc"] == {"port": 50051, "service": "aurora.v1.ConfigService"}
     config = one(docs, "ConfigMap", "-controlplane")["data"]
     url = config["AURORA_DATABASE_URL"]
     assert config["AURORA_LOG_FORMAT"] == "json"

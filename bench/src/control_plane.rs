@@ -243,6 +243,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
         node_token: Some(NODE_TOKEN.into()),
         node_id: None,
         config_cache: None,
+        cache_key: None,
         tls_ca: None,
         tls_client_cert: None,
         tls_client_key: None,

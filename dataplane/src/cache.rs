@@ -6,8 +6,11 @@
 //! payload, so a torn or corrupted file is detected and the older generation is used instead;
 //! if neither is valid the data plane stays unready rather than serving an open gateway.
 //!
-//! Layout: `AURCACHE` (8 bytes), format version (u32 LE), payload length (u64 LE), SHA-256 of
-//! the payload (32 bytes), payload (a prost-encoded `SnapshotChunk` holding everything).
+//! Layout: `AURCACHE` (8 bytes), format version (u32 LE), sealed length (u64 LE), then the
+//! payload (a prost-encoded `SnapshotChunk` holding everything) sealed with the [`seal`] key,
+//! the 20-byte header as associated data. The AEAD tag is the checksum: a torn, flipped or
+//! foreign-key file fails to open and counts as corrupt. Version 1 files (plaintext, from
+//! before encryption) are not read: with the control plane up the replica resyncs at once.
 //!
 //! Beside the generations, a [`journal`] holds every delta applied since the current one
 //! (`PATH.journal`, and `PATH.journal.prev` since the previous one), and the [`writer`] makes
@@ -15,6 +18,7 @@
 //! valid generation, so a replica that acknowledged revision R restarts at R or later.
 
 mod journal;
+pub mod seal;
 pub mod writer;
 
 use std::fs::{self, File};
@@ -24,15 +28,15 @@ use std::sync::Arc;
 
 use aurora_proto::v1::SnapshotChunk;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use self::journal::{Journal, JournalPaths};
+pub use self::seal::CacheKey;
 use crate::snapshot::Snapshot;
 use crate::snapshot::proto::snapshot_from_chunk;
 
 const MAGIC: &[u8; 8] = b"AURCACHE";
-const VERSION: u32 = 1;
-const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+const VERSION: u32 = 2;
+const HEADER_LEN: usize = 8 + 4 + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -51,6 +55,7 @@ pub struct ConfigCache {
     /// Where the previous generation is linked before it replaces `previous`.
     previous_temporary: PathBuf,
     journals: JournalPaths,
+    key: Arc<CacheKey>,
 }
 
 /// What recovery found: the configuration and how many journal deltas it replayed.
@@ -61,8 +66,9 @@ pub struct Recovered {
 }
 
 impl ConfigCache {
-    pub fn new(path: &Path) -> Self {
+    pub fn new(path: &Path, key: CacheKey) -> Self {
         ConfigCache {
+            key: Arc::new(key),
             current: path.to_owned(),
             previous: with_suffix(path, ".prev"),
             temporary: with_suffix(path, ".tmp"),
@@ -78,12 +84,14 @@ impl ConfigCache {
     /// Writes `snapshot` as the new current generation; the old current becomes the previous.
     pub fn store(&self, snapshot: &Snapshot) -> Result<(), CacheError> {
         let payload = snapshot.to_chunk().encode_to_vec();
-        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        let sealed_length = (payload.len() + seal::OVERHEAD) as u64;
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len() + seal::OVERHEAD);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&Sha256::digest(&payload));
-        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&sealed_length.to_le_bytes());
+        let sealed =
+            self.key.seal(&bytes, &payload).map_err(|source| CacheError::Io { path: self.current.clone(), source })?;
+        bytes.extend_from_slice(&sealed);
 
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -124,7 +132,7 @@ impl ConfigCache {
         if self.journals.current.exists() {
             fs::rename(&self.journals.current, &self.journals.previous).map_err(io(&self.journals.previous))?;
         }
-        Journal::create(&self.journals.current, snapshot.store_id, snapshot.revision)
+        Journal::create(&self.journals.current, &self.key, snapshot.store_id, snapshot.revision)
             .map_err(io(&self.journals.current))
     }
 
@@ -145,10 +153,10 @@ impl ConfigCache {
             if !path.exists() {
                 continue;
             }
-            match read(path) {
+            match read(path, &self.key) {
                 Ok(snapshot) => {
                     let generation = snapshot.revision;
-                    let (snapshot, replayed) = replay(snapshot, &journals);
+                    let (snapshot, replayed) = replay(snapshot, &journals, &self.key);
                     tracing::info!(path = %path.display(), generation, replayed, revision = snapshot.revision, "loaded cached configuration");
                     return Some(Recovered { snapshot, replayed });
                 }
@@ -161,11 +169,11 @@ impl ConfigCache {
 
 /// Applies the journals' deltas that follow `snapshot` without a gap, in order; stops at the
 /// first gap or delta that does not apply. A journal from another store history is ignored.
-fn replay(snapshot: Arc<Snapshot>, journals: &[&PathBuf]) -> (Arc<Snapshot>, u64) {
+fn replay(snapshot: Arc<Snapshot>, journals: &[&PathBuf], key: &CacheKey) -> (Arc<Snapshot>, u64) {
     let mut state = snapshot;
     let mut replayed = 0;
     for path in journals {
-        let Some(contents) = journal::read(path) else { continue };
+        let Some(contents) = journal::read(path, key) else { continue };
         if contents.store_id != state.store_id {
             tracing::warn!(path = %path.display(), "ignoring a journal from another store history");
             continue;
@@ -229,28 +237,23 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn read(path: &Path) -> Result<Arc<Snapshot>, CacheError> {
+fn read(path: &Path, key: &CacheKey) -> Result<Arc<Snapshot>, CacheError> {
     let invalid = |reason: &str| CacheError::Invalid { path: path.to_owned(), reason: reason.to_owned() };
     let bytes = fs::read(path).map_err(|source| CacheError::Io { path: path.to_owned(), source })?;
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err(invalid("missing header"));
     }
-    let mut version = [0u8; 4];
-    version.copy_from_slice(&bytes[8..12]);
-    if u32::from_le_bytes(version) != VERSION {
-        return Err(invalid("unsupported format version"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| invalid("missing header"))?);
+    if version != VERSION {
+        return Err(invalid(&format!("format version {version}, not {VERSION} (unencrypted files are not read)")));
     }
-    let mut length = [0u8; 8];
-    length.copy_from_slice(&bytes[12..20]);
-    let length = u64::from_le_bytes(length);
-    let payload = &bytes[HEADER_LEN..];
-    if payload.len() as u64 != length {
+    let length = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| invalid("missing header"))?);
+    let (header, sealed) = bytes.split_at(HEADER_LEN);
+    if sealed.len() as u64 != length {
         return Err(invalid("truncated"));
     }
-    if Sha256::digest(payload).as_slice() != &bytes[20..52] {
-        return Err(invalid("checksum mismatch"));
-    }
-    let chunk = SnapshotChunk::decode(payload).map_err(|err| invalid(&err.to_string()))?;
+    let payload = key.open(header, sealed).map_err(|err| invalid(&err.to_string()))?;
+    let chunk = SnapshotChunk::decode(payload.as_slice()).map_err(|err| invalid(&err.to_string()))?;
     snapshot_from_chunk(chunk).map_err(|err| invalid(&err.to_string()))
 }
 
@@ -280,7 +283,7 @@ mod tests {
     #[test]
     fn keeps_two_generations_and_falls_back_on_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ConfigCache::new(&dir.path().join("sub/config.cache"));
+        let cache = ConfigCache::new(&dir.path().join("sub/config.cache"), CacheKey::derive(b"node-token"));
         assert!(cache.load().is_none());
 
         cache.store(&snapshot(1)).unwrap();

@@ -138,6 +138,11 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "AURORA_CONFIG_CACHE")]
     pub config_cache: Option<PathBuf>,
 
+    /// The secret the cache is encrypted with (HKDF-derived) [default: the node token]. Set it
+    /// to keep a cache readable across node-token rotations.
+    #[arg(long, env = "AURORA_CACHE_KEY", hide_env_values = true)]
+    pub cache_key: Option<String>,
+
     /// CA certificate (PEM) to verify the control plane's TLS certificate with.
     #[arg(long, env = "AURORA_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -167,6 +172,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("node_token_set", &self.node_token.is_some())
             .field("node_id", &self.node_id)
             .field("config_cache", &self.config_cache)
+            .field("cache_key_set", &self.cache_key.is_some())
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .field("tls_server_name", &self.tls_server_name)

@@ -41,8 +41,8 @@ pub use config::Config;
 pub use snapshot::Snapshot;
 
 use crate::admin::Admin;
-use crate::cache::ConfigCache;
 use crate::cache::writer::Durability;
+use crate::cache::{CacheKey, ConfigCache};
 use crate::metrics::{ConfigMetrics, Metrics};
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
@@ -217,7 +217,9 @@ fn subscribe(
     if endpoints.is_empty() {
         return Err(StartError::NoControlPlaneUrl);
     }
-    let cache = config.config_cache.as_deref().map(ConfigCache::new);
+    let cache_secret = config.cache_key.as_deref().filter(|k| !k.is_empty()).unwrap_or(node_token);
+    let cache =
+        config.config_cache.as_deref().map(|path| ConfigCache::new(path, CacheKey::derive(cache_secret.as_bytes())));
     let recovered = cache.as_ref().and_then(ConfigCache::recover);
     let recovered_revision = recovered.as_ref().map(|r| r.snapshot.revision);
     if let Some(recovered) = recovered {

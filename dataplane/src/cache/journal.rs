@@ -6,9 +6,10 @@
 //! the newest valid snapshot generation; a torn or corrupt tail (a crash mid-append, a flipped
 //! byte) fails its checksum and is ignored, never applied.
 //!
-//! Layout: a header `AURJRNL1` (8 bytes), the store id (16) and the base revision (u64 LE) the
-//! journal starts after; then records, each a payload length (u32 LE), the SHA-256 of the
-//! payload (32 bytes) and the payload, a prost-encoded `aurora.v1.Delta`.
+//! Layout: a header `AURJRNL2` (8 bytes), the store id (16) and the base revision (u64 LE) the
+//! journal starts after; then records, each a sealed length (u32 LE) and a prost-encoded
+//! `aurora.v1.Delta` sealed with the cache key (see `seal`), the header as associated data.
+//! The AEAD tag is each record's checksum.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 use aurora_proto::v1::Delta;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 8] = b"AURJRNL1";
+use super::seal::CacheKey;
+
+const MAGIC: &[u8; 8] = b"AURJRNL2";
 const HEADER_LEN: usize = 8 + 16 + 8;
-const RECORD_HEADER_LEN: usize = 4 + 32;
+const RECORD_HEADER_LEN: usize = 4;
 /// A delta larger than this is not a delta this journal wrote: stop reading there.
 const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 
@@ -28,6 +30,8 @@ const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
+    key: std::sync::Arc<CacheKey>,
+    header: [u8; HEADER_LEN],
     pub(crate) records: u64,
     pub(crate) bytes: u64,
 }
@@ -35,29 +39,33 @@ pub(crate) struct Journal {
 impl Journal {
     /// Atomically replaces `path` with an empty journal starting after `base` (written to a
     /// temporary file, fsync'd, renamed, and the directory fsync'd).
-    pub(crate) fn create(path: &Path, store_id: [u8; 16], base: u64) -> std::io::Result<Self> {
+    pub(crate) fn create(
+        path: &Path,
+        key: &std::sync::Arc<CacheKey>,
+        store_id: [u8; 16],
+        base: u64,
+    ) -> std::io::Result<Self> {
         let temporary = super::with_suffix(path, ".tmp");
         let _ = fs::remove_file(&temporary);
         let mut file = super::owner_only_new(&temporary)?;
-        let mut header = Vec::with_capacity(HEADER_LEN);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&store_id);
-        header.extend_from_slice(&base.to_le_bytes());
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..24].copy_from_slice(&store_id);
+        header[24..].copy_from_slice(&base.to_le_bytes());
         file.write_all(&header)?;
         file.sync_all()?;
         fs::rename(&temporary, path)?;
         super::sync_parent(path)?;
-        Ok(Journal { file, records: 0, bytes: HEADER_LEN as u64 })
+        Ok(Journal { file, key: key.clone(), header, records: 0, bytes: HEADER_LEN as u64 })
     }
 
     /// Appends one delta; durable only after [`Journal::sync`].
     pub(crate) fn append(&mut self, delta: &Delta) -> std::io::Result<()> {
-        let payload = delta.encode_to_vec();
-        let length = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("delta too large"))?;
-        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+        let sealed = self.key.seal(&self.header, &delta.encode_to_vec())?;
+        let length = u32::try_from(sealed.len()).map_err(|_| std::io::Error::other("delta too large"))?;
+        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + sealed.len());
         record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&Sha256::digest(&payload));
-        record.extend_from_slice(&payload);
+        record.extend_from_slice(&sealed);
         self.file.write_all(&record)?;
         self.records += 1;
         self.bytes += record.len() as u64;
@@ -80,7 +88,7 @@ pub(crate) struct JournalContents {
 
 /// Reads the intact prefix of the journal at `path`; `None` if it is missing or its header is
 /// not a journal's.
-pub(crate) fn read(path: &Path) -> Option<JournalContents> {
+pub(crate) fn read(path: &Path, key: &CacheKey) -> Option<JournalContents> {
     let bytes = fs::read(path).ok()?;
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         tracing::warn!(path = %path.display(), "ignoring a journal without a valid header");
@@ -90,7 +98,7 @@ pub(crate) fn read(path: &Path) -> Option<JournalContents> {
     let base = u64::from_le_bytes(bytes[24..32].try_into().ok()?);
     let mut deltas = Vec::new();
     let mut at = HEADER_LEN;
-    while let Some((delta, next)) = record_at(&bytes, at) {
+    while let Some((delta, next)) = record_at(&bytes, at, key) {
         deltas.push(delta);
         at = next;
     }
@@ -101,19 +109,18 @@ pub(crate) fn read(path: &Path) -> Option<JournalContents> {
     Some(JournalContents { store_id, base, deltas })
 }
 
-/// The record starting at `at` and where the next one starts, if it is complete and intact.
-fn record_at(bytes: &[u8], at: usize) -> Option<(Delta, usize)> {
-    let header = bytes.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
-    let length = usize::try_from(u32::from_le_bytes(header[..4].try_into().ok()?)).ok()?;
+/// The record starting at `at` and where the next one starts, if it is complete, intact and
+/// sealed with `key` for this journal's header.
+fn record_at(bytes: &[u8], at: usize, key: &CacheKey) -> Option<(Delta, usize)> {
+    let length = bytes.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
+    let length = usize::try_from(u32::from_le_bytes(length.try_into().ok()?)).ok()?;
     if length > MAX_RECORD_LEN {
         return None;
     }
     let start = at + RECORD_HEADER_LEN;
-    let payload = bytes.get(start..start.checked_add(length)?)?;
-    if Sha256::digest(payload).as_slice() != &header[4..] {
-        return None;
-    }
-    Some((Delta::decode(payload).ok()?, start + length))
+    let sealed = bytes.get(start..start.checked_add(length)?)?;
+    let payload = key.open(&bytes[..HEADER_LEN], sealed).ok()?;
+    Some((Delta::decode(payload.as_slice()).ok()?, start + length))
 }
 
 /// The journal files beside a cache file: `PATH.journal` (since the current generation) and

@@ -66,13 +66,14 @@ fn start_writer(cache: &ConfigCache) -> Durability {
 #[tokio::test]
 async fn every_acknowledged_delta_survives_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ConfigCache::new(&dir.path().join("config.cache"));
+    let cache = ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token"));
     let durability = start_writer(&cache);
     let deltas = [delta(11, "created", true), delta(12, "revoked", true), delta(13, "revoked", false)];
     persist_all(&durability, base(10), &deltas).await;
     // "Crash": nothing but what is on disk; the generation alone is at revision 10.
     drop(durability);
-    let recovered = ConfigCache::new(&dir.path().join("config.cache")).recover().unwrap();
+    let recovered =
+        ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token")).recover().unwrap();
     assert_eq!((recovered.snapshot.revision, recovered.replayed), (13, 3));
     assert_eq!(key_enabled(&recovered.snapshot, "created"), Some(true));
     assert_eq!(key_enabled(&recovered.snapshot, "revoked"), Some(false), "a revocation is never undone");
@@ -81,7 +82,7 @@ async fn every_acknowledged_delta_survives_a_crash() {
 #[tokio::test]
 async fn a_torn_journal_tail_is_ignored_never_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ConfigCache::new(&dir.path().join("config.cache"));
+    let cache = ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token"));
     let durability = start_writer(&cache);
     persist_all(&durability, base(10), &[delta(11, "a", true), delta(12, "b", true)]).await;
     let journal = &cache.journals.current;
@@ -104,7 +105,7 @@ async fn a_torn_journal_tail_is_ignored_never_applied() {
 #[tokio::test]
 async fn a_corrupt_generation_falls_back_to_the_previous_one_and_both_journals() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ConfigCache::new(&dir.path().join("config.cache"));
+    let cache = ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token"));
     // Generation 10 with a journal to 12, then generation 12 (a whole snapshot) with one to 13.
     let durability = start_writer(&cache);
     let state = persist_all(&durability, base(10), &[delta(11, "a", true), delta(12, "b", true)]).await;
@@ -114,7 +115,7 @@ async fn a_corrupt_generation_falls_back_to_the_previous_one_and_both_journals()
     let next = Arc::new(state.apply(&delta(13, "c", true)).unwrap());
     durability.persist(next, Some(delta(13, "c", true)), &outbound).await;
     assert_eq!(next_ack(&mut acks).await, 13);
-    assert_eq!(read(&cache.current).unwrap().revision, 12);
+    assert_eq!(read(&cache.current, &cache.key).unwrap().revision, 12);
 
     let mut bytes = fs::read(&cache.current).unwrap();
     let last = bytes.len() - 1;
@@ -128,9 +129,9 @@ async fn a_corrupt_generation_falls_back_to_the_previous_one_and_both_journals()
 #[tokio::test]
 async fn a_journal_from_another_store_history_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ConfigCache::new(&dir.path().join("config.cache"));
+    let cache = ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token"));
     cache.store(&base(10)).unwrap();
-    let mut journal = Journal::create(&cache.journals.current, [9; 16], 10).unwrap();
+    let mut journal = Journal::create(&cache.journals.current, &cache.key, [9; 16], 10).unwrap();
     journal.append(&delta(11, "foreign", true)).unwrap();
     journal.sync().unwrap();
     let recovered = cache.recover().unwrap();
@@ -141,7 +142,7 @@ async fn a_journal_from_another_store_history_is_ignored() {
 #[tokio::test]
 async fn a_long_journal_is_folded_into_a_new_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ConfigCache::new(&dir.path().join("config.cache"));
+    let cache = ConfigCache::new(&dir.path().join("config.cache"), CacheKey::derive(b"node-token"));
     let durability = start_writer(&cache);
     let count = writer::COMPACT_AFTER_RECORDS + 5;
     let deltas: Vec<Delta> = (0..count).map(|i| delta(11 + i, &format!("k{i}"), true)).collect();
@@ -152,7 +153,7 @@ async fn a_long_journal_is_folded_into_a_new_generation() {
     let state = Arc::new(state.apply(&last).unwrap());
     durability.persist(state.clone(), Some(last), &outbound).await;
     assert_eq!(next_ack(&mut acks).await, state.revision);
-    let generation = read(&cache.current).unwrap().revision;
+    let generation = read(&cache.current, &cache.key).unwrap().revision;
     assert_eq!(generation, state.revision, "the journal was folded into a generation");
     let recovered = cache.recover().unwrap();
     assert_eq!(recovered.snapshot.revision, state.revision);
@@ -165,4 +166,34 @@ async fn a_long_journal_is_folded_into_a_new_generation() {
             assert_eq!(mode & 0o077, 0, "{}: the journal holds credentials too", path.display());
         }
     }
+}
+
+/// A copied cache directory yields no credential and no hash to guess offline, and a replica
+/// holding another key treats the files as corrupt.
+#[tokio::test]
+async fn the_files_hold_no_credential_or_hash_and_open_only_with_the_key() {
+    use aurora_core::ProviderKind;
+
+    use crate::snapshot::Upstream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.cache");
+    let cache = ConfigCache::new(&path, CacheKey::derive(b"node-token"));
+    let mut start = base(10);
+    let kind = ProviderKind::Anthropic;
+    let credential = "sk-ant-at-rest-credential";
+    start.set_provider(Upstream::new(kind, true, kind.default_base_url_parsed(), Some(credential)).unwrap());
+    let durability = start_writer(&cache);
+    persist_all(&durability, start, &[delta(11, "journaled-key", true)]).await;
+
+    let (master, key) = (KeyHash::of("m"), KeyHash::of("journaled-key"));
+    let secrets: [&[u8]; 3] = [credential.as_bytes(), master.as_bytes(), key.as_bytes()];
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let bytes = fs::read(entry.unwrap().path()).unwrap();
+        for secret in secrets {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret), "a secret is stored in the clear");
+        }
+    }
+    assert_eq!(cache.recover().unwrap().snapshot.revision, 11);
+    assert!(ConfigCache::new(&path, CacheKey::derive(b"another token")).recover().is_none());
 }

@@ -5,6 +5,7 @@
 //! parsed here (clap, with environment variables) and errors become `anyhow` only here.
 
 mod commands;
+mod secrets;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
@@ -45,20 +46,26 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dataplane(config) => {
+            Command::Dataplane(mut config) => {
                 let _logs = telemetry::init(&cli.log)?;
+                secrets::read_product(&mut config.static_config)?;
+                config.control_plane.node_token = secrets::read("AURORA_NODE_TOKEN")?;
+                config.control_plane.cache_key = secrets::read("AURORA_CACHE_KEY")?;
                 commands::dataplane::run(*config).await
             }
-            Command::Controlplane(config) => {
+            Command::Controlplane(mut config) => {
                 let _logs = telemetry::init(&cli.log)?;
+                secrets::read_product(&mut config.product)?;
+                config.stream.node_token = secrets::read("AURORA_NODE_TOKEN")?;
                 commands::controlplane::run(*config).await
             }
             Command::Keys(args) => commands::keys::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
-            Command::Up(args) => {
+            Command::Up(mut args) => {
                 let _logs = telemetry::init(&cli.log)?;
+                secrets::read_product(&mut args.product)?;
                 commands::up::run(*args).await
             }
         }

@@ -48,9 +48,10 @@ pub struct Config {
 /// The config stream to data planes.
 #[derive(Args, Clone)]
 pub struct StreamConfig {
-    /// The token data planes must present to subscribe. Required: the stream carries upstream
+    /// The token data planes must present to subscribe (`AURORA_NODE_TOKEN` or the file
+    /// `AURORA_NODE_TOKEN_FILE` names; never a flag). Required: the stream carries upstream
     /// credentials, so the control plane does not start without one.
-    #[arg(long, env = "AURORA_NODE_TOKEN", hide_env_values = true)]
+    #[arg(skip)]
     pub node_token: Option<String>,
 
     /// How often an idle stream carries a heartbeat with the head revision.

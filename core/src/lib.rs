@@ -20,6 +20,8 @@ pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential}
 pub use duration::parse_positive_duration;
 pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
-pub use product_vars::{ProductVars, ProviderBaseUrls, ProviderCredentials};
+pub use product_vars::{
+    MASTER_KEY_VAR, ProductVars, ProviderBaseUrls, ProviderCredentials, SecretsError, credential_var,
+};
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};
 pub use settings::Settings;

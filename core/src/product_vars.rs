@@ -4,6 +4,11 @@
 //! `AURORA_MASTER_KEY` and, per provider, `<PROVIDER>_API_KEY` and `<PROVIDER>_BASE_URL`.
 //! Every field is optional so that callers can tell "not set" from "set to the default": the
 //! control plane applies only the variables an operator actually set (see its bootstrap).
+//!
+//! The secrets among them (the master key and the credentials) are not clap arguments at all:
+//! a flag would put them in `/proc/PID/cmdline` and shell history. The binary edge reads each
+//! from its variable or from the file its `_FILE` variable names (a mounted Kubernetes Secret)
+//! and hands them to [`ProductVars::read_secrets`], which validates them here.
 
 use std::ffi::OsStr;
 
@@ -27,31 +32,41 @@ pub struct ProductVars {
     #[arg(long, env = "ENABLED_PASSTHROUGH_PROVIDERS", value_parser = parse_provider_set)]
     pub enabled_passthrough_providers: Option<ProviderSet>,
 
-    /// The gateway's master key: a bearer token that passes gateway auth and the admin API.
-    /// Hidden from --help: secrets belong in the environment, not in argv and shell history.
-    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true, hide = true)]
+    /// The gateway's master key (`AURORA_MASTER_KEY`): a bearer token that passes gateway auth
+    /// and the admin API. Set by [`ProductVars::read_secrets`], never from argv.
+    #[arg(skip)]
     pub master_key: Option<String>,
 
-    #[command(flatten)]
+    /// `<PROVIDER>_API_KEY`, set by [`ProductVars::read_secrets`], never from argv.
+    #[arg(skip)]
     pub credentials: ProviderCredentials,
 
     #[command(flatten)]
     pub base_urls: ProviderBaseUrls,
 }
 
-/// `<PROVIDER>_API_KEY`: upstream credentials. Never printed, not even by `--help`.
-#[derive(Args, Clone, Default)]
+/// `<PROVIDER>_API_KEY`: upstream credentials. Never printed.
+#[derive(Clone, Default)]
 pub struct ProviderCredentials {
-    #[arg(id = "openai_api_key", long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub openai: Option<String>,
-    #[arg(id = "anthropic_api_key", long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub anthropic: Option<String>,
-    #[arg(id = "openrouter_api_key", long = "openrouter-api-key", env = "OPENROUTER_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub openrouter: Option<String>,
-    #[arg(id = "zai_api_key", long = "zai-api-key", env = "ZAI_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub zai: Option<String>,
-    #[arg(id = "vllm_api_key", long = "vllm-api-key", env = "VLLM_API_KEY", hide_env_values = true, hide = true, value_parser = Quiet(parse_credential))]
     pub vllm: Option<String>,
+}
+
+/// The variable holding the master key (or, with `_FILE`, the file that does).
+pub const MASTER_KEY_VAR: &str = "AURORA_MASTER_KEY";
+
+/// The variable holding `kind`'s upstream credential.
+pub const fn credential_var(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "OPENAI_API_KEY",
+        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+        ProviderKind::OpenRouter => "OPENROUTER_API_KEY",
+        ProviderKind::Zai => "ZAI_API_KEY",
+        ProviderKind::Vllm => "VLLM_API_KEY",
+    }
 }
 
 /// `<PROVIDER>_BASE_URL`: upstream base URLs, validated at startup.
@@ -121,6 +136,33 @@ impl ProductVars {
         }
     }
 
+    /// Sets the master key and every credential from `secret(VAR)`, which answers with the
+    /// variable's value (or its file's) or `None` when unset. A credential that cannot be sent
+    /// as a header stops the start with the variable named, never its value.
+    pub fn read_secrets<E>(
+        &mut self,
+        mut secret: impl FnMut(&'static str) -> Result<Option<String>, E>,
+    ) -> Result<(), SecretsError<E>> {
+        self.master_key = secret(MASTER_KEY_VAR).map_err(SecretsError::Read)?;
+        for kind in ProviderKind::ALL {
+            let var = credential_var(kind);
+            let value = match secret(var).map_err(SecretsError::Read)? {
+                Some(raw) => Some(parse_credential(&raw).map_err(|reason| SecretsError::Invalid { var, reason })?),
+                None => None,
+            };
+            let c = &mut self.credentials;
+            let slot = match kind {
+                ProviderKind::OpenAi => &mut c.openai,
+                ProviderKind::Anthropic => &mut c.anthropic,
+                ProviderKind::OpenRouter => &mut c.openrouter,
+                ProviderKind::Zai => &mut c.zai,
+                ProviderKind::Vllm => &mut c.vllm,
+            };
+            *slot = value;
+        }
+        Ok(())
+    }
+
     /// The base URL for `kind`: the operator's, or the provider's default.
     pub fn base_url_or_default(&self, kind: ProviderKind) -> BaseUrl {
         self.base_url(kind).cloned().unwrap_or_else(|| kind.default_base_url_parsed())
@@ -147,6 +189,16 @@ impl std::fmt::Debug for ProviderCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProviderCredentials(<redacted>)")
     }
+}
+
+/// Why [`ProductVars::read_secrets`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError<E> {
+    #[error("{0}")]
+    Read(E),
+    /// Names the variable, never its value.
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
 }
 
 fn parse_provider_set(raw: &str) -> Result<ProviderSet, String> {
@@ -216,24 +268,37 @@ mod tests {
         assert_eq!(vars.base_url_or_default(ProviderKind::Zai).as_str(), "https://api.z.ai/api/paas/v4");
     }
 
+    fn secrets<'a>(vars: &'a [(&'a str, &'a str)]) -> impl FnMut(&str) -> Result<Option<String>, String> + 'a {
+        |name| Ok(vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
     #[test]
-    fn parses_flags_and_keeps_secrets_out_of_debug() {
-        let vars = Cli::try_parse_from([
+    fn parses_flags_and_secrets_and_keeps_secrets_out_of_debug() {
+        let mut vars = Cli::try_parse_from([
             "x",
             "--enable-passthrough-routes=false",
             "--enabled-passthrough-providers=anthropic",
-            "--anthropic-api-key=sk-ant-secret",
             "--vllm-base-url=http://gpu:8000/v1/",
-            "--master-key=mk-secret",
         ])
         .unwrap()
         .vars;
+        vars.read_secrets(secrets(&[("ANTHROPIC_API_KEY", "sk-ant-secret"), ("AURORA_MASTER_KEY", "mk-secret")]))
+            .unwrap();
         assert!(!vars.passthrough_enabled());
         assert_eq!(vars.enabled_providers().to_string(), "anthropic");
         assert_eq!(vars.credential(ProviderKind::Anthropic), Some("sk-ant-secret"));
+        assert_eq!(vars.master_key(), Some("mk-secret"));
         assert_eq!(vars.base_url(ProviderKind::Vllm).unwrap().as_str(), "http://gpu:8000/v1");
         let debug = format!("{vars:?}");
         assert!(!debug.contains("sk-ant-secret") && !debug.contains("mk-secret"), "{debug}");
+    }
+
+    /// Secrets are no flags: argv is world-readable in /proc and kept in shell history.
+    #[test]
+    fn secrets_are_never_taken_from_argv() {
+        for flag in ["--master-key=mk", "--anthropic-api-key=sk-ant", "--zai-api-key=sk-zai"] {
+            assert!(Cli::try_parse_from(["x", flag]).is_err(), "{flag} must not exist");
+        }
     }
 
     /// The startup error names the variable and what is wrong, never the value: a password in
@@ -244,21 +309,24 @@ mod tests {
             ("--openai-base-url", "ftp://admin:S3cretPw@x.com"),
             ("--openai-base-url", "http://admin:S3cretPw@[bad/v1"),
             ("--openai-base-url", "https://admin:S3cretPw@x.com/v1"),
-            ("--zai-api-key", "sk-S3cretPw\u{7f}"),
         ] {
             let err = Cli::try_parse_from(["x", &format!("{flag}={value}")]).err().expect(value);
             let text = err.render().to_string();
             assert!(!text.contains("S3cretPw"), "{text}");
             assert!(text.contains(flag), "the error names the setting: {text}");
         }
+        let err = ProductVars::default().read_secrets(secrets(&[("ZAI_API_KEY", "sk-S3cretPw\u{7f}")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("ZAI_API_KEY: ") && !text.contains("S3cretPw"), "{text}");
     }
 
     #[test]
     fn rejects_bad_values() {
         assert!(Cli::try_parse_from(["x", "--enabled-passthrough-providers=gemini"]).is_err());
         assert!(Cli::try_parse_from(["x", "--openai-base-url=not a url"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--zai-api-key=bad\u{7f}key"]).is_err());
-        let vars = Cli::try_parse_from(["x", "--zai-api-key=sk-zai\n"]).unwrap().vars;
+        assert!(ProductVars::default().read_secrets(secrets(&[("ZAI_API_KEY", "bad\u{7f}key")])).is_err());
+        let mut vars = ProductVars::default();
+        vars.read_secrets(secrets(&[("ZAI_API_KEY", "sk-zai\n")])).unwrap();
         assert_eq!(vars.credential(ProviderKind::Zai), Some("sk-zai"), "a trailing newline from a file is trimmed");
     }
 }

@@ -125,8 +125,9 @@ pub struct ControlPlaneConfig {
     #[arg(id = "control_plane_urls", long = "control-plane", env = "AURORA_CONTROL_PLANE_URL", value_delimiter = ',')]
     pub urls: Vec<String>,
 
-    /// Token proving this data plane may receive configuration (and upstream credentials).
-    #[arg(long, env = "AURORA_NODE_TOKEN", hide_env_values = true)]
+    /// Token proving this data plane may receive configuration (and upstream credentials):
+    /// `AURORA_NODE_TOKEN` or the file `AURORA_NODE_TOKEN_FILE` names, never a flag.
+    #[arg(skip)]
     pub node_token: Option<String>,
 
     /// This replica's name in the control plane's fleet list [default: the host name].
@@ -138,9 +139,10 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "AURORA_CONFIG_CACHE")]
     pub config_cache: Option<PathBuf>,
 
-    /// The secret the cache is encrypted with (HKDF-derived) [default: the node token]. Set it
-    /// to keep a cache readable across node-token rotations.
-    #[arg(long, env = "AURORA_CACHE_KEY", hide_env_values = true)]
+    /// The secret the cache is encrypted with (HKDF-derived) [default: the node token]:
+    /// `AURORA_CACHE_KEY` or `AURORA_CACHE_KEY_FILE`, never a flag. Set it to keep a cache
+    /// readable across node-token rotations.
+    #[arg(skip)]
     pub cache_key: Option<String>,
 
     /// CA certificate (PEM) to verify the control plane's TLS certificate with.

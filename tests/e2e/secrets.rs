@@ -111,3 +111,66 @@ async fn no_secret_reaches_any_log_or_error_body() {
     assert!(dp.process.logs().contains(&key_id), "keys are identified by id in the access log");
     assert!(cp.process.logs().contains("\"level\":\"DEBUG\""));
 }
+
+/// Secrets come from a variable or from the file `NAME_FILE` names (a mounted Kubernetes
+/// Secret), never from argv: nothing secret is in any process's command line.
+#[tokio::test]
+async fn secrets_come_from_files_and_never_from_argv() {
+    use crate::support::controlplane::run_cli;
+    use crate::support::process::AuroraProcess;
+
+    let upstream = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_string("{}")).mount(&upstream).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let master_file = secrets.path().join("master-key");
+    let credential_file = secrets.path().join("anthropic");
+    std::fs::write(&master_file, format!("{ADMIN_KEY}\n")).unwrap();
+    std::fs::write(&credential_file, ANTHROPIC_SECRET).unwrap();
+    let base_url = format!("{}/anthropic/v1", upstream.uri());
+    let dir = tempfile::tempdir().unwrap();
+    let cp = TestControlplane::start_in(
+        dir.path(),
+        &[
+            ("AURORA_MASTER_KEY_FILE", master_file.to_str().unwrap()),
+            ("ANTHROPIC_API_KEY_FILE", credential_file.to_str().unwrap()),
+            ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ],
+    )
+    .await;
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", cp.process.pid())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(!cmdline.contains(ADMIN_KEY) && !cmdline.contains(ANTHROPIC_SECRET), "{cmdline}");
+
+    // The CLI reads its master key from a file too.
+    let env = [("AURORA_MASTER_KEY_FILE", master_file.to_str().unwrap())];
+    let settings = cp.cli_with(&["settings", "get", "-o", "json"], &env, None).await.json();
+    assert!(settings.is_object(), "{settings}");
+    let dp = TestDataplane::subscribed(&cp.url(), "dp-files", &[]).await;
+    dp.wait_ready().await;
+    assert_eq!(dp.call(ADMIN_KEY).await, 200);
+    let seen = upstream.received_requests().await.unwrap();
+    assert_eq!(seen[0].headers["x-api-key"], ANTHROPIC_SECRET, "the credential from the file is the one sent");
+
+    // Both forms at once is ambiguous: refused at startup, naming both.
+    let mut both = AuroraProcess::spawn(
+        &["controlplane"],
+        &[
+            ("AURORA_GRPC_LISTEN_ADDR", "127.0.0.1:0"),
+            ("AURORA_NODE_TOKEN", NODE_TOKEN),
+            ("AURORA_NODE_TOKEN_FILE", master_file.to_str().unwrap()),
+        ],
+    );
+    assert_ne!(both.wait_exit().await, Some(0));
+    assert!(both.logs().contains("both AURORA_NODE_TOKEN and AURORA_NODE_TOKEN_FILE are set"), "{}", both.logs());
+
+    // And no flag takes a secret.
+    for args in [
+        vec!["controlplane", "--master-key=x"],
+        vec!["controlplane", "--node-token=x"],
+        vec!["dataplane", "--anthropic-api-key=x"],
+        vec!["keys", "list", "--token=x"],
+    ] {
+        let out = run_cli(&args, &[], None).await;
+        assert_eq!(out.code, Some(2), "{args:?} must be refused: {out:?}");
+    }
+}

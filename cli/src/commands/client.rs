@@ -27,11 +27,6 @@ pub(crate) struct ClientArgs {
     )]
     url: String,
 
-    /// The master key to authenticate with (prefer the environment variable: flags land in
-    /// shell history).
-    #[arg(long, env = "AURORA_MASTER_KEY", hide_env_values = true, global = true)]
-    token: Option<String>,
-
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub(crate) output: OutputFormat,
@@ -110,12 +105,11 @@ fn settled(revision: u64, outcome: &aurora_proto::v1::WaitForRevisionResponse) -
     ))
 }
 
-/// Hand-written so that the token never reaches a debug print.
+/// Hand-written so that a URL's user info never reaches a debug print.
 impl std::fmt::Debug for ClientArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientArgs")
             .field("url", &redact_user_info(&self.url))
-            .field("token_set", &self.token.is_some())
             .field("output", &self.output)
             .field("wait", &self.wait)
             .finish()
@@ -145,11 +139,9 @@ impl ClientArgs {
     /// Connects to the control plane; fails with one clear line when it is unreachable or no
     /// token is configured.
     pub(crate) async fn connect(&self) -> anyhow::Result<AdminClient> {
-        let token = self
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .context("no admin token: set AURORA_MASTER_KEY or pass --token")?;
+        // The master key: never a flag (see `secrets`).
+        let token = crate::secrets::read(aurora_core::MASTER_KEY_VAR)?
+            .context("no admin token: set AURORA_MASTER_KEY (or AURORA_MASTER_KEY_FILE)")?;
         let mut bearer: MetadataValue<_> = format!("Bearer {token}")
             .parse()
             .map_err(|_| anyhow::anyhow!("the admin token must be printable ASCII"))?;

@@ -33,7 +33,7 @@ pub(crate) struct UpArgs {
 
     /// Provider credentials, base URLs and settings, as for `aurora controlplane`.
     #[command(flatten)]
-    product: ProductVars,
+    pub(crate) product: ProductVars,
 }
 
 /// Parses the data plane's configuration with its own defaults, as `aurora dataplane` would.
@@ -65,17 +65,17 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let grpc_addr = control_plane.local_addr();
 
     let cache = args.data_dir.join("dataplane.cache");
-    let dataplane_config = DataplaneCli::try_parse_from([
+    let mut dataplane_config = DataplaneCli::try_parse_from([
         "aurora-dataplane".to_owned(),
         format!("--listen-addr={}", args.listen_addr),
         format!("--admin-listen-addr={}", args.admin_listen_addr),
         format!("--control-plane=http://{grpc_addr}"),
-        format!("--node-token={node_token}"),
         "--node-id=local".to_owned(),
         format!("--config-cache={}", cache.display()),
     ])
     .context("invalid data-plane settings")?
     .config;
+    dataplane_config.control_plane.node_token = Some(node_token);
     let dataplane = aurora_dataplane::start(dataplane_config).await?;
     let gateway_addr = dataplane.local_addr()?;
 

@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use aurora_dataplane::Snapshot;
 use aurora_dataplane::snapshot::SnapshotAssembly;
-use aurora_proto::v1::config_service_client::ConfigServiceClient;
 use aurora_proto::v1::{Ack, Hello, Nack, SubscribeRequest, SubscribeResponse, subscribe_request, subscribe_response};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::support::controlplane::{ADMIN_KEY, NODE_TOKEN, TestControlplane};
+use crate::support::controlplane::{ADMIN_KEY, TestControlplane};
 use crate::support::wait::{self, DEADLINE};
 
 /// A hand-driven replica: it applies what it is sent exactly as a data plane does.
@@ -23,17 +21,9 @@ struct Replica {
 
 impl Replica {
     async fn connect(cp: &TestControlplane, node_id: &str, last_revision: u64, store_id: &[u8]) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(cp.url()).unwrap().connect().await.unwrap();
-        let token: tonic::metadata::AsciiMetadataValue = format!("Bearer {NODE_TOKEN}").parse().unwrap();
-        let mut client = ConfigServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-            request.metadata_mut().insert("authorization", token.clone());
-            Ok(request)
-        });
-        let (outbound, receiver) = mpsc::channel(16);
         let hello =
             Hello { node_id: node_id.into(), version: "test".into(), last_revision, store_id: store_id.to_vec() };
-        outbound.send(message(subscribe_request::Message::Hello(hello))).await.unwrap();
-        let inbound = client.subscribe(ReceiverStream::new(receiver)).await.unwrap().into_inner();
+        let (outbound, inbound) = crate::support::config_stream::subscribe(cp, hello).await.unwrap();
         Replica { outbound, inbound }
     }
 

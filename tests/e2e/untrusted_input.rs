@@ -2,10 +2,8 @@
 //! and the real CLI: far-future expiries, text that would rewrite a terminal or forge a log
 //! line, oversized fields, secrets in base URLs and base URLs a parser would rewrite.
 
-use aurora_proto::v1::config_service_client::ConfigServiceClient;
 use aurora_proto::v1::{Hello, Nack, SubscribeRequest, SubscribeResponse, subscribe_request};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::support::controlplane::{ADMIN_KEY, NODE_TOKEN, TestControlplane, run_cli};
@@ -18,16 +16,8 @@ struct Replica {
 }
 
 async fn subscribe(cp: &TestControlplane, node_id: &str, version: &str) -> Result<Replica, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(cp.url()).unwrap().connect().await.unwrap();
-    let token: tonic::metadata::AsciiMetadataValue = format!("Bearer {NODE_TOKEN}").parse().unwrap();
-    let mut client = ConfigServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-        request.metadata_mut().insert("authorization", token.clone());
-        Ok(request)
-    });
-    let (outbound, receiver) = mpsc::channel(16);
     let hello = Hello { node_id: node_id.into(), version: version.into(), ..Hello::default() };
-    outbound.send(SubscribeRequest { message: Some(subscribe_request::Message::Hello(hello)) }).await.unwrap();
-    let mut inbound = client.subscribe(ReceiverStream::new(receiver)).await?.into_inner();
+    let (outbound, mut inbound) = crate::support::config_stream::subscribe(cp, hello).await?;
     // The first message (the snapshot) proves the stream was accepted, not just opened.
     inbound.message().await?;
     Ok(Replica { outbound, _inbound: inbound })

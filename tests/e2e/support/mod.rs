@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod config_stream;
 pub mod controlplane;
 pub mod dataplane;
 pub mod process;

@@ -10,6 +10,7 @@
 
 mod aurora;
 mod control_plane;
+mod durability;
 mod gateway;
 mod load;
 mod machine;
@@ -83,6 +84,7 @@ struct Scales {
     gateway: gateway::Scale,
     control_plane: control_plane::Scale,
     snapshot: snapshot::Scale,
+    durability: durability::Scale,
 }
 
 fn scales(smoke: bool) -> Scales {
@@ -107,6 +109,7 @@ fn scales(smoke: bool) -> Scales {
                 offline_commits: 2,
             },
             snapshot: snapshot::Scale { keys: 19_999, rate: 200, window: Duration::from_secs(1) },
+            durability: durability::Scale { single: 20, burst: 200 },
         };
     }
     Scales {
@@ -129,6 +132,7 @@ fn scales(smoke: bool) -> Scales {
             offline_commits: 5,
         },
         snapshot: snapshot::Scale { keys: 999_999, rate: 1_000, window: Duration::from_secs(5) },
+        durability: durability::Scale { single: 500, burst: 10_000 },
     }
 }
 
@@ -193,6 +197,8 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
 
     progress("control plane: revocation, resume, fan-out");
     control_plane::run(&mut report, &bin, scratch.path(), upstream.addr, scales.control_plane).await?;
+    progress("durable acknowledgements");
+    durability::run(&mut report, scratch.path(), scales.durability).await?;
     progress("million-key snapshot");
     snapshot::run(&mut report, &bin, upstream.addr, scales.snapshot).await?;
 

@@ -70,14 +70,14 @@ impl Subscriber {
             let delay = backoff::full_jitter(attempt);
             match outcome {
                 Err(session::SessionError::Rejected(status)) => tracing::error!(
-                    control_plane = %endpoint.uri(),
+                    control_plane = %connect::shown(endpoint),
                     code = ?status.code(),
                     error = %status.message(),
                     retry_in_ms = delay.as_millis(),
                     "the control plane refused this data plane"
                 ),
                 Err(err) => tracing::warn!(
-                    control_plane = %endpoint.uri(),
+                    control_plane = %connect::shown(endpoint),
                     error = %err,
                     retry_in_ms = delay.as_millis(),
                     "config stream lost; serving the last applied configuration"

@@ -51,12 +51,14 @@ impl Endpoints {
 }
 
 fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, ConnectError> {
+    // What errors and logs show: never a password in the URL's user info.
+    let shown = || aurora_core::text::redact_user_info(url).into_owned();
     let https = url.starts_with("https://");
     if !https && !url.starts_with("http://") {
-        return Err(ConnectError::Scheme(url.to_owned()));
+        return Err(ConnectError::Scheme(shown()));
     }
     let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|err| ConnectError::Url { url: url.to_owned(), reason: err.to_string() })?
+        .map_err(|_| ConnectError::Url { url: shown(), reason: "not a valid URI".into() })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         // Detects a control plane that vanished without closing the connection.
@@ -68,9 +70,9 @@ fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Connec
         (true, None) => {
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(ConnectError::Tls)?;
         }
-        (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps(url.to_owned())),
+        (false, Some(_)) => return Err(ConnectError::TlsWithoutHttps(shown())),
         (false, None) if !is_loopback(&endpoint) => tracing::warn!(
-            control_plane = url,
+            control_plane = %shown(),
             "plaintext control-plane URL: the node token and upstream credentials cross the network unencrypted; use https://"
         ),
         (false, None) => {}
@@ -97,6 +99,11 @@ fn tls_config(config: &ControlPlaneConfig) -> Result<Option<ClientTlsConfig>, Co
 /// A rustls client configuration for talking to a control plane: its CA (or the Mozilla roots),
 /// an optional client certificate and key for mutual TLS, and an optional name to verify.
 /// Shared with the `aurora` CLI.
+/// An endpoint's URL as logs may show it: without user info.
+pub(super) fn shown(endpoint: &Endpoint) -> String {
+    aurora_core::text::redact_user_info(&endpoint.uri().to_string()).into_owned()
+}
+
 pub fn client_tls(
     ca: Option<&Path>,
     identity: Option<(&Path, &Path)>,
@@ -117,4 +124,24 @@ pub fn client_tls(
 
 fn read(path: &Path) -> Result<Vec<u8>, ConnectError> {
     std::fs::read(path).map_err(|source| ConnectError::Read { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control-plane URL's password never reaches an error or a log line.
+    #[test]
+    fn errors_never_show_a_urls_password() {
+        for url in
+            ["ftp://admin:S3cretPw@cp:50051", "http://admin:S3cretPw@[bad:50051", "http://admin:S3cretPw@cp:50051"]
+        {
+            let tls = url.starts_with("http://admin:S3cretPw@cp").then(ClientTlsConfig::new);
+            let err = endpoint(url, tls.as_ref()).err().unwrap_or_else(|| panic!("{url} should fail"));
+            let text = err.to_string();
+            assert!(!text.contains("S3cretPw"), "{text}");
+        }
+        let ok = endpoint("http://admin:S3cretPw@127.0.0.1:50051", None).unwrap();
+        assert!(!shown(&ok).contains("S3cretPw"), "{}", shown(&ok));
+    }
 }

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
-use super::Subscriber;
+use super::{Subscriber, connect};
 use crate::snapshot::{Snapshot, SnapshotAssembly};
 
 /// Config messages can be large (a snapshot chunk holds 10 000 keys); allow generous room.
@@ -61,7 +61,7 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
             _ => SessionError::Stream(status),
         })?
         .into_inner();
-    tracing::info!(control_plane = %endpoint.uri(), last_revision, "subscribed to the control plane");
+    tracing::info!(control_plane = %connect::shown(endpoint), last_revision, "subscribed to the control plane");
     subscriber.metrics.set_connected(true);
     subscriber.metrics.message_received();
 

@@ -21,3 +21,4 @@ mod store_faults;
 mod tls;
 mod untrusted_input;
 mod up;
+mod upstream_network;

@@ -5,6 +5,8 @@
 
 pub mod controlplane;
 pub mod dataplane;
+pub mod egress_proxy;
 pub mod process;
 pub mod raw_http;
+pub mod tls_upstream;
 pub mod wait;

@@ -27,7 +27,7 @@ use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
 use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ProviderTls, Snapshot};
 use crate::state::ConfigState;
 use crate::upstream::Upstreams;
 use crate::upstream::tls::TlsFailure;
@@ -49,6 +49,8 @@ struct Forward {
     uri: Uri,
     shape: ErrorShape,
     provider: ProviderKind,
+    /// The provider's own TLS material, when it has some (rare: cloning the `Arc` is the cost).
+    tls: Option<Arc<ProviderTls>>,
 }
 
 /// A refused request and the error shape its provider's SDK understands.
@@ -110,7 +112,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape, provider } = self.check(&mut parts, request_id, exchange)?;
+        let Forward { uri, shape, provider, tls } = self.check(&mut parts, request_id, exchange)?;
 
         let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
@@ -127,7 +129,16 @@ impl Proxy {
 
         let sent = Instant::now();
         self.metrics.overhead(provider, sent.duration_since(exchange.started()));
-        let pending = self.upstreams.client.request(upstream_request);
+        let pending = match &tls {
+            None => self.upstreams.client.request(upstream_request),
+            Some(tls) => match self.upstreams.dedicated.client(provider, tls) {
+                Ok(client) => client.request(upstream_request),
+                Err(err) => {
+                    tracing::warn!(provider = %provider, error = %err, "cannot set up the provider's TLS");
+                    return Err((GatewayError::UpstreamTls(TlsFailure::Other), shape));
+                }
+            },
+        };
         let response = match tokio::time::timeout(self.response_header_timeout, pending).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err((self.classify(&err), shape)),
@@ -191,7 +202,7 @@ impl Proxy {
         let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         headers::prepare_request(&mut parts.headers, upstream, request_id);
-        Ok(Forward { uri, shape, provider: kind })
+        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned() })
     }
 
     /// Maps a failed upstream exchange to the error the client sees.

@@ -7,6 +7,7 @@
 //! one so that the request URI, headers and body reach the provider exactly as the gateway
 //! built them.
 
+pub mod dedicated;
 pub mod tls;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::UpstreamConfig;
 use crate::egress::connector::EgressConnector;
 use crate::egress::{ProxyConfigError, ProxyRules};
 use crate::headers;
+use crate::upstream::dedicated::DedicatedClients;
 
 pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, RequestBody>;
 
@@ -42,6 +44,8 @@ pub struct Upstreams {
     /// Consulted on the request path only for plain-HTTP upstreams behind a proxy, whose
     /// requests carry the proxy's credentials themselves.
     pub proxy: Option<Arc<ProxyRules>>,
+    /// Clients for providers with their own TLS material (mutual TLS, a provider CA).
+    pub dedicated: DedicatedClients,
 }
 
 pub fn build(config: &UpstreamConfig) -> Result<Upstreams, UpstreamSetupError> {
@@ -50,12 +54,15 @@ pub fn build(config: &UpstreamConfig) -> Result<Upstreams, UpstreamSetupError> {
         tracing::info!(no_proxy = ?config.proxy.no(), "upstream connections go through an egress proxy");
     }
     let roots = tls::roots(config.ca_file.as_deref())?;
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = tls_builder()?.with_root_certificates(roots.clone()).with_no_client_auth();
     let client = client(config, tls, proxy.clone());
-    Ok(Upstreams { client, proxy })
+    let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone());
+    Ok(Upstreams { client, proxy, dedicated })
+}
+
+fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
 }
 
 fn client(config: &UpstreamConfig, tls: rustls::ClientConfig, proxy: Option<Arc<ProxyRules>>) -> UpstreamClient {

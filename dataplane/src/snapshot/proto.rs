@@ -320,6 +320,25 @@ mod tests {
             (change::Change::ProviderUpsert(provider("openai", "bad\ncredential")), "credential"),
             (change::Change::KeyUpsert(KeyConfig { hash: vec![1, 2], ..key("x", true, 0) }), "32 bytes"),
             (change::Change::MasterKeyHash(vec![1]), "master-key"),
+            (
+                change::Change::ProviderUpsert(ProviderConfig {
+                    default_headers: vec![HeaderField { name: "authorization".into(), value: "Bearer x".into() }],
+                    ..provider("openai", "sk")
+                }),
+                "cannot be a default header",
+            ),
+            (
+                change::Change::ProviderUpsert(ProviderConfig {
+                    client_certificate_pem: "not pem".into(),
+                    client_key_pem: "not pem".into(),
+                    ..provider("vllm", "")
+                }),
+                "client certificate",
+            ),
+            (
+                change::Change::ProviderUpsert(ProviderConfig { client_key_pem: "key".into(), ..provider("vllm", "") }),
+                "both a certificate and a key",
+            ),
         ] {
             let delta = Delta {
                 revision: 4,
@@ -328,6 +347,29 @@ mod tests {
             let err = base.apply(&delta).unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn provider_network_settings_survive_the_cache() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["dp".into()]).unwrap().self_signed(&key).unwrap();
+        let openrouter = ProviderConfig {
+            default_headers: vec![HeaderField { name: "http-referer".into(), value: "https://example.com".into() }],
+            client_certificate_pem: cert.pem(),
+            client_key_pem: key.serialize_pem(),
+            ca_pem: cert.pem(),
+            ..provider("openrouter", "sk-or")
+        };
+        let chunk = SnapshotChunk { last: true, providers: vec![openrouter.clone()], ..first_chunk() };
+        let snapshot = snapshot_from_chunk(chunk).unwrap();
+        let upstream = snapshot.provider(ProviderKind::OpenRouter).unwrap();
+        assert_eq!(upstream.default_headers().len(), 1);
+        let tls = upstream.tls().unwrap();
+        assert!(tls.identity.is_some() && tls.cas.len() == 1);
+        assert!(!format!("{upstream:?}").contains("PRIVATE KEY"));
+
+        let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap().to_chunk();
+        assert_eq!(again.providers.iter().find(|p| p.name == "openrouter"), Some(&openrouter));
     }
 
     #[test]

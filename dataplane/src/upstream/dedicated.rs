@@ -43,13 +43,21 @@ impl DedicatedClients {
     /// The client for `kind` with `tls`, built now if the material is new.
     pub fn client(&self, kind: ProviderKind, tls: &Arc<ProviderTls>) -> Result<UpstreamClient, rustls::Error> {
         let slot = &self.slots[kind as usize];
-        if let Some(entry) = slot.load().as_ref().filter(|entry| Arc::ptr_eq(&entry.tls, tls)) {
+        let current = slot.load_full();
+        if let Some(entry) = current.as_ref().filter(|entry| Arc::ptr_eq(&entry.tls, tls)) {
             return Ok(entry.client.clone());
         }
-        let client = super::client(&self.config, self.tls_config(tls)?, self.proxy.clone());
+        // The same material in a new snapshot (a full resync rebuilds every provider): keep the
+        // client and its pooled connections.
+        let client = match current.as_ref().filter(|entry| entry.tls.pem == tls.pem) {
+            Some(entry) => entry.client.clone(),
+            None => {
+                tracing::info!(provider = %kind, "upstream client built for the provider's own TLS settings");
+                super::client(&self.config, self.tls_config(tls)?, self.proxy.clone())
+            }
+        };
         // Two requests racing here both build one; the last stored wins, both work.
         slot.store(Some(Arc::new(Entry { tls: tls.clone(), client: client.clone() })));
-        tracing::info!(provider = %kind, "upstream client built for the provider's own TLS settings");
         Ok(client)
     }
 

@@ -151,3 +151,26 @@ async fn a_proxy_that_refuses_the_tunnel_gives_a_502_saying_so() {
     let (status, body) = models(&dp).await;
     assert_eq!((status, body["error"]["code"].as_str()), (502, Some("proxy_unreachable")), "{body}");
 }
+
+#[tokio::test]
+async fn unusable_proxy_or_ca_settings_stop_the_data_plane_at_startup_without_repeating_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("snapshot.json");
+    std::fs::write(&config, vllm_at("https://api.example.invalid").to_string()).unwrap();
+    let args = ["dataplane", "--config-file", config.to_str().unwrap()];
+    let listen = [("AURORA_LISTEN_ADDR", "127.0.0.1:0"), ("AURORA_ADMIN_LISTEN_ADDR", "127.0.0.1:0")];
+    for (var, value, expected) in [
+        ("HTTPS_PROXY", "socks5://user:pr0xy-s3cret@proxy:1080", "HTTPS_PROXY: only http:// proxies are supported"),
+        ("http_proxy", "http://user:pr0xy-s3cret@", "HTTP_PROXY is not a valid proxy URL"),
+        ("AURORA_UPSTREAM_CA_FILE", "/nonexistent/ca.pem", "cannot read AURORA_UPSTREAM_CA_FILE /nonexistent/ca.pem"),
+    ] {
+        let mut env = listen.to_vec();
+        env.push((var, value));
+        let mut process = crate::support::process::AuroraProcess::spawn(&args, &env);
+        let code = process.wait_exit().await;
+        let logs = process.logs();
+        assert!(code.is_some_and(|c| c != 0), "{var}: exited with {code:?}:\n{logs}");
+        assert!(logs.contains(expected), "{var}:\n{logs}");
+        assert!(!logs.contains("pr0xy-s3cret"), "{var}: the proxy password is repeated:\n{logs}");
+    }
+}

@@ -279,3 +279,25 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pem_stream_splits_into_certificates_and_key() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n\
+                   -----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            pem_blocks(pem, |label| label == "CERTIFICATE"),
+            "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
+             -----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(
+            pem_blocks(pem, |label| label.ends_with("PRIVATE KEY")),
+            "-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n"
+        );
+        assert_eq!(pem_blocks("-----BEGIN CERTIFICATE-----\nunterminated", |_| true), "");
+    }
+}

@@ -13,8 +13,12 @@ const PROTOS: &[&str] = &["aurora/v1/admin.proto", "aurora/v1/config.proto"];
 
 /// Messages that carry a secret (an upstream credential, a new key's secret): prost must not
 /// derive their `Debug`, which would print it; `src/redacted_debug.rs` hand-writes one instead.
-const SECRET_MESSAGES: &[&str] =
-    &[".aurora.v1.ProviderConfig", ".aurora.v1.UpsertProviderRequest", ".aurora.v1.CreateKeyResponse"];
+const SECRET_MESSAGES: &[&str] = &[
+    ".aurora.v1.ProviderConfig",
+    ".aurora.v1.UpsertProviderRequest",
+    ".aurora.v1.CreateKeyResponse",
+    ".aurora.v1.ClientCertificate",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -67,6 +67,7 @@ fn snapshot(revision: u64, upstream: SocketAddr, extra_keys: usize) -> store::Sn
             enabled: true,
             base_url: format!("http://{upstream}/v1"),
             credential: upstream::CREDENTIAL.into(),
+            ..Default::default()
         }],
         master_key_hash: None,
         keys,

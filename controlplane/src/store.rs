@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 pub use error::{StorageFailure, StoreError};
 pub use model::{
-    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
-    Snapshot,
+    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
+    SettingsView, Snapshot,
 };
 pub use sqlite::SqliteStore;
 pub use write_health::WriteStatus;

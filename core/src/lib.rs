@@ -7,6 +7,7 @@
 
 mod base_url;
 mod credential;
+mod default_headers;
 mod duration;
 mod expiry;
 mod key;
@@ -17,6 +18,10 @@ pub mod text;
 
 pub use base_url::{BaseUrl, BaseUrlError, HostScope};
 pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential};
+pub use default_headers::{
+    DefaultHeader, DefaultHeaderError, DefaultHeaders, MAX_DEFAULT_HEADERS, MAX_HEADER_NAME_BYTES,
+    MAX_HEADER_VALUE_BYTES,
+};
 pub use duration::parse_positive_duration;
 pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};

@@ -69,6 +69,89 @@ pub struct UpstreamConfig {
     /// with a 502 `upstream_response_invalid`.
     #[arg(id = "upstream_max_header_bytes", long = "upstream-max-header-bytes", value_name = "MAX_HEADER_BYTES", env = "AURORA_UPSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
+
+    /// CA certificates (a PEM bundle) trusted for provider TLS besides the compiled-in public
+    /// roots: a self-hosted upstream behind a private CA, or a TLS-intercepting proxy.
+    #[arg(long = "upstream-ca-file", env = "AURORA_UPSTREAM_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub proxy: ProxyVars,
+}
+
+/// The egress proxy variables every HTTP client honours, read once here (parsed into rules by
+/// [`crate::egress`]). curl's reading: the lower-case name wins over the upper-case one.
+#[derive(Args, Clone, Default)]
+pub struct ProxyVars {
+    /// Proxy for HTTPS upstreams (tunnelled with CONNECT): `http://[user:pass@]host:port`.
+    #[arg(long = "https-proxy", env = "HTTPS_PROXY", hide_env_values = true)]
+    pub https_proxy: Option<String>,
+    #[arg(long = "https-proxy-lc", env = "https_proxy", hide = true, hide_env_values = true)]
+    pub https_proxy_lc: Option<String>,
+
+    /// Proxy for plain-HTTP upstreams (requests sent to it in absolute form).
+    #[arg(long = "http-proxy", env = "HTTP_PROXY", hide_env_values = true)]
+    pub http_proxy: Option<String>,
+    #[arg(long = "http-proxy-lc", env = "http_proxy", hide = true, hide_env_values = true)]
+    pub http_proxy_lc: Option<String>,
+
+    /// Proxy for both schemes when the scheme's own variable is unset.
+    #[arg(long = "all-proxy", env = "ALL_PROXY", hide_env_values = true)]
+    pub all_proxy: Option<String>,
+    #[arg(long = "all-proxy-lc", env = "all_proxy", hide = true, hide_env_values = true)]
+    pub all_proxy_lc: Option<String>,
+
+    /// Hosts reached directly: names (and their subdomains), `.domain`, IPs, CIDR ranges, `*`.
+    #[arg(long = "no-proxy", env = "NO_PROXY")]
+    pub no_proxy: Option<String>,
+    #[arg(long = "no-proxy-lc", env = "no_proxy", hide = true)]
+    pub no_proxy_lc: Option<String>,
+}
+
+impl ProxyVars {
+    pub fn https(&self) -> Option<&str> {
+        self.https_proxy_lc.as_deref().or(self.https_proxy.as_deref())
+    }
+
+    pub fn http(&self) -> Option<&str> {
+        self.http_proxy_lc.as_deref().or(self.http_proxy.as_deref())
+    }
+
+    pub fn all(&self) -> Option<&str> {
+        self.all_proxy_lc.as_deref().or(self.all_proxy.as_deref())
+    }
+
+    pub fn no(&self) -> Option<&str> {
+        self.no_proxy_lc.as_deref().or(self.no_proxy.as_deref())
+    }
+
+    /// The variables as the environment would give them, for tests.
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> ProxyVars {
+        let get = |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned());
+        ProxyVars {
+            https_proxy: get("HTTPS_PROXY"),
+            https_proxy_lc: get("https_proxy"),
+            http_proxy: get("HTTP_PROXY"),
+            http_proxy_lc: get("http_proxy"),
+            all_proxy: get("ALL_PROXY"),
+            all_proxy_lc: get("all_proxy"),
+            no_proxy: get("NO_PROXY"),
+            no_proxy_lc: get("no_proxy"),
+        }
+    }
+}
+
+/// Hand-written: proxy URLs may carry credentials.
+impl std::fmt::Debug for ProxyVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyVars")
+            .field("https_proxy_set", &self.https().is_some())
+            .field("http_proxy_set", &self.http().is_some())
+            .field("all_proxy_set", &self.all().is_some())
+            .field("no_proxy", &self.no())
+            .finish()
+    }
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -11,8 +11,10 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::body::{ProxyBody, full};
+use crate::egress::connector::ProxyRefusal;
 use crate::headers::X_AURORA_ERROR;
 use crate::route::{self, PathError};
+use crate::upstream::tls::TlsFailure;
 
 /// Longest part of a client-chosen method name repeated in an error message.
 const SHOWN_METHOD_CHARS: usize = 24;
@@ -41,6 +43,12 @@ pub enum GatewayError {
     RequestBody,
     #[error("the upstream provider could not be reached")]
     UpstreamUnreachable,
+    #[error("the egress proxy could not be reached")]
+    ProxyUnreachable,
+    #[error("the egress proxy refused the tunnel to the upstream provider: {0}")]
+    ProxyRefused(ProxyRefusal),
+    #[error("{0}")]
+    UpstreamTls(TlsFailure),
     #[error("the upstream provider did not respond in time")]
     UpstreamTimeout,
     #[error("{0}")]
@@ -79,7 +87,11 @@ impl GatewayError {
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UpstreamUnreachable | GatewayError::UpstreamResponseInvalid(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable
+            | GatewayError::ProxyUnreachable
+            | GatewayError::ProxyRefused(_)
+            | GatewayError::UpstreamTls(_)
+            | GatewayError::UpstreamResponseInvalid(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -100,6 +112,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::RequestBody => "invalid_request_body",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::ProxyUnreachable => "proxy_unreachable",
+            GatewayError::ProxyRefused(_) => "proxy_refused",
+            GatewayError::UpstreamTls(_) => "upstream_tls_failed",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamResponseInvalid(_) => "upstream_response_invalid",
         }

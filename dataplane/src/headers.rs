@@ -71,6 +71,13 @@ pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id:
     }
     remove_where(headers, |name| name.as_str().starts_with("x-forwarded-"));
 
+    // Defaults only: a header the client sent wins. None of them can be a header the gateway
+    // sets below (the admin API and the snapshot both refuse those names).
+    for (name, value) in upstream.default_headers() {
+        if let http::header::Entry::Vacant(entry) = headers.entry(name) {
+            entry.insert(value.clone());
+        }
+    }
     if let Some(credential) = upstream.credential() {
         let name = match upstream.kind.auth_style() {
             AuthStyle::XApiKey => X_API_KEY,
@@ -204,6 +211,24 @@ mod tests {
         let mut headers = map(&[("authorization", "Bearer aurora")]);
         prepare_request(&mut headers, &upstream(ProviderKind::Vllm, None), &id);
         assert!(!headers.contains_key("authorization"), "no credential configured: nothing sent");
+    }
+
+    #[test]
+    fn default_headers_are_added_unless_the_client_sent_them() {
+        let defaults = aurora_core::DefaultHeaders::from_pairs([
+            ("HTTP-Referer", "https://example.com"),
+            ("X-Title", "Aurora"),
+            ("OpenAI-Organization", "org-default"),
+        ])
+        .unwrap();
+        let upstream = upstream(ProviderKind::OpenRouter, Some("sk-or")).with_default_headers(&defaults);
+        let mut headers = map(&[("x-title", "Client App"), ("authorization", "Bearer aurora")]);
+        prepare_request(&mut headers, &upstream, &HeaderValue::from_static("r"));
+        assert_eq!(headers["http-referer"], "https://example.com");
+        assert_eq!(headers["x-title"], "Client App", "the client's own value wins");
+        assert_eq!(headers.get_all("x-title").iter().count(), 1);
+        assert_eq!(headers["openai-organization"], "org-default");
+        assert_eq!(headers["authorization"], "Bearer sk-or");
     }
 
     #[test]

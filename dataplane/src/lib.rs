@@ -20,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod fdlimit;
 pub mod headers;
@@ -58,7 +59,7 @@ pub enum StartError {
     #[error(transparent)]
     Credential(#[from] InvalidCredential),
     #[error(transparent)]
-    Tls(#[from] upstream::TlsSetupError),
+    Upstream(#[from] upstream::UpstreamSetupError),
     #[error(transparent)]
     ControlPlane(#[from] subscription::ConnectError),
     #[error(
@@ -130,8 +131,9 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         state.publish(Arc::new(snapshot));
     }
 
-    let client = upstream::client(&config.upstream)?;
-    let proxy = Arc::new(Proxy::new(state.clone(), client, metrics.requests.clone(), &config.upstream, &config.limits));
+    let upstreams = upstream::build(&config.upstream)?;
+    let proxy =
+        Arc::new(Proxy::new(state.clone(), upstreams, metrics.requests.clone(), &config.upstream, &config.limits));
     let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =

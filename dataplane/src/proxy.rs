@@ -23,18 +23,20 @@ use crate::access::Exchange;
 use crate::auth;
 use crate::body::{Counted, Metered, ProxyBody, ResponseBody};
 use crate::config::{Limits, UpstreamConfig};
+use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
 use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ProviderTls, Snapshot};
 use crate::state::ConfigState;
-use crate::upstream::UpstreamClient;
+use crate::upstream::Upstreams;
+use crate::upstream::tls::TlsFailure;
 use crate::{headers, request_id, route};
 
 #[derive(Debug)]
 pub struct Proxy {
     state: Arc<ConfigState>,
-    client: UpstreamClient,
+    upstreams: Upstreams,
     metrics: Arc<RequestMetrics>,
     response_header_timeout: Duration,
     idle_timeout: Duration,
@@ -47,6 +49,8 @@ struct Forward {
     uri: Uri,
     shape: ErrorShape,
     provider: ProviderKind,
+    /// The provider's own TLS material, when it has some (rare: cloning the `Arc` is the cost).
+    tls: Option<Arc<ProviderTls>>,
 }
 
 /// A refused request and the error shape its provider's SDK understands.
@@ -55,14 +59,14 @@ type Rejection = (GatewayError, ErrorShape);
 impl Proxy {
     pub fn new(
         state: Arc<ConfigState>,
-        client: UpstreamClient,
+        upstreams: Upstreams,
         metrics: Arc<RequestMetrics>,
         upstream: &UpstreamConfig,
         limits: &Limits,
     ) -> Self {
         Proxy {
             state,
-            client,
+            upstreams,
             metrics,
             response_header_timeout: upstream.response_header_timeout,
             idle_timeout: upstream.idle_timeout,
@@ -108,7 +112,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape, provider } = self.check(&mut parts, request_id, exchange)?;
+        let Forward { uri, shape, provider, tls } = self.check(&mut parts, request_id, exchange)?;
 
         let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
@@ -119,10 +123,22 @@ impl Proxy {
         // client spoke to us has no bearing on it.
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = parts.headers;
+        if let Some(auth) = self.upstreams.proxy.as_ref().and_then(|p| p.http_authorization(upstream_request.uri())) {
+            upstream_request.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
 
         let sent = Instant::now();
         self.metrics.overhead(provider, sent.duration_since(exchange.started()));
-        let pending = self.client.request(upstream_request);
+        let pending = match &tls {
+            None => self.upstreams.client.request(upstream_request),
+            Some(tls) => match self.upstreams.dedicated.client(provider, tls) {
+                Ok(client) => client.request(upstream_request),
+                Err(err) => {
+                    tracing::warn!(provider = %provider, error = %err, "cannot set up the provider's TLS");
+                    return Err((GatewayError::UpstreamTls(TlsFailure::Other), shape));
+                }
+            },
+        };
         let response = match tokio::time::timeout(self.response_header_timeout, pending).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err((self.classify(&err), shape)),
@@ -186,7 +202,7 @@ impl Proxy {
         let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         headers::prepare_request(&mut parts.headers, upstream, request_id);
-        Ok(Forward { uri, shape, provider: kind })
+        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned() })
     }
 
     /// Maps a failed upstream exchange to the error the client sees.
@@ -200,6 +216,21 @@ impl Proxy {
             cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         }) {
             return GatewayError::UpstreamTimeout;
+        }
+        match causes().find_map(|cause| cause.downcast_ref::<ConnectError>()) {
+            Some(ConnectError::ProxyRefused(refusal)) => {
+                tracing::warn!(error = %DisplayChain(err), "upstream request refused by the egress proxy");
+                return GatewayError::ProxyRefused(*refusal);
+            }
+            Some(ConnectError::ProxyUnreachable(_)) => {
+                tracing::warn!(error = %DisplayChain(err), "egress proxy unreachable");
+                return GatewayError::ProxyUnreachable;
+            }
+            Some(ConnectError::Direct(_)) | None => {}
+        }
+        if let Some(failure) = causes().find_map(TlsFailure::of) {
+            tracing::warn!(error = %DisplayChain(err), "upstream TLS failed");
+            return GatewayError::UpstreamTls(failure);
         }
         // The provider answered, but with a response hyper refused to parse.
         if let Some(parse) = causes().find_map(|cause| cause.downcast_ref::<hyper::Error>().filter(|e| e.is_parse())) {

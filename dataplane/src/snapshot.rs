@@ -8,18 +8,20 @@
 mod file;
 mod key_table;
 pub(crate) mod proto;
+pub mod provider_tls;
 
 use std::fmt;
 use std::num::NonZeroI64;
 use std::sync::Arc;
 
 pub use aurora_core::Settings;
-use aurora_core::{AuthStyle, BaseUrl, KeyHash, ProviderKind, ProviderSet};
-use http::HeaderValue;
+use aurora_core::{AuthStyle, BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use http::{HeaderName, HeaderValue};
 
 pub use file::{SnapshotFile, SnapshotFileError};
 pub use key_table::KeyTable;
 pub use proto::{ApplyError, SnapshotAssembly};
+pub use provider_tls::{ProviderTls, ProviderTlsError};
 
 /// A complete, validated gateway configuration at one revision.
 #[derive(Clone, Debug)]
@@ -45,6 +47,10 @@ pub struct Upstream {
     credential: Option<HeaderValue>,
     /// The credential as configured, kept only to write the last-known-good cache.
     plain_credential: Option<Arc<str>>,
+    /// Added to each request unless the client sent the same header; built once per snapshot.
+    default_headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The provider's own TLS material; `None` (the usual case) means the shared client.
+    tls: Option<Arc<ProviderTls>>,
 }
 
 /// The credential cannot be sent as an HTTP header value.
@@ -75,7 +81,40 @@ impl Upstream {
             .transpose()
             .map_err(|_| InvalidCredential(kind))?;
         let plain_credential = credential.is_some().then(|| plain.unwrap_or_default().into());
-        Ok(Upstream { kind, enabled, base_url, credential, plain_credential })
+        Ok(Upstream {
+            kind,
+            enabled,
+            base_url,
+            credential,
+            plain_credential,
+            default_headers: Box::default(),
+            tls: None,
+        })
+    }
+
+    /// With these default headers, already checked by the rules both planes share (so building
+    /// the header values cannot fail).
+    pub fn with_default_headers(mut self, headers: &DefaultHeaders) -> Self {
+        self.default_headers = headers
+            .iter()
+            .filter_map(|h| {
+                Some((HeaderName::from_bytes(h.name().as_bytes()).ok()?, HeaderValue::from_str(h.value()).ok()?))
+            })
+            .collect();
+        self
+    }
+
+    pub fn with_tls(mut self, tls: Option<ProviderTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        self
+    }
+
+    pub fn default_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.default_headers
+    }
+
+    pub fn tls(&self) -> Option<&Arc<ProviderTls>> {
+        self.tls.as_ref()
     }
 
     pub fn credential(&self) -> Option<&HeaderValue> {
@@ -95,6 +134,8 @@ impl fmt::Debug for Upstream {
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
             .field("credential_set", &self.credential.is_some())
+            .field("default_headers", &self.default_headers.len())
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -1,9 +1,14 @@
-//! The one shared HTTP client every passthrough request goes out through.
+//! The shared HTTP client every passthrough request goes out through.
 //!
 //! A single connection pool for all providers, HTTP/2 where the provider offers it over ALPN,
 //! TLS by rustls with the Mozilla root store compiled in (so the container image needs no CA
-//! bundle). hyper's client is used directly rather than a higher-level one so that the request
-//! URI, headers and body reach the provider exactly as the gateway built them.
+//! bundle) plus the operator's `AURORA_UPSTREAM_CA_FILE`, and egress proxies applied per
+//! connection by [`crate::egress`]. hyper's client is used directly rather than a higher-level
+//! one so that the request URI, headers and body reach the provider exactly as the gateway
+//! built them.
+
+pub mod dedicated;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -14,15 +19,53 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::config::UpstreamConfig;
+use crate::egress::connector::EgressConnector;
+use crate::egress::{ProxyConfigError, ProxyRules};
 use crate::headers;
+use crate::upstream::dedicated::DedicatedClients;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, RequestBody>;
 
+/// Why the upstream client could not be built at startup.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up TLS for upstream connections: {0}")]
-pub struct TlsSetupError(#[from] rustls::Error);
+pub enum UpstreamSetupError {
+    #[error("cannot set up TLS for upstream connections: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    CaFile(#[from] tls::CaFileError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyConfigError),
+}
 
-pub fn client(config: &UpstreamConfig) -> Result<UpstreamClient, TlsSetupError> {
+/// The upstream client and the egress rules it connects by.
+#[derive(Debug)]
+pub struct Upstreams {
+    pub client: UpstreamClient,
+    /// Consulted on the request path only for plain-HTTP upstreams behind a proxy, whose
+    /// requests carry the proxy's credentials themselves.
+    pub proxy: Option<Arc<ProxyRules>>,
+    /// Clients for providers with their own TLS material (mutual TLS, a provider CA).
+    pub dedicated: DedicatedClients,
+}
+
+pub fn build(config: &UpstreamConfig) -> Result<Upstreams, UpstreamSetupError> {
+    let proxy = ProxyRules::from_vars(&config.proxy)?.map(Arc::new);
+    if proxy.is_some() {
+        tracing::info!(no_proxy = ?config.proxy.no(), "upstream connections go through an egress proxy");
+    }
+    let roots = tls::roots(config.ca_file.as_deref())?;
+    let tls = tls_builder()?.with_root_certificates(roots.clone()).with_no_client_auth();
+    let client = client(config, tls, proxy.clone());
+    let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone());
+    Ok(Upstreams { client, proxy, dedicated })
+}
+
+fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+}
+
+fn client(config: &UpstreamConfig, tls: rustls::ClientConfig, proxy: Option<Arc<ProxyRules>>) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
@@ -30,27 +73,22 @@ pub fn client(config: &UpstreamConfig) -> Result<UpstreamClient, TlsSetupError> 
     http.set_nodelay(true);
     http.set_keepalive(Some(std::time::Duration::from_secs(60)));
 
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(EgressConnector::new(http, proxy));
 
     // Response heads are limited by bytes: hyper's HTTP/1.1 default of 100 header fields would
     // refuse ordinary answers from providers that send many rate-limit and tracing headers.
     let max_header_bytes = config.max_header_bytes;
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .http1_max_buf_size(usize::try_from(max_header_bytes).unwrap_or(usize::MAX))
         .http1_max_headers(headers::field_ceiling(max_header_bytes))
         .http2_max_header_list_size(max_header_bytes)
-        .build(https))
+        .build(https)
 }

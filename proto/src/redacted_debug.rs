@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::v1::{CreateKeyResponse, ProviderConfig, UpsertProviderRequest, upsert_provider_request};
+use crate::v1::{ClientCertificate, CreateKeyResponse, ProviderConfig, UpsertProviderRequest, upsert_provider_request};
 
 /// A secret in a debug print: `<redacted>` when set, `""` when empty.
 struct Secret<'a>(&'a str);
@@ -26,6 +26,10 @@ impl fmt::Debug for ProviderConfig {
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
             .field("credential", &Secret(&self.credential))
+            .field("default_headers", &self.default_headers)
+            .field("client_certificate_set", &!self.client_certificate_pem.is_empty())
+            .field("client_key", &Secret(&self.client_key_pem))
+            .field("ca_set", &!self.ca_pem.is_empty())
             .finish()
     }
 }
@@ -37,6 +41,9 @@ impl fmt::Debug for UpsertProviderRequest {
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
             .field("credential_change", &self.credential_change)
+            .field("default_headers", &self.default_headers)
+            .field("client_certificate_change", &self.client_certificate_change)
+            .field("ca_change", &self.ca_change.as_ref().map(|_| "set"))
             .finish()
     }
 }
@@ -48,6 +55,24 @@ impl fmt::Debug for upsert_provider_request::CredentialChange {
             Self::Credential(credential) => f.debug_tuple("Credential").field(&Secret(credential)).finish(),
             Self::ClearCredential(clear) => f.debug_tuple("ClearCredential").field(clear).finish(),
         }
+    }
+}
+
+impl fmt::Debug for upsert_provider_request::ClientCertificateChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientCertificate(certificate) => f.debug_tuple("ClientCertificate").field(certificate).finish(),
+            Self::ClearClientCertificate(clear) => f.debug_tuple("ClearClientCertificate").field(clear).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("certificate_set", &!self.certificate_pem.is_empty())
+            .field("private_key", &Secret(&self.private_key_pem))
+            .finish()
     }
 }
 
@@ -75,6 +100,8 @@ mod tests {
             enabled: true,
             base_url: "https://api.anthropic.com".into(),
             credential: SECRET.into(),
+            client_key_pem: format!("-----BEGIN PRIVATE KEY-----{SECRET}"),
+            ..Default::default()
         }
     }
 
@@ -106,6 +133,10 @@ mod tests {
             enabled: Some(true),
             base_url: None,
             credential_change: Some(upsert_provider_request::CredentialChange::Credential(SECRET.into())),
+            client_certificate_change: Some(upsert_provider_request::ClientCertificateChange::ClientCertificate(
+                ClientCertificate { certificate_pem: "cert".into(), private_key_pem: SECRET.into() },
+            )),
+            ..Default::default()
         };
         let printed = format!("{request:?}");
         assert!(!printed.contains(SECRET) && printed.contains("Credential(<redacted>)"), "{printed}");

@@ -13,6 +13,7 @@ mod hardening;
 mod live_config;
 mod metrics;
 mod passthrough;
+mod provider_network;
 
 mod sdk;
 mod secrets;
@@ -21,3 +22,4 @@ mod store_faults;
 mod tls;
 mod untrusted_input;
 mod up;
+mod upstream_network;

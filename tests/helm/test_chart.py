@@ -218,7 +218,8 @@ def test_data_planes_get_only_the_node_token(value_set):
         for e in env_of(dp).values()
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert refs == {"AURORA_NODE_TOKEN"}
+    # Besides the node token, only the data plane's own egress proxy credentials.
+    assert refs - {"HTTPS_PROXY", "HTTP_PROXY"} == {"AURORA_NODE_TOKEN"}
     assert "envFrom" not in container(dp)
 
 
@@ -451,6 +452,23 @@ def test_tls_mounts_certificates_and_keeps_keys_apart():
     for var in ("AURORA_TLS_CLIENT_CERT", "AURORA_TLS_CLIENT_KEY"):
         assert volume_for(dp, dp_env[var]["value"])["secretName"] == "aurora-dataplane-tls"
     assert dp_env["AURORA_CONTROL_PLANE_URL"]["value"].startswith("https://")
+
+
+def test_egress_proxy_and_upstream_ca_reach_the_data_plane():
+    dp = deployment(render("egress"), "dataplane")
+    env = env_of(dp)
+    for var in ("HTTPS_PROXY", "HTTP_PROXY"):
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"], ref["optional"]) == ("aurora-egress-proxy", var, True)
+    assert env["NO_PROXY"]["value"].startswith("localhost,127.0.0.1,")
+    ca_file = env["AURORA_UPSTREAM_CA_FILE"]["value"]
+    mount = next(m for m in container(dp)["volumeMounts"] if ca_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in dp["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "corporate-ca"
+    assert volume["configMap"]["items"] == [{"key": "ca-bundle.pem", "path": ca_file.rsplit("/", 1)[1]}]
+
+    default = env_of(deployment(render("default"), "dataplane"))
+    assert not {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "AURORA_UPSTREAM_CA_FILE"} & set(default)
 
 
 def test_load_balancer_service():

@@ -155,19 +155,34 @@ pub(crate) fn provider_json(provider: &pb::Provider) -> Value {
         "base_url": provider.base_url,
         "credential_set": provider.credential_set,
         "credential_fingerprint": provider.credential_fingerprint,
+        "default_headers": provider
+            .default_headers
+            .iter()
+            .map(|h| (h.name.clone(), Value::String(h.value.clone())))
+            .collect::<serde_json::Map<_, _>>(),
+        "client_certificate_set": provider.client_certificate_set,
+        "ca_set": provider.ca_set,
         "updated_at": timestamp(provider.updated_at.as_ref()),
     })
 }
 
 pub(crate) fn provider_table(providers: &[pb::Provider]) -> Table {
-    let mut table = Table::new(&["NAME", "ENABLED", "BASE URL", "CREDENTIAL", "UPDATED"]);
+    let mut table = Table::new(&["NAME", "ENABLED", "BASE URL", "CREDENTIAL", "HEADERS", "TLS", "UPDATED"]);
     for p in providers {
         let credential = if p.credential_set { format!("set ({})", p.credential_fingerprint) } else { "-".to_owned() };
+        let headers: Vec<&str> = p.default_headers.iter().map(|h| h.name.as_str()).collect();
+        let tls: Vec<&str> = [(p.client_certificate_set, "client cert"), (p.ca_set, "ca")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, s)| s)
+            .collect();
         table.row(vec![
             p.name.clone(),
             p.enabled.to_string(),
             p.base_url.clone(),
             credential,
+            if headers.is_empty() { "-".to_owned() } else { headers.join(",") },
+            if tls.is_empty() { "-".to_owned() } else { tls.join(",") },
             or_dash(timestamp(p.updated_at.as_ref())),
         ]);
     }

@@ -21,7 +21,8 @@ pub(crate) fn key(record: &KeyRecord) -> pb::Key {
     }
 }
 
-/// The credential is write-only: only whether one is set and its fingerprint leave the store.
+/// The credential and the client certificate are write-only: only whether one is set (and the
+/// credential's fingerprint) leave the store.
 pub(crate) fn provider(record: &ProviderRecord) -> pb::Provider {
     pb::Provider {
         name: record.kind.as_str().to_owned(),
@@ -29,6 +30,13 @@ pub(crate) fn provider(record: &ProviderRecord) -> pb::Provider {
         base_url: record.base_url.as_str().to_owned(),
         credential_set: record.credential.is_some(),
         credential_fingerprint: record.credential.as_ref().map(|c| c.fingerprint()).unwrap_or_default(),
+        default_headers: record
+            .default_headers
+            .iter()
+            .map(|h| pb::HeaderField { name: h.name().to_owned(), value: h.value().to_owned() })
+            .collect(),
+        client_certificate_set: record.client_identity.is_some(),
+        ca_set: record.ca_pem.is_some(),
         updated_at: Some(record.updated_at.into()),
     }
 }

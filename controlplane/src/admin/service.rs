@@ -174,6 +174,22 @@ impl AdminService for AdminApi {
                         Some(pb::upsert_provider_request::CredentialChange::ClearCredential(true)) => Some(None),
                         Some(pb::upsert_provider_request::CredentialChange::ClearCredential(false)) | None => None,
                     },
+                    default_headers: req.default_headers.as_ref().map(validate::default_headers).transpose()?,
+                    client_identity: match &req.client_certificate_change {
+                        Some(pb::upsert_provider_request::ClientCertificateChange::ClientCertificate(c)) => {
+                            Some(Some(validate::client_certificate(c)?))
+                        }
+                        Some(pb::upsert_provider_request::ClientCertificateChange::ClearClientCertificate(true)) => {
+                            Some(None)
+                        }
+                        Some(pb::upsert_provider_request::ClientCertificateChange::ClearClientCertificate(false))
+                        | None => None,
+                    },
+                    ca_pem: match &req.ca_change {
+                        Some(pb::upsert_provider_request::CaChange::CaPem(pem)) => Some(Some(validate::ca_pem(pem)?)),
+                        Some(pb::upsert_provider_request::CaChange::ClearCa(true)) => Some(None),
+                        Some(pb::upsert_provider_request::CaChange::ClearCa(false)) | None => None,
+                    },
                 };
                 let warnings: Vec<String> = patch
                     .base_url

@@ -238,6 +238,7 @@ async fn provider_credentials_are_write_only() {
             enabled: Some(false),
             base_url: Some("http://gpu:8000/v1/".into()),
             credential_change: Some(pb::upsert_provider_request::CredentialChange::Credential("vllm-secret".into())),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -262,6 +263,85 @@ async fn provider_credentials_are_write_only() {
     let provider = cleared.provider.unwrap();
     assert!(!provider.credential_set && provider.credential_fingerprint.is_empty());
     assert_eq!(provider.base_url, "http://gpu:8000/v1", "unset fields are left alone");
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Option<pb::HeaderList> {
+    Some(pb::HeaderList {
+        headers: pairs.iter().map(|(n, v)| pb::HeaderField { name: (*n).into(), value: (*v).into() }).collect(),
+    })
+}
+
+#[tokio::test]
+async fn default_headers_are_set_replaced_and_cleared_and_never_the_gateways_own() {
+    let (_running, mut admin) = admin().await;
+    let set =
+        |list| pb::UpsertProviderRequest { name: "openrouter".into(), default_headers: list, ..Default::default() };
+
+    let upserted = admin
+        .upsert_provider(set(headers(&[("HTTP-Referer", "https://example.com"), ("X-Title", "Aurora")])))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<(String, String)> =
+        upserted.provider.unwrap().default_headers.into_iter().map(|h| (h.name, h.value)).collect();
+    assert_eq!(shown, [("http-referer".into(), "https://example.com".into()), ("x-title".into(), "Aurora".into())]);
+
+    for (name, value) in [("Authorization", "Bearer sk-x"), ("Host", "evil.example"), ("Transfer-Encoding", "chunked")]
+    {
+        let status = admin.upsert_provider(set(headers(&[(name, value)]))).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{name}");
+        assert!(status.message().starts_with("default_headers: header \""), "{}", status.message());
+        assert!(status.message().contains("cannot be a default header"), "{}", status.message());
+    }
+    let bad_value = admin.upsert_provider(set(headers(&[("X-Title", "a\r\nb")]))).await.unwrap_err();
+    assert_eq!(bad_value.code(), tonic::Code::InvalidArgument);
+
+    // Absent: unchanged. Empty: cleared.
+    let untouched = admin.upsert_provider(set(None)).await.unwrap().into_inner();
+    assert_eq!(untouched.provider.unwrap().default_headers.len(), 2);
+    let cleared = admin.upsert_provider(set(headers(&[]))).await.unwrap().into_inner();
+    assert!(cleared.provider.unwrap().default_headers.is_empty());
+}
+
+#[tokio::test]
+async fn client_certificates_are_write_only_and_checked() {
+    let (_running, mut admin) = admin().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["aurora-client".into()]).unwrap().self_signed(&key).unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let with = |certificate_pem: String, private_key_pem: String| pb::UpsertProviderRequest {
+        name: "vllm".into(),
+        client_certificate_change: Some(pb::upsert_provider_request::ClientCertificateChange::ClientCertificate(
+            pb::ClientCertificate { certificate_pem, private_key_pem },
+        )),
+        ..Default::default()
+    };
+
+    let upserted = admin.upsert_provider(with(cert.pem(), key.serialize_pem())).await.unwrap().into_inner();
+    assert!(upserted.provider.unwrap().client_certificate_set);
+    let listed = admin.list_providers(pb::ListProvidersRequest {}).await.unwrap().into_inner();
+    let printed = format!("{listed:?}");
+    assert!(!printed.contains("PRIVATE KEY") && !printed.contains("BEGIN CERTIFICATE"), "{printed}");
+
+    let mismatch = admin.upsert_provider(with(cert.pem(), other_key.serialize_pem())).await.unwrap_err();
+    assert_eq!(mismatch.code(), tonic::Code::InvalidArgument);
+    assert!(mismatch.message().starts_with("client_certificate.private_key_pem: "), "{}", mismatch.message());
+    assert!(!mismatch.message().contains("PRIVATE"), "never repeats the key");
+    let not_pem = admin.upsert_provider(with("garbage".into(), key.serialize_pem())).await.unwrap_err();
+    assert!(not_pem.message().starts_with("client_certificate.certificate_pem: "), "{}", not_pem.message());
+
+    let cleared = admin
+        .upsert_provider(pb::UpsertProviderRequest {
+            name: "vllm".into(),
+            client_certificate_change: Some(
+                pb::upsert_provider_request::ClientCertificateChange::ClearClientCertificate(true),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!cleared.provider.unwrap().client_certificate_set);
 }
 
 #[tokio::test]

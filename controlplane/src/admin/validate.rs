@@ -7,15 +7,20 @@
 use std::time::SystemTime;
 
 use aurora_core::text::{excerpt, first_unsafe_char};
-use aurora_core::{BaseUrl, LATEST_EXPIRY, ProviderKind, ProviderSet};
+use aurora_core::{BaseUrl, DefaultHeader, DefaultHeaders, LATEST_EXPIRY, ProviderKind, ProviderSet};
+use aurora_proto::v1 as pb;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use uuid::Uuid;
 
-use crate::store::Credential;
+use crate::store::{ClientIdentity, Credential};
 
 pub(crate) const NAME_MAX_CHARS: usize = 128;
 pub(crate) const DESCRIPTION_MAX_CHARS: usize = 1024;
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
+/// Largest PEM document accepted (a certificate chain, a key or a CA bundle).
+pub(crate) const MAX_PEM_BYTES: usize = 64 * 1024;
 
 /// An invalid request field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +163,53 @@ pub(crate) fn next_data_plane_page_token(node_id: &str, id: u64) -> String {
     let mut bytes = id.to_be_bytes().to_vec();
     bytes.extend_from_slice(node_id.as_bytes());
     hex::encode(bytes)
+}
+
+/// A provider's default headers, each checked by the rules both planes share.
+pub(crate) fn default_headers(list: &pb::HeaderList) -> Result<DefaultHeaders, FieldError> {
+    let headers = list
+        .headers
+        .iter()
+        .map(|h| DefaultHeader::new(&h.name, &h.value))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(DefaultHeaders::new)
+        .map_err(|err| invalid("default_headers", err.to_string()))?;
+    Ok(headers)
+}
+
+fn certificates(field: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, FieldError> {
+    if pem.len() > MAX_PEM_BYTES {
+        return Err(invalid(field, format!("must be at most {MAX_PEM_BYTES} bytes")));
+    }
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid(field, "is not a valid PEM certificate list"))?;
+    if certs.is_empty() {
+        return Err(invalid(field, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// A client certificate chain and its key: both PEM, and the key must be the certificate's.
+pub(crate) fn client_certificate(certificate: &pb::ClientCertificate) -> Result<ClientIdentity, FieldError> {
+    let chain = certificates("client_certificate.certificate_pem", &certificate.certificate_pem)?;
+    let key_field = "client_certificate.private_key_pem";
+    if certificate.private_key_pem.len() > MAX_PEM_BYTES {
+        return Err(invalid(key_field, format!("must be at most {MAX_PEM_BYTES} bytes")));
+    }
+    // Never repeats the key, nor rustls's reason (which might quote it).
+    let key = PrivateKeyDer::from_pem_slice(certificate.private_key_pem.as_bytes())
+        .map_err(|_| invalid(key_field, "is not a PEM private key"))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|_| {
+        invalid(key_field, "is not a supported key for the certificate (it must be the certificate's own)")
+    })?;
+    Ok(ClientIdentity::new(certificate.certificate_pem.clone(), certificate.private_key_pem.clone()))
+}
+
+/// A provider CA bundle: at least one PEM certificate.
+pub(crate) fn ca_pem(pem: &str) -> Result<String, FieldError> {
+    certificates("ca_pem", pem)?;
+    Ok(pem.to_owned())
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
-use aurora_proto::v1::{ConfigSettings, KeyConfig, ProviderConfig};
+use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use aurora_proto::v1::{ConfigSettings, HeaderField, KeyConfig, ProviderConfig};
 use uuid::Uuid;
 
 use super::Revision;
@@ -94,6 +94,31 @@ pub struct KeyPatch {
     pub allowed_providers: Option<ProviderSet>,
 }
 
+/// A client certificate chain and its private key (PEM), for mutual TLS with an upstream. The
+/// key is a secret: write-only through the API, hidden from `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub certificate_pem: String,
+    key_pem: String,
+}
+
+impl ClientIdentity {
+    pub fn new(certificate_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        ClientIdentity { certificate_pem: certificate_pem.into(), key_pem: key_pem.into() }
+    }
+
+    /// The private key, for the config stream and the database only.
+    pub fn expose_key(&self) -> &str {
+        &self.key_pem
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientIdentity(certificate {})", KeyHash::of(&self.certificate_pem).fingerprint())
+    }
+}
+
 /// A provider's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderRecord {
@@ -101,6 +126,10 @@ pub struct ProviderRecord {
     pub enabled: bool,
     pub base_url: BaseUrl,
     pub credential: Option<Credential>,
+    pub default_headers: DefaultHeaders,
+    pub client_identity: Option<ClientIdentity>,
+    /// CA certificates (PEM) trusted for this provider besides the data planes' roots.
+    pub ca_pem: Option<String>,
     pub updated_at: SystemTime,
 }
 
@@ -113,6 +142,9 @@ impl ProviderRecord {
             enabled: true,
             base_url: kind.default_base_url_parsed(),
             credential: None,
+            default_headers: DefaultHeaders::default(),
+            client_identity: None,
+            ca_pem: None,
             updated_at: now,
         }
     }
@@ -123,6 +155,9 @@ impl ProviderRecord {
             && self.enabled == other.enabled
             && self.base_url == other.base_url
             && self.credential == other.credential
+            && self.default_headers == other.default_headers
+            && self.client_identity == other.client_identity
+            && self.ca_pem == other.ca_pem
     }
 
     pub fn to_config(&self) -> ProviderConfig {
@@ -131,6 +166,18 @@ impl ProviderRecord {
             enabled: self.enabled,
             base_url: self.base_url.as_str().to_owned(),
             credential: self.credential.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
+            default_headers: self
+                .default_headers
+                .iter()
+                .map(|h| HeaderField { name: h.name().to_owned(), value: h.value().to_owned() })
+                .collect(),
+            client_certificate_pem: self
+                .client_identity
+                .as_ref()
+                .map(|c| c.certificate_pem.clone())
+                .unwrap_or_default(),
+            client_key_pem: self.client_identity.as_ref().map(|c| c.expose_key().to_owned()).unwrap_or_default(),
+            ca_pem: self.ca_pem.clone().unwrap_or_default(),
         }
     }
 }
@@ -142,6 +189,12 @@ pub struct ProviderPatch {
     pub base_url: Option<BaseUrl>,
     /// `Some(None)` removes the credential.
     pub credential: Option<Option<Credential>>,
+    /// Replaces the whole list.
+    pub default_headers: Option<DefaultHeaders>,
+    /// `Some(None)` removes the client certificate.
+    pub client_identity: Option<Option<ClientIdentity>>,
+    /// `Some(None)` removes the CA bundle.
+    pub ca_pem: Option<Option<String>>,
 }
 
 impl ProviderPatch {
@@ -154,6 +207,15 @@ impl ProviderPatch {
         }
         if let Some(credential) = self.credential {
             record.credential = credential;
+        }
+        if let Some(headers) = self.default_headers {
+            record.default_headers = headers;
+        }
+        if let Some(identity) = self.client_identity {
+            record.client_identity = identity;
+        }
+        if let Some(ca_pem) = self.ca_pem {
+            record.ca_pem = ca_pem;
         }
     }
 }
@@ -232,8 +294,12 @@ mod tests {
             credential: Some(Credential::new("sk-very-secret")),
             ..ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH)
         };
+        let record = ProviderRecord {
+            client_identity: Some(ClientIdentity::new("CERT", "-----BEGIN PRIVATE KEY----- very-secret-key")),
+            ..record
+        };
         let debug = format!("{record:?}");
-        assert!(!debug.contains("sk-very-secret"), "{debug}");
+        assert!(!debug.contains("sk-very-secret") && !debug.contains("very-secret-key"), "{debug}");
         assert!(debug.contains(&Credential::new("sk-very-secret").fingerprint()));
     }
 }

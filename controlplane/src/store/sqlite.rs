@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
+use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
 use aurora_proto::v1::{Change, Delta};
 use prost::Message;
 use sqlx::sqlite::{
@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use super::change::ChangeEntry;
 use super::model::{
-    Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
-    Snapshot,
+    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
+    SettingsView, Snapshot,
 };
 use super::tx::Tx;
 use super::write_health::{WriteHealth, WriteStatus};
@@ -611,9 +611,12 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
 
 /// The providers with a record, in `ProviderKind::ALL` order.
 async fn fetch_providers(conn: &mut SqliteConnection) -> Result<Vec<ProviderRecord>, StoreError> {
-    let rows = sqlx::query("SELECT name, enabled, base_url, credential, updated_at FROM providers")
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT name, enabled, base_url, credential, default_headers, client_cert, client_key, ca_pem, updated_at \
+         FROM providers",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let mut records = rows
         .iter()
         .map(|row| {
@@ -624,6 +627,17 @@ async fn fetch_providers(conn: &mut SqliteConnection) -> Result<Vec<ProviderReco
                 enabled: row.try_get("enabled")?,
                 base_url: BaseUrl::parse(&base_url).map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
                 credential: row.try_get::<Option<String>, _>("credential")?.map(Credential::new),
+                default_headers: DefaultHeaders::from_lines(&row.try_get::<String, _>("default_headers")?)
+                    .map_err(|_| StoreError::Corrupt("providers.default_headers".into()))?,
+                client_identity: match (
+                    row.try_get::<Option<String>, _>("client_cert")?,
+                    row.try_get::<Option<String>, _>("client_key")?,
+                ) {
+                    (Some(cert), Some(key)) => Some(ClientIdentity::new(cert, key)),
+                    (None, None) => None,
+                    _ => return Err(StoreError::Corrupt("providers.client_cert".into())),
+                },
+                ca_pem: row.try_get("ca_pem")?,
                 updated_at: time::from_millis(row.try_get("updated_at")?),
             })
         })
@@ -634,14 +648,21 @@ async fn fetch_providers(conn: &mut SqliteConnection) -> Result<Vec<ProviderReco
 
 async fn write_provider(conn: &mut SqliteConnection, record: &ProviderRecord) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO providers (name, enabled, base_url, credential, updated_at) VALUES (?, ?, ?, ?, ?) \
+        "INSERT INTO providers (name, enabled, base_url, credential, default_headers, client_cert, client_key, ca_pem, \
+         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
-         credential = excluded.credential, updated_at = excluded.updated_at",
+         credential = excluded.credential, default_headers = excluded.default_headers, \
+         client_cert = excluded.client_cert, client_key = excluded.client_key, ca_pem = excluded.ca_pem, \
+         updated_at = excluded.updated_at",
     )
     .bind(record.kind.as_str())
     .bind(record.enabled)
     .bind(record.base_url.as_str())
     .bind(record.credential.as_ref().map(Credential::expose))
+    .bind(record.default_headers.to_lines())
+    .bind(record.client_identity.as_ref().map(|c| c.certificate_pem.as_str()))
+    .bind(record.client_identity.as_ref().map(ClientIdentity::expose_key))
+    .bind(record.ca_pem.as_deref())
     .bind(time::to_millis(record.updated_at))
     .execute(&mut *conn)
     .await?;

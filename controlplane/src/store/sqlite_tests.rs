@@ -48,7 +48,7 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 3, "0001_initial, 0002_store_id and 0003_write_probe");
+    assert_eq!(applied, 4, "0001_initial, 0002_store_id, 0003_write_probe and 0004_provider_network");
     let store_id = store.store_id();
     assert_ne!(store_id, [0; 16], "a random history id is created with the store");
     // Opening again re-runs nothing and keeps the head and the history id.
@@ -68,8 +68,21 @@ async fn restart_keeps_everything() {
     let (key, _) = new_key("ci");
     let (key, _) = store.create_key(key).await.unwrap();
     store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret")).await.unwrap();
+    let network = ProviderPatch {
+        default_headers: Some(
+            aurora_core::DefaultHeaders::from_pairs([("HTTP-Referer", "https://example.com"), ("X-Title", "a: b")])
+                .unwrap(),
+        ),
+        client_identity: Some(Some(ClientIdentity::new("CERT PEM", "KEY PEM"))),
+        ca_pem: Some(Some("CA PEM".into())),
+        ..Default::default()
+    };
+    store.upsert_provider(ProviderKind::OpenRouter, network).await.unwrap();
     store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
     let before = store.load_snapshot().await.unwrap();
+    let openrouter = before.providers.iter().find(|p| p.name == "openrouter").unwrap();
+    assert_eq!(openrouter.default_headers.len(), 2);
+    assert_eq!((openrouter.client_key_pem.as_str(), openrouter.ca_pem.as_str()), ("KEY PEM", "CA PEM"));
     let providers = store.list_providers().await.unwrap();
     store.close().await;
 

@@ -39,6 +39,9 @@ pub struct FileProvider {
     pub base_url: Option<BaseUrl>,
     #[serde(default)]
     pub credential: Option<String>,
+    /// Added to each request unless the client sent the same header (`{"X-Title": "My app"}`).
+    #[serde(default)]
+    pub default_headers: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for FileProvider {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for FileProvider {
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
             .field("credential_set", &self.credential.is_some())
+            .field("default_headers", &self.default_headers)
             .finish()
     }
 }
@@ -79,6 +83,8 @@ pub enum SnapshotFileError {
     Parse { path: String, source: serde_json::Error },
     #[error("config file {path}: {source}")]
     Credential { path: String, source: InvalidCredential },
+    #[error("config file {path}: provider {provider}: {source}")]
+    DefaultHeader { path: String, provider: ProviderKind, source: aurora_core::DefaultHeaderError },
     #[error("config file {path}: key {id} appears twice")]
     DuplicateKey { path: String, id: uuid::Uuid },
 }
@@ -96,8 +102,17 @@ impl SnapshotFile {
         let mut snapshot = Snapshot::new(self.revision, self.settings, self.master_key_hash);
         for (kind, provider) in self.providers {
             let base_url = provider.base_url.unwrap_or_else(|| kind.default_base_url_parsed());
+            let headers = aurora_core::DefaultHeaders::from_pairs(
+                provider.default_headers.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+            .map_err(|source| SnapshotFileError::DefaultHeader {
+                path: origin.to_owned(),
+                provider: kind,
+                source,
+            })?;
             let upstream = Upstream::new(kind, provider.enabled, base_url, provider.credential.as_deref())
-                .map_err(|source| SnapshotFileError::Credential { path: origin.to_owned(), source })?;
+                .map_err(|source| SnapshotFileError::Credential { path: origin.to_owned(), source })?
+                .with_default_headers(&headers);
             snapshot.set_provider(upstream);
         }
         for key in self.keys {
@@ -163,5 +178,15 @@ mod tests {
         assert!(parse(r#"{"providers": {"gemini": {}}}"#).is_err());
         assert!(parse(r#"{"providers": {"openai": {"base_url": "ftp://x"}}}"#).is_err());
         assert!(parse(r#"{"master_key_hash": "abc"}"#).is_err());
+    }
+
+    #[test]
+    fn default_headers_are_checked_like_the_admin_apis() {
+        let snapshot = parse(r#"{"providers": {"openrouter": {"default_headers": {"X-Title": "My app"}}}}"#).unwrap();
+        let headers = snapshot.provider(ProviderKind::OpenRouter).unwrap().default_headers();
+        assert_eq!(headers.len(), 1);
+        assert_eq!((headers[0].0.as_str(), headers[0].1.to_str().unwrap()), ("x-title", "My app"));
+        let err = parse(r#"{"providers": {"openai": {"default_headers": {"Host": "x"}}}}"#).err().unwrap();
+        assert!(err.to_string().contains("cannot be a default header"), "{err}");
     }
 }

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
-use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, SnapshotChunk, change};
+use aurora_core::{BaseUrl, DefaultHeaderError, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use aurora_proto::v1::{ConfigSettings, Delta, HeaderField, KeyConfig, ProviderConfig, SnapshotChunk, change};
 
-use super::{InvalidCredential, KeyId, ManagedKey, Settings, Snapshot, Upstream};
+use super::{InvalidCredential, KeyId, ManagedKey, ProviderTls, ProviderTlsError, Settings, Snapshot, Upstream};
 
 /// Why a snapshot or delta could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +20,10 @@ pub enum ApplyError {
     BaseUrl { provider: ProviderKind, reason: String },
     #[error(transparent)]
     Credential(#[from] InvalidCredential),
+    #[error("provider {provider}: {reason}")]
+    DefaultHeader { provider: ProviderKind, reason: DefaultHeaderError },
+    #[error("provider {provider}: {reason}")]
+    Tls { provider: ProviderKind, reason: ProviderTlsError },
     #[error("a key hash must be 32 bytes, got {0}")]
     KeyHash(usize),
     #[error("a key id must be 16 bytes, got {0}")]
@@ -129,6 +133,17 @@ impl Snapshot {
                     enabled: upstream.enabled,
                     base_url: upstream.base_url.as_str().to_owned(),
                     credential: upstream.plain_credential().unwrap_or_default().to_owned(),
+                    default_headers: upstream
+                        .default_headers()
+                        .iter()
+                        .map(|(name, value)| HeaderField {
+                            name: name.as_str().to_owned(),
+                            value: value.to_str().unwrap_or_default().to_owned(),
+                        })
+                        .collect(),
+                    client_certificate_pem: upstream.tls().map(|t| t.pem.0.clone()).unwrap_or_default(),
+                    client_key_pem: upstream.tls().map(|t| t.pem.1.clone()).unwrap_or_default(),
+                    ca_pem: upstream.tls().map(|t| t.pem.2.clone()).unwrap_or_default(),
                 })
                 .collect(),
             master_key_hash: self.master_key.map(|hash| hash.as_bytes().to_vec()).unwrap_or_default(),
@@ -162,7 +177,13 @@ fn upstream_from(provider: &ProviderConfig) -> Result<Upstream, ApplyError> {
     let base_url = BaseUrl::parse(&provider.base_url)
         .map_err(|err| ApplyError::BaseUrl { provider: kind, reason: err.to_string() })?;
     let credential = Some(provider.credential.as_str()).filter(|c| !c.is_empty());
-    Ok(Upstream::new(kind, provider.enabled, base_url, credential)?)
+    // Checked again here, not trusted from the stream: a data plane enforces its own rules.
+    let headers =
+        DefaultHeaders::from_pairs(provider.default_headers.iter().map(|h| (h.name.as_str(), h.value.as_str())))
+            .map_err(|reason| ApplyError::DefaultHeader { provider: kind, reason })?;
+    let tls = ProviderTls::from_pem(&provider.client_certificate_pem, &provider.client_key_pem, &provider.ca_pem)
+        .map_err(|reason| ApplyError::Tls { provider: kind, reason })?;
+    Ok(Upstream::new(kind, provider.enabled, base_url, credential)?.with_default_headers(&headers).with_tls(tls))
 }
 
 fn master_key_from(bytes: &[u8]) -> Result<Option<KeyHash>, ApplyError> {
@@ -214,6 +235,7 @@ mod tests {
             enabled: true,
             base_url: "http://127.0.0.1:9/v1".into(),
             credential: credential.into(),
+            ..Default::default()
         }
     }
 
@@ -298,6 +320,25 @@ mod tests {
             (change::Change::ProviderUpsert(provider("openai", "bad\ncredential")), "credential"),
             (change::Change::KeyUpsert(KeyConfig { hash: vec![1, 2], ..key("x", true, 0) }), "32 bytes"),
             (change::Change::MasterKeyHash(vec![1]), "master-key"),
+            (
+                change::Change::ProviderUpsert(ProviderConfig {
+                    default_headers: vec![HeaderField { name: "authorization".into(), value: "Bearer x".into() }],
+                    ..provider("openai", "sk")
+                }),
+                "cannot be a default header",
+            ),
+            (
+                change::Change::ProviderUpsert(ProviderConfig {
+                    client_certificate_pem: "not pem".into(),
+                    client_key_pem: "not pem".into(),
+                    ..provider("vllm", "")
+                }),
+                "client certificate",
+            ),
+            (
+                change::Change::ProviderUpsert(ProviderConfig { client_key_pem: "key".into(), ..provider("vllm", "") }),
+                "both a certificate and a key",
+            ),
         ] {
             let delta = Delta {
                 revision: 4,
@@ -306,6 +347,29 @@ mod tests {
             let err = base.apply(&delta).unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn provider_network_settings_survive_the_cache() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["dp".into()]).unwrap().self_signed(&key).unwrap();
+        let openrouter = ProviderConfig {
+            default_headers: vec![HeaderField { name: "http-referer".into(), value: "https://example.com".into() }],
+            client_certificate_pem: cert.pem(),
+            client_key_pem: key.serialize_pem(),
+            ca_pem: cert.pem(),
+            ..provider("openrouter", "sk-or")
+        };
+        let chunk = SnapshotChunk { last: true, providers: vec![openrouter.clone()], ..first_chunk() };
+        let snapshot = snapshot_from_chunk(chunk).unwrap();
+        let upstream = snapshot.provider(ProviderKind::OpenRouter).unwrap();
+        assert_eq!(upstream.default_headers().len(), 1);
+        let tls = upstream.tls().unwrap();
+        assert!(tls.identity.is_some() && tls.cas.len() == 1);
+        assert!(!format!("{upstream:?}").contains("PRIVATE KEY"));
+
+        let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap().to_chunk();
+        assert_eq!(again.providers.iter().find(|p| p.name == "openrouter"), Some(&openrouter));
     }
 
     #[test]

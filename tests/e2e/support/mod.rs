@@ -6,6 +6,8 @@
 pub mod config_stream;
 pub mod controlplane;
 pub mod dataplane;
+pub mod egress_proxy;
 pub mod process;
 pub mod raw_http;
+pub mod tls_upstream;
 pub mod wait;

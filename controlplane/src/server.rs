@@ -20,7 +20,7 @@ use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
 use crate::fleet::Fleet;
 use crate::grpc_limits::{self, GrpcLimits};
 use crate::metrics::{AdminCalls, Metrics};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How often the change feed checks the store for commits made by other control-plane
 /// processes; commits made by this one are pushed at once.
@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         config.stream.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(ServerError::NodeTokenMissing)?;
     let node_auth = NodeAuth::new(node_token);
     let tls = tls_config(&config.tls)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_url).await?);
+    let store = crate::store::open(&config.database_url, config.pg_pool()).await?;
     crate::bootstrap::run(store.as_ref(), &config.product).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;

@@ -13,9 +13,13 @@
 mod change;
 mod error;
 mod model;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 mod tx;
 mod write_health;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aurora_core::ProviderKind;
@@ -28,10 +32,22 @@ pub use model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
 };
+pub use postgres::{PgPoolConfig, PgStore};
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use write_health::WriteStatus;
 
 use crate::bootstrap::Bootstrap;
+
+/// Opens the store at `url`: `postgres://…` (or `postgresql://…`) for PostgreSQL, shared by
+/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`.
+pub async fn open(url: &str, pool: PgPoolConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url, pool).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    }
+}
 
 /// A store revision. 0 means nothing was ever written; the first write is revision 1.
 pub type Revision = u64;
@@ -109,3 +125,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// updated right after each commit, so the config stream can push every commit at once.
     fn watch_head(&self) -> watch::Receiver<Revision>;
 }
+
+#[cfg(test)]
+mod suite;
+#[cfg(test)]
+mod test_db;

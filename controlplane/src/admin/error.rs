@@ -24,7 +24,7 @@ impl From<AdminError> for Status {
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
                     Status::failed_precondition(err.to_string())
                 }
-                StoreError::Database(_) => match err.storage_failure() {
+                StoreError::Database(_) | StoreError::Unreachable(_) => match err.storage_failure() {
                     Some(StorageFailure::Busy) => {
                         tracing::warn!(error = %err, "store busy");
                         Status::unavailable("the store is busy; retry")

@@ -152,8 +152,19 @@ impl ControlPlane {
         let oldest = self.metrics.oldest_retained.clone();
         background.spawn(compact(self.store.clone(), self.retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
+        // Several replicas on one database: each sees every replica's data planes.
+        let presence = self.store.presence_table();
+        let instance = uuid::Uuid::new_v4().to_string();
+        if let Some(table) = &presence {
+            let timing = crate::fleet_share::Timing::default();
+            background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
+        }
         let result = self.serve_grpc(shutdown).await;
         background.shutdown().await;
+        if let Some(table) = presence {
+            // Our streams are closed: other replicas drop them now rather than at expiry.
+            let _ = table.publish(&instance, &[], crate::fleet_share::Timing::default().ttl).await;
+        }
         store.close().await;
         tracing::info!("control plane stopped");
         result

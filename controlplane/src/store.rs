@@ -14,6 +14,7 @@ mod change;
 mod error;
 mod model;
 pub mod postgres;
+mod presence;
 mod sql;
 pub mod sqlite;
 mod tx;
@@ -33,6 +34,7 @@ pub use model::{
     Snapshot,
 };
 pub use postgres::{PgPoolConfig, PgStore};
+pub use presence::{Presence, PresenceTable};
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use write_health::WriteStatus;
@@ -124,9 +126,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A receiver whose value is the newest revision this process committed or observed. It is
     /// updated right after each commit, so the config stream can push every commit at once.
     fn watch_head(&self) -> watch::Receiver<Revision>;
+
+    /// Where control-plane replicas sharing this store publish the data planes they serve, so
+    /// each sees the whole fleet; `None` when the store belongs to one process (SQLite).
+    fn presence_table(&self) -> Option<Arc<dyn PresenceTable>> {
+        None
+    }
 }
 
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
-mod test_db;
+pub(crate) mod test_db;

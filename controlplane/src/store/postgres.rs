@@ -26,6 +26,7 @@ use sqlx::{Pool, Postgres};
 use tokio::sync::watch;
 
 use super::error::describe;
+use super::presence::{PgPresence, PresenceTable};
 use super::sql::{Dialect, SqlStore, observe, to_revision};
 use super::{Revision, StoreError};
 
@@ -68,6 +69,10 @@ impl Dialect for Postgres {
 
     fn before_close(_pool: &Pool<Postgres>) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    fn presence_table(pool: &Pool<Postgres>) -> Option<Arc<dyn PresenceTable>> {
+        Some(Arc::new(PgPresence { pool: pool.clone() }))
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

@@ -29,6 +29,7 @@ use super::model::{
     Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
 };
+use super::presence::PresenceTable;
 use super::tx::Tx;
 use super::write_health::{WriteHealth, WriteStatus};
 use super::{Revision, Store, StoreError, StoreId};
@@ -55,6 +56,9 @@ pub trait Dialect: Database {
 
     /// Makes the database files self-contained before the pool closes (a WAL checkpoint).
     fn before_close(pool: &Pool<Self>) -> BoxFuture<'_, ()>;
+
+    /// Where replicas sharing this database publish their data planes, if they can share one.
+    fn presence_table(pool: &Pool<Self>) -> Option<Arc<dyn PresenceTable>>;
 
     /// How many rows a statement changed (not part of sqlx's generic interface).
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -736,6 +740,10 @@ where
 
     fn watch_head(&self) -> watch::Receiver<Revision> {
         self.head.subscribe()
+    }
+
+    fn presence_table(&self) -> Option<Arc<dyn PresenceTable>> {
+        DB::presence_table(&self.pool)
     }
 }
 

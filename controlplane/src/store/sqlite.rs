@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 
 use super::StoreError;
+use super::presence::PresenceTable;
 use super::sql::{Dialect, SqlStore};
 
 /// The schema migrations in `controlplane/migrations`, embedded in the binary.
@@ -93,6 +95,11 @@ impl Dialect for Sqlite {
                 tracing::warn!(error = %err, "cannot checkpoint the database; it will recover on the next start");
             }
         })
+    }
+
+    // One control plane per file: its own fleet is the whole fleet.
+    fn presence_table(_pool: &Pool<Sqlite>) -> Option<Arc<dyn PresenceTable>> {
+        None
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {

@@ -5,6 +5,7 @@
 
 pub mod controlplane;
 pub mod dataplane;
+pub mod postgres;
 pub mod process;
 pub mod raw_http;
 pub mod wait;

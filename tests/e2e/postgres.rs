@@ -170,3 +170,52 @@ async fn a_killed_replica_s_data_planes_fail_over_without_a_failed_request_and_r
         assert_eq!(snapshots_applied(dp), 1, "resumed by deltas, not a second snapshot:\n{}", dp.process.logs());
     }
 }
+
+async fn http_status(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn while_the_database_is_gone_writes_fail_fast_traffic_flows_and_everything_resumes_by_itself() {
+    let db = TestDatabase::create().await;
+    let upstream = upstream().await;
+    let url = db.url();
+    let base = format!("{}/anthropic/v1", upstream.uri());
+    let env = [
+        ("AURORA_DATABASE_URL", url.as_str()),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("AURORA_DATABASE_CONNECT_TIMEOUT", "1s"),
+        ("AURORA_STORE_PROBE_INTERVAL", "1s"),
+    ];
+    let cp = TestControlplane::start(&env).await;
+    let dp = TestDataplane::subscribed(&cp.url(), "dp-1", &[]).await;
+    dp.wait_ready().await;
+    let (id, secret) = create_key(&cp, "kept").await;
+
+    db.set_available(false).await;
+    let failed = cp.cli(&["keys", "create", "--name", "during"]).await;
+    let line = failed.error_line();
+    assert!(line.starts_with("error: UNAVAILABLE: the store cannot write (cannot reach the database"), "{line}");
+    assert!(!line.contains(&url) && !cp.process.logs().contains(&url), "the database URL is never shown");
+    wait::until_async("readiness says the database is gone", || async {
+        let (status, body) = http_status(&cp.metrics_url("/readyz")).await;
+        (status == 503 && body.contains("cannot reach the database")).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(dp.call(&secret).await, 200, "data planes keep serving");
+    }
+
+    db.set_available(true).await;
+    // The very next write works, without a restart, and reaches the data plane by a delta.
+    let revoked = cp.cli(&["keys", "revoke", &id, "--wait"]).await;
+    assert!(revoked.stderr.contains("applied by 1 data plane"), "{revoked:?}");
+    assert_eq!(dp.call(&secret).await, 401);
+    wait::until_async("readiness recovers", || async {
+        (http_status(&cp.metrics_url("/readyz")).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(snapshots_applied(&dp), 1, "no snapshot the data plane did not need:\n{}", dp.process.logs());
+}

@@ -29,6 +29,23 @@ impl TestDatabase {
         format!("{base}/{}", self.name)
     }
 
+    /// Refuses (or accepts again) new connections to the database, and with `false` also ends
+    /// every session on it: as good as down for the control planes, without touching a server
+    /// that other tests share.
+    pub async fn set_available(&self, available: bool) {
+        let mut admin = PgConnection::connect(&server_url()).await.unwrap();
+        let sql = format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {available}", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        if !available {
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&self.name)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        admin.close().await.unwrap();
+    }
+
     /// A connection of the test's own, to read the store from outside the control planes.
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url()).await.unwrap()

@@ -7,8 +7,9 @@ use std::time::Duration;
 use aurora_core::ProductVars;
 use clap::Args;
 
-/// Everything `aurora controlplane` is configured with.
-#[derive(Args, Debug, Clone)]
+/// Everything `aurora controlplane` is configured with. `Debug` shows the database URL without
+/// its user info (a PostgreSQL URL may carry a password).
+#[derive(Args, Clone)]
 pub struct Config {
     /// The address the gRPC server (admin API, config stream, health, reflection) listens on.
     /// Loopback by default: serving other hosts is a decision (with TLS, or on a private network
@@ -55,6 +56,23 @@ pub struct Config {
 
     #[command(flatten)]
     pub grpc_limits: crate::grpc_limits::GrpcLimits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_listen_addr", &self.grpc_listen_addr)
+            .field("metrics_listen_addr", &self.metrics_listen_addr)
+            .field("database_url", &crate::store::redacted_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_connect_timeout", &self.database_connect_timeout)
+            .field("store_probe_interval", &self.store_probe_interval)
+            .field("product", &self.product)
+            .field("stream", &self.stream)
+            .field("tls", &self.tls)
+            .field("grpc_limits", &self.grpc_limits)
+            .finish()
+    }
 }
 
 /// The config stream to data planes.
@@ -153,5 +171,14 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://aurora-data/aurora.db");
         assert_eq!(config.pg_pool(), crate::store::PgPoolConfig::default());
         assert!(Cli::try_parse_from(["x", "--grpc-listen-addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        let url = "postgres://aurora:S3cret-pw@db:5432/aurora?password=S3cret-pw";
+        let config = Cli::try_parse_from(["x", "--database-url", url]).unwrap().config;
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("S3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://***@db:5432/aurora"), "{shown}");
     }
 }

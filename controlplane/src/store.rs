@@ -44,11 +44,20 @@ use crate::bootstrap::Bootstrap;
 /// Opens the store at `url`: `postgres://…` (or `postgresql://…`) for PostgreSQL, shared by
 /// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`.
 pub async fn open(url: &str, pool: PgPoolConfig) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::open(url, pool).await?))
+    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::open(url, pool).await?)
     } else {
-        Ok(Arc::new(SqliteStore::open(url).await?))
-    }
+        Arc::new(SqliteStore::open(url).await?)
+    };
+    tracing::info!(database = %redacted_url(url), "store opened");
+    Ok(store)
+}
+
+/// `url` as logs and `Debug` may show it: without user info (`user:password@`) or a query
+/// string (`?password=`).
+pub fn redacted_url(url: &str) -> String {
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    aurora_core::text::redact_user_info(without_query).into_owned()
 }
 
 /// A store revision. 0 means nothing was ever written; the first write is revision 1.

@@ -42,6 +42,7 @@ pub async fn share(fleet: Arc<Fleet>, table: Arc<dyn PresenceTable>, instance: S
     let mut tick = tokio::time::interval(timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut again = false;
+    let mut failing = false;
     loop {
         if !again {
             tokio::select! {
@@ -65,19 +66,25 @@ pub async fn share(fleet: Arc<Fleet>, table: Arc<dyn PresenceTable>, instance: S
                 rejected: replica.rejected.clone(),
             })
             .collect();
-        if let Err(err) = table.publish(&instance, &rows, timing.ttl).await {
-            tracing::warn!(error = %err, "cannot publish this control plane's data planes; retrying");
-        }
+        let published = table.publish(&instance, &rows, timing.ttl).await;
         let others = table.others(&instance).await;
         // A local change while the table was busy needs another round; the mirror's own
         // changes, made next, do not.
         again = changed.has_changed().unwrap_or(false);
-        match others {
-            Ok(others) => {
-                let local_nodes: HashSet<&str> = local.iter().map(|r| r.node_id.as_str()).collect();
-                mirror.reconcile(&fleet, others.into_iter().filter(|p| !local_nodes.contains(p.node_id.as_str())));
+        let failure = published.as_ref().err().or(others.as_ref().err()).map(ToString::to_string);
+        match (&failure, failing) {
+            // Once per outage, not once a second: the database's own health is reported elsewhere.
+            (Some(error), false) => {
+                tracing::warn!(%error, "cannot share the fleet with the other control planes; retrying");
             }
-            Err(err) => tracing::warn!(error = %err, "cannot read the other control planes' data planes; retrying"),
+            (None, true) => tracing::info!("sharing the fleet with the other control planes again"),
+            _ => {}
+        }
+        failing = failure.is_some();
+        // While the table cannot be read, the mirror keeps its last view.
+        if let Ok(others) = others {
+            let local_nodes: HashSet<&str> = local.iter().map(|r| r.node_id.as_str()).collect();
+            mirror.reconcile(&fleet, others.into_iter().filter(|p| !local_nodes.contains(p.node_id.as_str())));
         }
         changed.mark_unchanged();
         tokio::time::sleep(MIN_GAP).await;

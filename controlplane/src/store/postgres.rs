@@ -117,20 +117,29 @@ impl SqlStore<Postgres> {
 /// connection was lost, announcements made meanwhile are gone: the head is re-read once it is
 /// back, so the change feed catches up from its last revision.
 async fn follow_notifications(mut listener: PgListener, pool: Pool<Postgres>, head: Arc<watch::Sender<Revision>>) {
+    // Errors are logged once per outage, not at every retry.
+    let mut failing = false;
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) => match notification.payload().parse::<Revision>() {
-                Ok(revision) => observe(&head, revision),
+                Ok(revision) => {
+                    failing = false;
+                    observe(&head, revision);
+                }
                 Err(_) => tracing::warn!(channel = HEAD_CHANNEL, "ignoring a notification that is not a revision"),
             },
             // Reconnected (and listening again): whatever was announced meanwhile is re-read.
             Ok(None) => {
                 tracing::info!("the LISTEN connection to PostgreSQL was lost and is back");
+                failing = false;
                 resync(&pool, &head).await;
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(err) => {
-                tracing::warn!(error = %describe(&err), "cannot listen for commits; retrying");
+                if !failing {
+                    tracing::warn!(error = %describe(&err), "cannot listen for commits; retrying every second");
+                }
+                failing = true;
                 tokio::time::sleep(LISTEN_RETRY).await;
                 resync(&pool, &head).await;
             }

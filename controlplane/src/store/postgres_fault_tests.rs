@@ -12,7 +12,7 @@ use super::tests::terminate_others;
 use super::*;
 use crate::store::suite::new_key;
 use crate::store::test_db::{PgDatabase, TestDb};
-use crate::store::{StorageFailure, Store, WriteStatus};
+use crate::store::{StorageFailure, Store, StoreError, WriteStatus};
 
 #[tokio::test]
 async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_next_one_succeeds() {
@@ -58,6 +58,8 @@ async fn writes_fail_fast_while_the_database_refuses_connections_and_work_once_i
     let err = store.create_key(new_key("during").0).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(4), "fails within the connect timeout: {:?}", started.elapsed());
     assert_eq!(err.storage_failure(), Some(StorageFailure::CannotWrite), "{err}");
+    let read = store.list_keys(None, 10).await.unwrap_err();
+    assert!(matches!(read, StoreError::Unreachable(_)), "reads say so too: {read}");
     let probe = store.probe_write().await.unwrap_err();
     assert_eq!(probe.storage_failure(), Some(StorageFailure::CannotWrite), "{probe}");
     assert!(!store.write_status().borrow().is_writable(), "readiness learns it from the probe");

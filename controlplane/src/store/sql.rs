@@ -19,6 +19,7 @@ use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
 use aurora_proto::v1::{Change, Delta};
 use futures_util::future::BoxFuture;
 use prost::Message;
+use sqlx::pool::PoolConnection;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -71,8 +72,9 @@ pub struct SqlStore<DB: Database> {
     head: Arc<watch::Sender<Revision>>,
     health: Arc<WriteHealth>,
     store_id: StoreId,
-    /// Backend tasks (PostgreSQL's `LISTEN` connection) that end when the store closes.
-    background: Option<tokio::task::AbortHandle>,
+    /// A backend task (PostgreSQL's `LISTEN` connection) that ends when the store is closed or
+    /// its last clone dropped.
+    background: Option<Arc<Background>>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
@@ -101,7 +103,17 @@ impl<DB: Database> SqlStore<DB> {
     }
 
     pub(super) fn set_background(&mut self, task: tokio::task::AbortHandle) {
-        self.background = Some(task);
+        self.background = Some(Arc::new(Background(task)));
+    }
+}
+
+/// Aborts its task when dropped.
+#[derive(Debug)]
+struct Background(tokio::task::AbortHandle);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -161,7 +173,7 @@ where
     /// find the pool closed and do nothing.
     pub(super) async fn close_pool(&self) {
         if let Some(task) = &self.background {
-            task.abort();
+            task.0.abort();
         }
         if self.pool.is_closed() {
             return;
@@ -170,15 +182,19 @@ where
         self.pool.close().await;
     }
 
-    /// Takes a connection and starts a transaction on it. A server that cannot give a
-    /// connection is named unreachable: that is what readiness and the admin API must say.
-    async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
-        let conn = self.pool.acquire().await.map_err(|err| match err {
+    /// Takes a connection from the pool. A server that cannot give one is named unreachable:
+    /// that is what readiness and the admin API must say (not "internal", not "busy").
+    async fn conn(&self) -> Result<PoolConnection<DB>, StoreError> {
+        self.pool.acquire().await.map_err(|err| match err {
             sqlx::Error::PoolClosed => StoreError::Database(err),
             err if DB::IS_SERVER => StoreError::Unreachable(describe(&err)),
             err => StoreError::Database(err),
-        })?;
-        Ok(Tx::begin(conn, begin).await?)
+        })
+    }
+
+    /// Takes a connection and starts a transaction on it.
+    async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
+        Ok(Tx::begin(self.conn().await?, begin).await?)
     }
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without
@@ -433,7 +449,7 @@ where
     }
 
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         Self::fetch_key(&mut conn, id).await
     }
 
@@ -442,7 +458,7 @@ where
         let rows = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id > $1 ORDER BY id LIMIT $2"))
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(Self::key_from_row).collect()
     }
@@ -515,7 +531,7 @@ where
     }
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         Self::fetch_providers(&mut conn).await
     }
 
@@ -623,7 +639,7 @@ where
     }
 
     async fn head_revision(&self) -> Result<Revision, StoreError> {
-        let revision = Self::read_head(&mut *self.pool.acquire().await?).await?;
+        let revision = Self::read_head(&mut *self.conn().await?).await?;
         self.observe(revision);
         Ok(revision)
     }
@@ -635,7 +651,7 @@ where
         )
         .bind(to_i64(after))
         .bind(to_i64(upper))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut deltas: Vec<Delta> = Vec::new();
         for row in rows {

@@ -33,8 +33,8 @@ use super::{Revision, StoreError};
 /// The schema migrations in `controlplane/migrations-postgres`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
-/// The channel commits are announced on.
-pub(super) const HEAD_CHANNEL: &str = "aurora_head";
+/// The channel commits are announced on (`Dialect::NOTIFY_COMMIT` names it too).
+const HEAD_CHANNEL: &str = "aurora_head";
 
 /// How long the listener waits before reconnecting after an error it could not recover from.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -103,13 +103,9 @@ impl SqlStore<Postgres> {
         listener.listen(HEAD_CHANNEL).await?;
         MIGRATOR.run(&pool).await?;
         let mut store = SqlStore::new(pool).await?;
-        let task = tokio::spawn(follow_notifications(listener, store.clone_pool(), store.head_sender()));
+        let task = tokio::spawn(follow_notifications(listener, store.pool.clone(), store.head_sender()));
         store.set_background(task.abort_handle());
         Ok(store)
-    }
-
-    fn clone_pool(&self) -> Pool<Postgres> {
-        self.pool.clone()
     }
 }
 

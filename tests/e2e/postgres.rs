@@ -48,10 +48,10 @@ async fn create_key(cp: &TestControlplane, name: &str) -> (String, String) {
     (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned())
 }
 
-/// Creates a dozen keys through `cp`, one after the other; returns their secrets.
+/// Creates two dozen keys through `cp`, one after the other; returns their secrets.
 async fn create_keys(cp: &TestControlplane, prefix: &str) -> Vec<String> {
     let mut secrets = Vec::new();
-    for i in 0..12 {
+    for i in 0..24 {
         let created = cp.cli(&["keys", "create", "--name", &format!("{prefix}-{i}"), "-o", "json"]).await.json();
         secrets.push(created["secret"].as_str().unwrap().to_owned());
     }

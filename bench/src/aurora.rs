@@ -51,10 +51,24 @@ impl ControlPlane {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let database_url = format!("sqlite://{}", dir.join("aurora.db").display());
+        Self::start_on(bin, &database_url, upstream, listen).await
+    }
+
+    /// Like [`Self::start`], on the database at `database_url` (a PostgreSQL one, shared by
+    /// several control planes).
+    pub(crate) async fn start_on(
+        bin: &Path,
+        database_url: &str,
+        upstream: SocketAddr,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let database_url = database_url.to_owned();
         let mut env = base_env();
         env.extend([
             ("AURORA_GRPC_LISTEN_ADDR", listen.map_or_else(|| "127.0.0.1:0".into(), |a| a.to_string())),
             ("AURORA_DATABASE_URL", database_url.clone()),
+            // Any free port: several control planes may run at once (cross-replica figure).
+            ("AURORA_METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
             ("AURORA_MASTER_KEY", MASTER_KEY.into()),
             ("AURORA_NODE_TOKEN", NODE_TOKEN.into()),
             ("ANTHROPIC_BASE_URL", format!("http://{upstream}/v1")),

@@ -34,11 +34,11 @@ pub(crate) struct Scale {
     pub(crate) offline_commits: usize,
 }
 
-fn millis(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn millis(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e6
 }
 
-fn max_millis(h: &Histogram<u64>) -> f64 {
+pub(crate) fn max_millis(h: &Histogram<u64>) -> f64 {
     h.max() as f64 / 1e6
 }
 
@@ -325,7 +325,7 @@ async fn wait_all(
 }
 
 /// Sends the key every `period` until the gateway refuses it; returns the time since `start`.
-async fn probe_until_refused(
+pub(crate) async fn probe_until_refused(
     target: Target,
     mut conn: Conn,
     start: Instant,

@@ -10,6 +10,7 @@
 
 mod aurora;
 mod control_plane;
+mod cross_replica;
 mod durability;
 mod gateway;
 mod load;
@@ -46,6 +47,14 @@ struct Args {
     /// (`perf record -g -p PID`). Writes no report.
     #[arg(long, value_name = "SECONDS")]
     profile: Option<u64>,
+    /// The PostgreSQL server the cross-replica figure creates its database on (and drops it).
+    #[arg(
+        long,
+        env = "AURORA_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    postgres_url: String,
     /// The command line shown in the report as the one that regenerates it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -199,6 +208,10 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     control_plane::run(&mut report, &bin, scratch.path(), upstream.addr, scales.control_plane).await?;
     progress("durable acknowledgements");
     durability::run(&mut report, scratch.path(), scales.durability).await?;
+    progress("control planes on PostgreSQL: cross-replica revocation");
+    cross_replica::run(&mut report, &bin, upstream.addr, &args.postgres_url, scales.control_plane)
+        .await
+        .context("the cross-replica figure (needs PostgreSQL: --postgres-url)")?;
     progress("million-key snapshot");
     snapshot::run(&mut report, &bin, upstream.addr, scales.snapshot).await?;
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use aurora_core::ProductVars;
 use clap::Args;
 
-/// Everything `aurora controlplane` is configured with.
-#[derive(Args, Debug, Clone)]
+/// Everything `aurora controlplane` is configured with. `Debug` shows the database URL without
+/// its user info (a PostgreSQL URL may carry a password).
+#[derive(Args, Clone)]
 pub struct Config {
     /// The address the gRPC server (admin API, config stream, health, reflection) listens on.
     /// Loopback by default: serving other hosts is a decision (with TLS, or on a private network
@@ -21,9 +22,21 @@ pub struct Config {
     #[arg(long, env = "AURORA_METRICS_LISTEN_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_listen_addr: Option<SocketAddr>,
 
-    /// Where the store lives. `sqlite://PATH` (created on first start, parent directory too).
-    #[arg(long, env = "AURORA_DATABASE_URL", default_value = "sqlite://aurora-data/aurora.db")]
+    /// Where the store lives. `sqlite://PATH` (created on first start, parent directory too),
+    /// or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` for a database that several
+    /// control-plane replicas share. Never logged: it may carry a password.
+    #[arg(long, env = "AURORA_DATABASE_URL", default_value = "sqlite://aurora-data/aurora.db", hide_env_values = true)]
     pub database_url: String,
+
+    /// PostgreSQL only: the most connections each control-plane replica opens to the database
+    /// (one more is kept for `LISTEN`).
+    #[arg(long, env = "AURORA_DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub database_max_connections: u32,
+
+    /// PostgreSQL only: how long an operation waits to connect to the database (or for a free
+    /// connection) before it fails; admin writes then fail with UNAVAILABLE.
+    #[arg(long, env = "AURORA_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
+    pub database_connect_timeout: Duration,
 
     /// How often the control plane makes a small probe write to the store, so that `/healthz`,
     /// `/readyz` and gRPC health turn unhealthy when the store cannot write (a full disk) even
@@ -43,6 +56,23 @@ pub struct Config {
 
     #[command(flatten)]
     pub grpc_limits: crate::grpc_limits::GrpcLimits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_listen_addr", &self.grpc_listen_addr)
+            .field("metrics_listen_addr", &self.metrics_listen_addr)
+            .field("database_url", &crate::store::redacted_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_connect_timeout", &self.database_connect_timeout)
+            .field("store_probe_interval", &self.store_probe_interval)
+            .field("product", &self.product)
+            .field("stream", &self.stream)
+            .field("tls", &self.tls)
+            .field("grpc_limits", &self.grpc_limits)
+            .finish()
+    }
 }
 
 /// The config stream to data planes.
@@ -91,6 +121,14 @@ pub struct TlsConfig {
 }
 
 impl Config {
+    /// How a PostgreSQL store connects.
+    pub fn pg_pool(&self) -> crate::store::PgPoolConfig {
+        crate::store::PgPoolConfig {
+            max_connections: self.database_max_connections,
+            connect_timeout: self.database_connect_timeout,
+        }
+    }
+
     /// A configuration for tests and embedding: listen on `addr`, store in `database_url`,
     /// data planes authenticate with `node_token`, no product variables set, no TLS, no
     /// metrics listener.
@@ -99,6 +137,8 @@ impl Config {
             grpc_listen_addr,
             metrics_listen_addr: None,
             database_url: database_url.into(),
+            database_max_connections: 10,
+            database_connect_timeout: Duration::from_secs(5),
             store_probe_interval: Duration::from_secs(5),
             product: ProductVars::default(),
             stream: StreamConfig {
@@ -130,6 +170,16 @@ mod tests {
         assert_eq!(config.grpc_listen_addr.to_string(), "127.0.0.1:50051", "loopback unless told otherwise");
         assert_eq!(config.metrics_listen_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9091"));
         assert_eq!(config.database_url, "sqlite://aurora-data/aurora.db");
+        assert_eq!(config.pg_pool(), crate::store::PgPoolConfig::default());
         assert!(Cli::try_parse_from(["x", "--grpc-listen-addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        let url = "postgres://aurora:S3cret-pw@db:5432/aurora?password=S3cret-pw";
+        let config = Cli::try_parse_from(["x", "--database-url", url]).unwrap().config;
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("S3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://***@db:5432/aurora"), "{shown}");
     }
 }

@@ -5,6 +5,10 @@
 //! returns once every replica connected when the wait started, and every one that connected
 //! since, has acknowledged a revision. A replica that disconnects before acknowledging stays
 //! pending: `--wait` must never report success for a data plane that went away unconfirmed.
+//!
+//! With several control-plane replicas on one PostgreSQL database, the fleet also holds the
+//! data planes the other replicas serve ([`Replica::remote`]), mirrored from the shared presence
+//! table by `fleet_share`, so listings and waits see the whole fleet whichever replica answers.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +34,9 @@ pub struct Replica {
     pub last_seen_at: SystemTime,
     pub acked_revision: Revision,
     pub rejected: Option<(Revision, String)>,
+    /// Connected to another control-plane replica, and known here through the shared presence
+    /// table; `last_seen_at` is then the time that replica last refreshed it.
+    pub remote: bool,
 }
 
 /// The outcome of [`Fleet::wait_for`].
@@ -142,17 +149,41 @@ impl Fleet {
     }
 
     pub fn register(self: &Arc<Self>, node_id: String, address: Option<SocketAddr>, version: String) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now();
+        self.insert(node_id, address, version, now, false)
+    }
+
+    /// Registers a data plane that another control-plane replica serves, as its presence row
+    /// says; it is waited for and listed like a local one until the registration is dropped.
+    pub fn register_remote(
+        self: &Arc<Self>,
+        node_id: String,
+        address: Option<SocketAddr>,
+        version: String,
+        connected_at: SystemTime,
+    ) -> Registration {
+        self.insert(node_id, address, version, connected_at, true)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        node_id: String,
+        address: Option<SocketAddr>,
+        version: String,
+        connected_at: SystemTime,
+        remote: bool,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let replica = Replica {
             id,
             node_id,
             address,
             version,
-            connected_at: now,
-            last_seen_at: now,
+            connected_at,
+            last_seen_at: connected_at,
             acked_revision: 0,
             rejected: None,
+            remote,
         };
         self.update(|state| {
             // Waits in progress wait for newcomers too: one may have connected before the
@@ -164,6 +195,11 @@ impl Fleet {
             state.replicas.insert(id, replica);
         });
         Registration { fleet: self.clone(), id }
+    }
+
+    /// The data planes whose streams this control plane holds, in no particular order.
+    pub fn local(&self) -> Vec<Replica> {
+        self.lock().replicas.values().filter(|replica| !replica.remote).cloned().collect()
     }
 
     /// The replicas, ordered by node id, then by when they connected.
@@ -192,9 +228,10 @@ impl Fleet {
         self.changed.subscribe()
     }
 
-    /// The acknowledged revision of every connected replica, in no particular order.
+    /// The acknowledged revision of every replica connected to this control plane, in no
+    /// particular order: the metrics of each control plane describe its own streams.
     pub fn acked_revisions(&self) -> Vec<Revision> {
-        self.lock().replicas.values().map(|replica| replica.acked_revision).collect()
+        self.lock().replicas.values().filter(|replica| !replica.remote).map(|replica| replica.acked_revision).collect()
     }
 
     /// Waits until every replica connected now, and every one that connects meanwhile, has
@@ -266,6 +303,17 @@ impl Registration {
                 if let Some(considered) = wait.considered.get_mut(&id) {
                     considered.applied = revision >= wait.revision;
                 }
+            }
+        });
+    }
+
+    /// A remote replica's presence row was refreshed: its latest ack, rejection and time.
+    pub fn refresh(&self, acked: Revision, rejected: Option<(Revision, String)>, last_seen_at: SystemTime) {
+        self.ack(acked);
+        self.fleet.update(|state| {
+            if let Some(replica) = state.replicas.get_mut(&self.id) {
+                replica.rejected = rejected;
+                replica.last_seen_at = last_seen_at;
             }
         });
     }

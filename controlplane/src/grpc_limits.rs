@@ -17,7 +17,7 @@
 //!   within 10 s, then HTTP/2 keep-alive pings.
 //!
 //! So buffered request bytes stay below `max_connections × max_streams_per_connection ×
-//! ADMIN_MAX_MESSAGE` (512 × 64 × 256 KiB with the defaults; one hostile connection holds at
+//! ADMIN_MAX_MESSAGE` (4096 × 64 × 256 KiB with the defaults; one hostile connection holds at
 //! most 16 MiB, for at most `request_timeout`). Lower either setting to tighten it.
 
 use std::pin::Pin;
@@ -60,8 +60,8 @@ const CONFIG_STREAM_PATH: &str = "/aurora.v1.ConfigService/";
 #[derive(Args, Debug, Clone)]
 pub struct GrpcLimits {
     /// Connections the gRPC port holds at once (data planes, CLI calls, probes); one more is
-    /// closed at once.
-    #[arg(long, env = "AURORA_GRPC_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    /// closed at once. Each data plane holds one: size it above the fleet.
+    #[arg(long, env = "AURORA_GRPC_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Concurrent HTTP/2 streams per connection.
@@ -75,7 +75,7 @@ pub struct GrpcLimits {
 
 impl Default for GrpcLimits {
     fn default() -> Self {
-        GrpcLimits { max_connections: 512, max_streams_per_connection: 64, request_timeout: Duration::from_secs(10) }
+        GrpcLimits { max_connections: 4096, max_streams_per_connection: 64, request_timeout: Duration::from_secs(10) }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
 use crate::fleet::Fleet;
 use crate::grpc_limits::{self, GrpcLimits};
 use crate::metrics::{AdminCalls, Metrics};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How often the change feed checks the store for commits made by other control-plane
 /// processes; commits made by this one are pushed at once.
@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         config.stream.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(ServerError::NodeTokenMissing)?;
     let node_auth = NodeAuth::new(node_token);
     let tls = tls_config(&config.tls)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_url).await?);
+    let store = crate::store::open(&config.database_url, config.pg_pool()).await?;
     crate::bootstrap::run(store.as_ref(), &config.product).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
@@ -152,8 +152,19 @@ impl ControlPlane {
         let oldest = self.metrics.oldest_retained.clone();
         background.spawn(compact(self.store.clone(), self.retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
+        // Several replicas on one database: each sees every replica's data planes.
+        let presence = self.store.presence_table();
+        let instance = uuid::Uuid::new_v4().to_string();
+        if let Some(table) = &presence {
+            let timing = crate::fleet_share::Timing::default();
+            background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
+        }
         let result = self.serve_grpc(shutdown).await;
         background.shutdown().await;
+        if let Some(table) = presence {
+            // Our streams are closed: other replicas drop them now rather than at expiry.
+            let _ = table.publish(&instance, &[], crate::fleet_share::Timing::default().ttl).await;
+        }
         store.close().await;
         tracing::info!("control plane stopped");
         result

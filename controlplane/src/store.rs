@@ -13,9 +13,14 @@
 mod change;
 mod error;
 mod model;
+pub mod postgres;
+mod presence;
+mod sql;
 pub mod sqlite;
 mod tx;
 mod write_health;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aurora_core::ProviderKind;
@@ -28,10 +33,32 @@ pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
     SettingsView, Snapshot,
 };
+pub use postgres::{PgPoolConfig, PgStore};
+pub use presence::{Presence, PresenceTable};
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use write_health::WriteStatus;
 
 use crate::bootstrap::Bootstrap;
+
+/// Opens the store at `url`: `postgres://…` (or `postgresql://…`) for PostgreSQL, shared by
+/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`.
+pub async fn open(url: &str, pool: PgPoolConfig) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::open(url, pool).await?)
+    } else {
+        Arc::new(SqliteStore::open(url).await?)
+    };
+    tracing::info!(database = %redacted_url(url), "store opened");
+    Ok(store)
+}
+
+/// `url` as logs and `Debug` may show it: without user info (`user:password@`) or a query
+/// string (`?password=`).
+pub fn redacted_url(url: &str) -> String {
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    aurora_core::text::redact_user_info(without_query).into_owned()
+}
 
 /// A store revision. 0 means nothing was ever written; the first write is revision 1.
 pub type Revision = u64;
@@ -108,4 +135,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A receiver whose value is the newest revision this process committed or observed. It is
     /// updated right after each commit, so the config stream can push every commit at once.
     fn watch_head(&self) -> watch::Receiver<Revision>;
+
+    /// Where control-plane replicas sharing this store publish the data planes they serve, so
+    /// each sees the whole fleet; `None` when the store belongs to one process (SQLite).
+    fn presence_table(&self) -> Option<Arc<dyn PresenceTable>> {
+        None
+    }
 }
+
+#[cfg(test)]
+mod suite;
+#[cfg(test)]
+pub(crate) mod test_db;

@@ -13,6 +13,7 @@ mod hardening;
 mod live_config;
 mod metrics;
 mod passthrough;
+mod postgres;
 mod provider_network;
 
 mod sdk;

@@ -507,13 +507,43 @@ def test_two_control_planes_on_sqlite_are_refused():
 
 def test_two_control_planes_on_a_shared_database_are_allowed():
     result = helm(
-        "template", RELEASE, str(CHART), "--set", "controlplane.replicaCount=2",
-        "--set", "controlplane.database.url=postgres://aurora@db:5432/aurora",
+        "template", RELEASE, str(CHART), "--set", "controlplane.replicaCount=3",
+        "--set", "controlplane.database.existingSecret=aurora-database",
     )
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert deployment(docs, "controlplane")["spec"]["replicas"] == 2
+    cp = deployment(docs, "controlplane")
+    assert cp["spec"]["replicas"] == 3
+    assert "strategy" not in cp["spec"], "rolling updates: replicas replace each other"
     assert not by_kind(docs, "PersistentVolumeClaim")
+    # The URL (with its password) comes from the Secret only.
+    assert env_of(cp)["AURORA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "aurora-database", "key": "AURORA_DATABASE_URL",
+    }
+    assert "AURORA_DATABASE_URL" not in one(docs, "ConfigMap", "-controlplane")["data"]
+    pdb = one(docs, "PodDisruptionBudget", "-controlplane")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert selects(pdb["spec"]["selector"], cp["spec"]["template"]["metadata"]["labels"])
+    spread = cp["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread:
+        assert selects(constraint["labelSelector"], cp["spec"]["template"]["metadata"]["labels"])
+    # Every data plane points at the Service, which spreads their streams over the replicas.
+    url = env_of(deployment(docs, "dataplane"))["AURORA_CONTROL_PLANE_URL"]["value"]
+    assert url == "http://aurora-controlplane.default.svc:50051"
+
+
+def test_a_postgres_url_in_a_config_map_is_refused():
+    result = helm(
+        "template", RELEASE, str(CHART), "--set", "controlplane.database.url=postgres://aurora:pw@db/aurora",
+    )
+    assert result.returncode != 0
+    assert "would land in a ConfigMap" in result.stderr
+    assert "pw@" not in result.stderr
+
+
+def test_one_control_plane_has_no_disruption_budget():
+    assert not [d for d in by_kind(render("default"), "PodDisruptionBudget") if "controlplane" in d["metadata"]["name"]]
 
 
 @pytest.mark.parametrize(

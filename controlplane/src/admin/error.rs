@@ -24,7 +24,7 @@ impl From<AdminError> for Status {
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
                     Status::failed_precondition(err.to_string())
                 }
-                StoreError::Database(_) => match err.storage_failure() {
+                StoreError::Database(_) | StoreError::Unreachable(_) => match err.storage_failure() {
                     Some(StorageFailure::Busy) => {
                         tracing::warn!(error = %err, "store busy");
                         Status::unavailable("the store is busy; retry")
@@ -73,6 +73,7 @@ mod tests {
             (StoreError::Corrupt("keys.hash".into()), Code::Internal),
             (StoreError::Database(sqlx::Error::PoolTimedOut), Code::Unavailable),
             (StoreError::Database(sqlx::Error::RowNotFound), Code::Internal),
+            (StoreError::Unreachable("connection refused".into()), Code::Unavailable),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(AdminError::from(err)).code(), code);
@@ -98,6 +99,45 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(status.message(), "the store is busy; retry");
         holder.close().await.unwrap();
+    }
+
+    /// PostgreSQL down: `UNAVAILABLE`, saying the database cannot be reached.
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_says_so() {
+        let err = StoreError::Unreachable("timed out waiting for a database connection".into());
+        let status = Status::from(AdminError::from(err));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the store cannot write (cannot reach the database: timed out waiting for a database connection); retry once it is fixed"
+        );
+    }
+
+    /// A PostgreSQL session terminated under a write (`57P01`) is the environment, not a bug.
+    #[tokio::test]
+    async fn a_terminated_postgres_session_is_unavailable() {
+        use sqlx::Connection;
+
+        let db = crate::store::test_db::TestDb::postgres().await;
+        let crate::store::test_db::TestDb::Postgres(pg) = &db else { unreachable!() };
+        let mut victim = pg.connect().await;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut victim).await.unwrap();
+        let mut admin = pg.connect().await;
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut admin).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            // The termination arrives asynchronously; the next statements see it.
+            match sqlx::query("SELECT 1").execute(&mut victim).await {
+                Ok(_) => {
+                    assert!(tokio::time::Instant::now() < deadline, "the session was never terminated");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(err) => break err,
+            }
+        };
+        let status = Status::from(AdminError::from(StoreError::Database(err)));
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        admin.close().await.unwrap();
     }
 
     /// A read-only database is a store that cannot write: `UNAVAILABLE` with SQLite's reason.

@@ -24,6 +24,10 @@ pub enum StoreError {
     Open(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// No connection to the database server could be had (PostgreSQL down, unreachable, or
+    /// refusing connections); the reason is the database's message or the kind of failure.
+    #[error("cannot reach the database: {0}")]
+    Unreachable(String),
     #[error("cannot migrate the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -35,30 +39,25 @@ pub enum StoreError {
 pub enum StorageFailure {
     /// Another writer held the lock past the busy timeout, or every pooled connection was busy.
     Busy,
-    /// The disk is full, the file cannot be written or opened, or an I/O error occurred.
+    /// The disk is full, the file cannot be written or opened, or an I/O error occurred; or
+    /// the database server is unreachable, shutting down, out of resources or read-only.
     CannotWrite,
 }
 
 impl StoreError {
     /// The environmental cause of this error, if it has one (see [`StorageFailure`]).
     pub fn storage_failure(&self) -> Option<StorageFailure> {
-        let StoreError::Database(err) = self else {
-            return None;
+        let err = match self {
+            StoreError::Database(err) => err,
+            StoreError::Unreachable(_) => return Some(StorageFailure::CannotWrite),
+            _ => return None,
         };
         match err {
             sqlx::Error::PoolTimedOut => Some(StorageFailure::Busy),
             sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 Some(StorageFailure::CannotWrite)
             }
-            // sqlx reports SQLite's extended result code (SQLITE_BUSY_SNAPSHOT is 517, ...); its
-            // low byte is the primary code.
-            sqlx::Error::Database(db) => match sqlite_code(db.as_ref())? & 0xff {
-                SQLITE_BUSY | SQLITE_LOCKED => Some(StorageFailure::Busy),
-                SQLITE_NOMEM | SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
-                    Some(StorageFailure::CannotWrite)
-                }
-                _ => None,
-            },
+            sqlx::Error::Database(db) => sqlite_failure(db.as_ref()).or_else(|| postgres_failure(db.as_ref())),
             _ => None,
         }
     }
@@ -67,12 +66,51 @@ impl StoreError {
     /// database's own message ("database or disk is full"), which names no value.
     pub fn storage_reason(&self) -> String {
         match self {
-            StoreError::Database(sqlx::Error::Database(db)) => db.message().to_owned(),
-            StoreError::Database(sqlx::Error::Io(err)) => format!("I/O error: {}", err.kind()),
-            StoreError::Database(sqlx::Error::PoolTimedOut) => "timed out waiting for a database connection".into(),
-            StoreError::Database(sqlx::Error::PoolClosed) => "the store is closed".into(),
+            StoreError::Database(err) => describe(err),
+            StoreError::Unreachable(reason) => format!("cannot reach the database: {reason}"),
             _ => "database error".into(),
         }
+    }
+}
+
+/// What a sqlx error says, for logs and operators: the database's own message or the kind of
+/// failure, never a URL (which may carry a password) or a value.
+pub(super) fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(err) => format!("I/O error: {}", err.kind()),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".into(),
+        sqlx::Error::PoolClosed => "the store is closed".into(),
+        _ => "database error".into(),
+    }
+}
+
+/// sqlx reports SQLite's extended result code (SQLITE_BUSY_SNAPSHOT is 517, ...); its low byte
+/// is the primary code.
+fn sqlite_failure(err: &dyn sqlx::error::DatabaseError) -> Option<StorageFailure> {
+    match sqlite_code(err)? & 0xff {
+        SQLITE_BUSY | SQLITE_LOCKED => Some(StorageFailure::Busy),
+        SQLITE_NOMEM | SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
+            Some(StorageFailure::CannotWrite)
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL's SQLSTATE classes and codes that describe the server, not the request.
+fn postgres_failure(err: &dyn sqlx::error::DatabaseError) -> Option<StorageFailure> {
+    let code = err.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?.code();
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available, query_canceled
+        // (statement timeout): contention, over when the other transaction is.
+        "40001" | "40P01" | "55P03" | "57014" => Some(StorageFailure::Busy),
+        // admin_shutdown (a terminated backend, a server shutting down), crash_shutdown,
+        // cannot_connect_now (starting up); read_only_sql_transaction (a standby, mid-failover).
+        "57P01" | "57P02" | "57P03" | "25006" => Some(StorageFailure::CannotWrite),
+        // 08: connection exception; 53: insufficient resources (disk full, out of memory, too
+        // many connections); 58: system error (I/O).
+        _ if ["08", "53", "58"].iter().any(|class| code.starts_with(class)) => Some(StorageFailure::CannotWrite),
+        _ => None,
     }
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::tests::new_key;
 use super::*;
-use crate::store::{StorageFailure, Store};
+use crate::store::suite::new_key;
+use crate::store::{NewKey, StorageFailure, Store, WriteStatus};
 
 /// A small tmpfs mounted for one test, unmounted when dropped (also when the test panics).
 struct SmallFilesystem {

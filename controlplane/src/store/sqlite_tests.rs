@@ -1,17 +1,19 @@
-//! Tests of the SQLite store against real database files in temporary directories.
+//! Tests of the SQLite store against real database files in temporary directories: the shared
+//! contract (`suite.rs`), then what only a database file has.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use aurora_core::{KeySecret, ProductVars, ProviderSet};
-use aurora_proto::v1::{ConfigSettings, KeyConfig, ProviderConfig, change};
+use aurora_core::{ProductVars, ProviderKind};
 
 use super::*;
+use crate::bootstrap::Bootstrap;
 use crate::store::Store;
+use crate::store::suite::{credential_patch, new_key, store_suite};
+use crate::store::test_db::TestDb;
+
+store_suite!(TestDb::sqlite());
 
 fn url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("nested/dir/aurora.db").display())
@@ -19,24 +21,6 @@ fn url(dir: &Path) -> String {
 
 async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(&url(dir)).await.unwrap()
-}
-
-pub(super) fn new_key(name: &str) -> (NewKey, KeySecret) {
-    let secret = KeySecret::generate();
-    let key = NewKey {
-        name: name.to_owned(),
-        description: String::new(),
-        hash: secret.hash(),
-        redacted: secret.redacted(),
-        enabled: true,
-        expires_at: None,
-        allowed_providers: ProviderSet::empty(),
-    };
-    (key, secret)
-}
-
-fn credential_patch(secret: &str) -> ProviderPatch {
-    ProviderPatch { credential: Some(Some(Credential::new(secret))), ..ProviderPatch::default() }
 }
 
 #[tokio::test]
@@ -61,73 +45,6 @@ async fn migrations_create_the_schema_from_empty() {
 }
 
 #[tokio::test]
-async fn restart_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap();
-    let (key, _) = new_key("ci");
-    let (key, _) = store.create_key(key).await.unwrap();
-    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret")).await.unwrap();
-    let network = ProviderPatch {
-        default_headers: Some(
-            aurora_core::DefaultHeaders::from_pairs([("HTTP-Referer", "https://example.com"), ("X-Title", "a: b")])
-                .unwrap(),
-        ),
-        client_identity: Some(Some(ClientIdentity::new("CERT PEM", "KEY PEM"))),
-        ca_pem: Some(Some("CA PEM".into())),
-        ..Default::default()
-    };
-    store.upsert_provider(ProviderKind::OpenRouter, network).await.unwrap();
-    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
-    let before = store.load_snapshot().await.unwrap();
-    let openrouter = before.providers.iter().find(|p| p.name == "openrouter").unwrap();
-    assert_eq!(openrouter.default_headers.len(), 2);
-    assert_eq!((openrouter.client_key_pem.as_str(), openrouter.ca_pem.as_str()), ("KEY PEM", "CA PEM"));
-    let providers = store.list_providers().await.unwrap();
-    store.close().await;
-
-    let store = open(dir.path()).await;
-    assert_eq!(store.load_snapshot().await.unwrap(), before);
-    assert_eq!(store.get_key(key.id).await.unwrap(), key);
-    assert_eq!(store.list_providers().await.unwrap(), providers);
-    assert_eq!(*store.watch_head().borrow(), before.revision);
-    assert!(!store.get_settings().await.unwrap().settings.v1_alias_enabled);
-}
-
-#[tokio::test]
-async fn revisions_are_gap_free_under_concurrent_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    // Two pools on one file behave like two control-plane processes.
-    let stores = [Arc::new(open(dir.path()).await), Arc::new(open(dir.path()).await)];
-    let mut tasks = Vec::new();
-    for task in 0..6 {
-        let store = Arc::clone(&stores[task % 2]);
-        tasks.push(tokio::spawn(async move {
-            let mut committed = 0u64;
-            for i in 0..10 {
-                let (key, _) = new_key(&format!("key-{task}-{i}"));
-                let (record, _) = store.create_key(key).await.unwrap();
-                // A failing mutation in between: its revision must roll back, not leave a hole.
-                let (duplicate, _) = new_key(&format!("key-{task}-{i}"));
-                assert!(matches!(store.create_key(duplicate).await, Err(StoreError::KeyNameTaken(_))));
-                store.update_key(record.id, KeyPatch { enabled: Some(false), ..KeyPatch::default() }).await.unwrap();
-                committed += 2;
-            }
-            committed
-        }));
-    }
-    let mut committed = 0;
-    for task in tasks {
-        committed += task.await.unwrap();
-    }
-    let head = stores[0].head_revision().await.unwrap();
-    assert_eq!(head, committed);
-    let revisions: Vec<u64> =
-        stores[1].changes_since(0, 1000).await.unwrap().iter().map(|delta| delta.revision).collect();
-    assert_eq!(revisions, (1..=head).collect::<Vec<_>>());
-}
-
-#[tokio::test]
 async fn secrets_are_never_stored_in_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
@@ -149,209 +66,6 @@ async fn secrets_are_never_stored_in_plaintext() {
     assert!(!contains(b"master-key-plaintext"), "the master key is in the file");
 }
 
-/// The state a data plane builds by applying deltas, keyed like the snapshot.
-#[derive(Debug, Default, PartialEq)]
-struct Replayed {
-    revision: u64,
-    settings: Option<ConfigSettings>,
-    providers: BTreeMap<String, ProviderConfig>,
-    keys: BTreeMap<Vec<u8>, KeyConfig>,
-    master_key_hash: Vec<u8>,
-}
-
-impl Replayed {
-    fn apply(&mut self, delta: &Delta) {
-        assert_eq!(delta.revision, self.revision + 1, "deltas arrive gap-free");
-        self.revision = delta.revision;
-        for change in &delta.changes {
-            match change.change.clone().unwrap() {
-                change::Change::Settings(settings) => self.settings = Some(settings),
-                change::Change::ProviderUpsert(p) => {
-                    self.providers.insert(p.name.clone(), p);
-                }
-                change::Change::ProviderDelete(name) => {
-                    self.providers.remove(&name);
-                }
-                change::Change::KeyUpsert(k) => {
-                    self.keys.insert(k.hash.clone(), k);
-                }
-                change::Change::KeyDelete(hash) => {
-                    self.keys.remove(&hash);
-                }
-                change::Change::MasterKeyHash(hash) => self.master_key_hash = hash,
-            }
-        }
-    }
-
-    fn of_snapshot(snapshot: &Snapshot) -> Self {
-        Replayed {
-            revision: snapshot.revision,
-            settings: Some(snapshot.settings),
-            providers: snapshot.providers.iter().map(|p| (p.name.clone(), p.clone())).collect(),
-            keys: snapshot.keys.iter().map(|k| (k.hash.clone(), k.clone())).collect(),
-            master_key_hash: snapshot.master_key_hash.map(|h| h.as_bytes().to_vec()).unwrap_or_default(),
-        }
-    }
-}
-
-/// Exercises every kind of mutation.
-async fn mutate_everything(store: &SqliteStore) {
-    let vars = ProductVars { master_key: Some("mk-1".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let (mut key, _) = new_key(&format!("k{i}"));
-        key.expires_at = Some(SystemTime::now() + Duration::from_secs(3600));
-        key.allowed_providers = ProviderSet::parse_list("anthropic,zai").unwrap();
-        ids.push(store.create_key(key).await.unwrap().0.id);
-    }
-    store.update_key(ids[0], KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() }).await.unwrap();
-    store.update_key(ids[1], KeyPatch { expires_at: Some(None), ..KeyPatch::default() }).await.unwrap();
-    store.revoke_key(ids[2]).await.unwrap();
-    store.delete_key(ids[3]).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, credential_patch("vllm-token")).await.unwrap();
-    store.delete_provider(ProviderKind::OpenRouter).await.unwrap();
-    store.update_settings(SettingsPatch { passthrough_enabled: Some(false), ..Default::default() }).await.unwrap();
-    // A restart with another master key and an env override records one more revision.
-    let vars = ProductVars {
-        master_key: Some("mk-2".into()),
-        enabled_passthrough_providers: Some(ProviderSet::parse_list("openai").unwrap()),
-        ..ProductVars::default()
-    };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
-}
-
-#[tokio::test]
-async fn replaying_the_change_log_over_empty_state_equals_the_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    mutate_everything(&store).await;
-
-    let mut replayed = Replayed::default();
-    loop {
-        // Small pages, as a stream catching up would read them.
-        let deltas = store.changes_since(replayed.revision, 3).await.unwrap();
-        if deltas.is_empty() {
-            break;
-        }
-        deltas.iter().for_each(|delta| replayed.apply(delta));
-    }
-    let snapshot = store.load_snapshot().await.unwrap();
-    assert_eq!(replayed, Replayed::of_snapshot(&snapshot));
-    assert_eq!(snapshot.keys.len(), 4);
-    assert!(snapshot.keys.iter().any(|k| !k.enabled), "the revoked key is sent disabled");
-    assert_eq!(snapshot.master_key_hash, Some(KeyHash::of("mk-2")));
-}
-
-#[tokio::test]
-async fn compaction_keeps_the_newest_revisions_replayable() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    mutate_everything(&store).await;
-    let head = store.head_revision().await.unwrap();
-    let before = store.changes_since(head - 3, 100).await.unwrap();
-
-    assert_eq!(store.compact_changes(3).await.unwrap(), head - 3);
-    assert_eq!(store.oldest_retained_revision().await.unwrap(), head - 2);
-    assert_eq!(store.changes_since(head - 3, 100).await.unwrap(), before);
-    assert!(store.changes_since(0, 100).await.unwrap().first().map(|d| d.revision) == Some(head - 2));
-    assert_eq!(store.compact_changes(3).await.unwrap(), 0, "compaction is idempotent");
-    assert_eq!(store.compact_changes(0).await.unwrap(), 3);
-    assert_eq!(store.oldest_retained_revision().await.unwrap(), head + 1);
-}
-
-#[tokio::test]
-async fn bootstrap_with_the_same_environment_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let vars =
-        ProductVars { master_key: Some("mk".into()), enable_passthrough_routes: Some(false), ..ProductVars::default() };
-    let store = open(dir.path()).await;
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars.clone())).await.unwrap(), Some(1));
-    let first = store.changes_since(0, 10).await.unwrap();
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].changes.len(), 7, "settings, five providers and the master-key hash");
-    store.close().await;
-
-    let store = open(dir.path()).await;
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars)).await.unwrap(), None);
-    assert_eq!(store.head_revision().await.unwrap(), 1);
-    assert_eq!(store.list_providers().await.unwrap().len(), 5);
-    // The API's change survives a restart that does not set the variable...
-    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
-    assert_eq!(store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap(), Some(3), "only the master key");
-    assert!(!store.get_settings().await.unwrap().settings.v1_alias_enabled);
-    // ...and a set variable overrides it.
-    let vars = ProductVars { allow_passthrough_v1_alias: Some(true), ..ProductVars::default() };
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars)).await.unwrap(), Some(4));
-    assert!(store.get_settings().await.unwrap().settings.v1_alias_enabled);
-}
-
-#[tokio::test]
-async fn failed_mutations_are_precise_and_leave_no_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let (key, _) = new_key("a");
-    let (a, r1) = store.create_key(key).await.unwrap();
-    let (key, _) = new_key("b");
-    let (b, _) = store.create_key(key).await.unwrap();
-
-    let missing = Uuid::now_v7();
-    assert!(matches!(store.get_key(missing).await, Err(StoreError::KeyNotFound(id)) if id == missing));
-    assert!(matches!(store.delete_key(missing).await, Err(StoreError::KeyNotFound(_))));
-    assert!(matches!(store.delete_provider(ProviderKind::Zai).await, Err(StoreError::ProviderNotFound(_))));
-    let rename = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
-    assert!(matches!(store.update_key(a.id, rename).await, Err(StoreError::KeyNameTaken(_))));
-    let keep_name = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
-    store.update_key(b.id, keep_name).await.unwrap();
-    store.revoke_key(a.id).await.unwrap();
-    assert!(matches!(store.revoke_key(a.id).await, Err(StoreError::KeyAlreadyRevoked(_))));
-    let enable = KeyPatch { enabled: Some(true), ..KeyPatch::default() };
-    assert!(matches!(store.update_key(a.id, enable).await, Err(StoreError::KeyRevoked(_))));
-
-    let head = store.head_revision().await.unwrap();
-    assert_eq!(head, r1 + 3, "create b, rename b, revoke a");
-    let revisions: Vec<u64> = store.changes_since(0, 100).await.unwrap().iter().map(|d| d.revision).collect();
-    assert_eq!(revisions, (1..=head).collect::<Vec<_>>());
-}
-
-#[tokio::test]
-async fn list_keys_pages_in_creation_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let mut created = Vec::new();
-    for i in 0..7 {
-        let (key, _) = new_key(&format!("k{i}"));
-        created.push(store.create_key(key).await.unwrap().0.id);
-    }
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_keys(after, 3).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|k| k.id);
-        seen.extend(page.into_iter().map(|k| k.id));
-    }
-    assert_eq!(seen, created);
-}
-
-#[tokio::test]
-async fn watchers_learn_each_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let mut head = store.watch_head();
-    assert_eq!(*head.borrow_and_update(), 0);
-    let (key, _) = new_key("w");
-    let (_, revision) = store.create_key(key).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), head.changed()).await.unwrap().unwrap();
-    assert_eq!(*head.borrow(), revision);
-    // A failed mutation notifies nobody.
-    assert!(store.delete_key(Uuid::now_v7()).await.is_err());
-    assert!(!head.has_changed().unwrap());
-}
-
-/// The database and its write-ahead log hold credentials: owner-only, whoever creates them.
 #[tokio::test]
 async fn database_files_and_their_new_directories_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;

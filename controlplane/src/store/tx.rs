@@ -16,7 +16,7 @@
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Database, Executor, Pool};
+use sqlx::{Database, Executor};
 
 /// An open transaction on a connection taken from the pool.
 #[derive(Debug)]
@@ -31,9 +31,8 @@ where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    /// Takes a connection and runs `begin` (`BEGIN`, `BEGIN IMMEDIATE`, ...) on it.
-    pub(super) async fn begin(pool: &Pool<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
-        let conn = pool.acquire().await?;
+    /// Runs `begin` (`BEGIN`, `BEGIN IMMEDIATE`, ...) on a connection taken from the pool.
+    pub(super) async fn begin(conn: PoolConnection<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
         let mut tx = Tx { conn, clean: false };
         sqlx::raw_sql(begin).execute(&mut *tx.conn).await?;
         Ok(tx)

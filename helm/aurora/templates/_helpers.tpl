@@ -123,9 +123,10 @@ restart on the first `helm upgrade`.
 {{- end }}
 {{- end }}
 
-{{/* True (non-empty) when the control plane keeps its store in SQLite. */}}
+{{/* True (non-empty) when the control plane keeps its store in SQLite: a URL from a Secret
+(controlplane.database.existingSecret) is a PostgreSQL one. */}}
 {{- define "aurora.controlplane.sqlite" -}}
-{{- if hasPrefix "sqlite:" (.Values.controlplane.database.url | lower) }}true{{- end }}
+{{- if and (not .Values.controlplane.database.existingSecret) (hasPrefix "sqlite:" (.Values.controlplane.database.url | lower)) }}true{{- end }}
 {{- end }}
 
 {{/* The directory SQLite writes to, which the volume is mounted on. */}}
@@ -158,6 +159,9 @@ so `helm template` and `helm install` both fail with the message.
 {{- define "aurora.validate" -}}
 {{- if and (include "aurora.controlplane.sqlite" .) (gt (int .Values.controlplane.replicaCount) 1) }}
 {{- fail (printf "controlplane.replicaCount=%v is not supported with SQLite (controlplane.database.url=%q): SQLite lives on one volume and allows one writer. Keep controlplane.replicaCount=1, or point controlplane.database.url at a shared database." .Values.controlplane.replicaCount .Values.controlplane.database.url) }}
+{{- end }}
+{{- if and (not .Values.controlplane.database.existingSecret) (not (hasPrefix "sqlite:" (.Values.controlplane.database.url | lower))) }}
+{{- fail "controlplane.database.url may only be a sqlite: URL: a PostgreSQL URL carries credentials and would land in a ConfigMap. Put it in a Secret and set controlplane.database.existingSecret (and existingSecretKey)." }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled=true needs tls.secretName: a Secret with tls.crt, tls.key and ca.crt for the control plane." }}

@@ -7,6 +7,7 @@ pub mod config_stream;
 pub mod controlplane;
 pub mod dataplane;
 pub mod egress_proxy;
+pub mod postgres;
 pub mod process;
 pub mod raw_http;
 pub mod tls_upstream;

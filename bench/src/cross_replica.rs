@@ -1,0 +1,114 @@
+//! Cross-replica propagation: two control planes on one PostgreSQL database, a data plane
+//! subscribed to the second; a key revoked through the first must be refused by it. The figure
+//! covers the commit on A, PostgreSQL's `NOTIFY` to B, B's change-feed read and the delta to the
+//! data plane, measured as in the single-control-plane figure (probing until refused).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection};
+
+use crate::aurora::{ControlPlane, DataPlane, wait_until};
+use crate::control_plane::{Scale, max_millis, millis, probe_until_refused};
+use crate::load::{Conn, histogram};
+use crate::report::{Report, Table, ms};
+
+/// The target the issue set for this figure.
+const TARGET_P99_MS: f64 = 20.0;
+
+/// A database created for the run and dropped afterwards.
+struct Database {
+    server: String,
+    name: String,
+}
+
+impl Database {
+    async fn create(server: &str) -> anyhow::Result<Self> {
+        let name = format!("aurora_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(server).await.context("connect to the PostgreSQL server")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        admin.close().await?;
+        Ok(Database { server: server.to_owned(), name })
+    }
+
+    fn url(&self) -> String {
+        let base = self.server.rsplit_once('/').map_or(self.server.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.name)
+    }
+
+    async fn drop_it(self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.server).await?;
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(
+    report: &mut Report,
+    bin: &Path,
+    upstream: SocketAddr,
+    postgres: &str,
+    scale: Scale,
+) -> anyhow::Result<()> {
+    let db = Database::create(postgres).await?;
+    let result = measure(report, bin, upstream, &db.url(), scale).await;
+    db.drop_it().await?;
+    result
+}
+
+async fn measure(
+    report: &mut Report,
+    bin: &Path,
+    upstream: SocketAddr,
+    database_url: &str,
+    scale: Scale,
+) -> anyhow::Result<()> {
+    let a = ControlPlane::start_on(bin, database_url, upstream, None).await?;
+    let b = ControlPlane::start_on(bin, database_url, upstream, None).await?;
+    let dataplane = DataPlane::start(bin, &b.url(), "bench-cross-replica").await?;
+    let mut admin_a = a.admin().await?;
+    let mut admin_b = b.admin().await?;
+    admin_b.wait_fleet_current(1, Duration::from_secs(60)).await?;
+
+    let mut revoked = histogram();
+    for trial in 0..scale.revocations {
+        let key = admin_a.create_key(&format!("bench-cross-{trial}-{}", uuid::Uuid::new_v4().simple())).await?;
+        let target = dataplane.target(&key.secret);
+        wait_until(&target, true, Duration::from_secs(30)).await?;
+        let conn = Conn::open(target.addr).await?;
+        let start = Instant::now();
+        let probe = tokio::spawn(probe_until_refused(target, conn, start, scale.probe_period));
+        admin_a.revoke_key(&key.id).await?;
+        let took = probe.await??;
+        let _ = revoked.record(took.as_nanos() as u64);
+    }
+
+    let mut table = Table::new(&["figure", "p50", "p99", "max", "samples"]);
+    table.row(vec![
+        "revocation through replica A enforced by a data plane on replica B".into(),
+        ms(millis(&revoked, 0.5)),
+        format!("**{}**", ms(millis(&revoked, 0.99))),
+        ms(max_millis(&revoked)),
+        revoked.len().to_string(),
+    ]);
+    report.section(format!(
+        "## Across control-plane replicas (PostgreSQL)\n\nTwo `aurora controlplane` processes on one PostgreSQL database, one `aurora dataplane` subscribed to the second (B). For each of {} keys: create it through A, wait until the data plane accepts it, then send `RevokeKey` to A and probe the data plane every {:?} until it answers 401. The time includes A's commit, PostgreSQL's `NOTIFY` to B, B's read of the change log and the delta to the data plane.\n\n{}\n",
+        scale.revocations,
+        scale.probe_period,
+        table.render()
+    ));
+    let p99 = millis(&revoked, 0.99);
+    report.check(
+        &format!("cross-replica revocation (A → data plane on B), p99 ≤ {TARGET_P99_MS} ms"),
+        ms(p99),
+        p99 <= TARGET_P99_MS,
+    );
+    drop(dataplane);
+    drop(a);
+    drop(b);
+    Ok(())
+}

@@ -76,19 +76,7 @@ async fn idle_connections_are_closed_but_one_with_an_open_stream_is_not() {
 
     // An h2c stream that stays open, and quiet, for longer than the idle timeout.
     let streaming = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
-    let response = streaming
-        .post(dataplane.url("/p/anthropic/v1/messages"))
-        .header("x-api-key", MASTER_KEY)
-        .body(r#"{"stream":true}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let mut received = Vec::new();
-    while received.len() < FIRST_EVENT.len() {
-        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
-    }
+    let (mut stream, mut received) = dataplane.first_event(&streaming).await;
 
     let mut idle = silent_h2c(dataplane.addr).await;
     let idle_for = until_closed(&mut idle).await;

@@ -62,21 +62,41 @@ fn snapshots_applied(dp: &TestDataplane) -> usize {
     dp.process.events().iter().filter(|e| e["message"] == "applied configuration snapshot").count()
 }
 
+/// The replica a data plane subscribes to first; it fails over to the other.
+#[derive(Clone, Copy)]
+enum Home {
+    A,
+    B,
+}
+
+/// Data planes `dp-1`, `dp-2`, ... with the given homes, all ready.
+async fn spread_data_planes<const N: usize>(
+    a: &TestControlplane,
+    b: &TestControlplane,
+    homes: [Home; N],
+) -> [TestDataplane; N] {
+    let on_a = format!("{},{}", a.url(), b.url());
+    let on_b = format!("{},{}", b.url(), a.url());
+    let mut dps = Vec::with_capacity(N);
+    for (index, home) in homes.into_iter().enumerate() {
+        let urls = match home {
+            Home::A => &on_a,
+            Home::B => &on_b,
+        };
+        dps.push(TestDataplane::subscribed(urls, &format!("dp-{}", index + 1), &[]).await);
+    }
+    for dp in &dps {
+        dp.wait_ready().await;
+    }
+    dps.try_into().unwrap_or_else(|_| unreachable!("N data planes"))
+}
+
 #[tokio::test]
 async fn a_change_through_either_replica_reaches_every_data_plane_and_either_lists_them_all() {
     let db = TestDatabase::create().await;
     let upstream = upstream().await;
     let (a, b) = two_replicas(&db, &upstream).await;
-    let on_a = format!("{},{}", a.url(), b.url());
-    let on_b = format!("{},{}", b.url(), a.url());
-    let dps = [
-        TestDataplane::subscribed(&on_a, "dp-1", &[]).await,
-        TestDataplane::subscribed(&on_b, "dp-2", &[]).await,
-        TestDataplane::subscribed(&on_a, "dp-3", &[]).await,
-    ];
-    for dp in &dps {
-        dp.wait_ready().await;
-    }
+    let dps = spread_data_planes(&a, &b, [Home::A, Home::B, Home::A]).await;
     wait_for_fleet(&a, &["dp-1", "dp-2", "dp-3"]).await;
     wait_for_fleet(&b, &["dp-1", "dp-2", "dp-3"]).await;
 
@@ -131,16 +151,7 @@ async fn a_killed_replica_s_data_planes_fail_over_without_a_failed_request_and_r
     let db = TestDatabase::create().await;
     let upstream = upstream().await;
     let (mut a, b) = two_replicas(&db, &upstream).await;
-    let on_a = format!("{},{}", a.url(), b.url());
-    let on_b = format!("{},{}", b.url(), a.url());
-    let dps = [
-        TestDataplane::subscribed(&on_a, "dp-1", &[]).await,
-        TestDataplane::subscribed(&on_a, "dp-2", &[]).await,
-        TestDataplane::subscribed(&on_b, "dp-3", &[]).await,
-    ];
-    for dp in &dps {
-        dp.wait_ready().await;
-    }
+    let dps = spread_data_planes(&a, &b, [Home::A, Home::A, Home::B]).await;
     wait_for_fleet(&b, &["dp-1", "dp-2", "dp-3"]).await;
     let (_, before) = create_key(&b, "before").await;
 

@@ -33,19 +33,7 @@ async fn drain_with_an_open_stream(streaming: reqwest::Client) {
     let mut dataplane = TestDataplane::start(&snapshot_for(&upstream.base_url()), &env).await;
     dataplane.wait_ready().await;
 
-    let response = streaming
-        .post(dataplane.url("/p/anthropic/v1/messages"))
-        .header("x-api-key", MASTER_KEY)
-        .body(r#"{"stream":true}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let mut received = Vec::new();
-    while received.len() < FIRST_EVENT.len() {
-        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
-    }
+    let (mut stream, mut received) = dataplane.first_event(&streaming).await;
 
     dataplane.process.signal("TERM");
     // Load balancers see the replica leave at once; its admin listener stays up meanwhile.

@@ -128,6 +128,31 @@ impl TestDataplane {
             .as_u16()
     }
 
+    /// Starts a streamed call with `client` through an upstream that sends one event and holds
+    /// the rest (`raw_http::Behaviour::StreamThenHold`), and reads that first event; returns the
+    /// still-open stream and the bytes read so far.
+    pub async fn first_event(
+        &self,
+        client: &reqwest::Client,
+    ) -> (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin + use<>, Vec<u8>) {
+        use futures_util::StreamExt;
+
+        let response = client
+            .post(self.url("/p/anthropic/v1/messages"))
+            .header("x-api-key", MASTER_KEY)
+            .body(r#"{"stream":true}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        let mut received = Vec::new();
+        while received.len() < super::raw_http::FIRST_EVENT.len() {
+            received.extend_from_slice(&stream.next().await.unwrap().unwrap());
+        }
+        (stream, received)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod state;
 pub mod subscription;
 pub mod upstream;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;

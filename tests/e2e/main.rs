@@ -17,6 +17,7 @@ mod postgres;
 mod provider_network;
 
 mod sdk;
+mod usage_metering;
 mod secrets;
 mod shutdown;
 mod store_faults;

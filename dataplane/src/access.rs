@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aurora_core::ProviderKind;
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::auth::Principal;
@@ -124,10 +125,10 @@ impl Exchange {
     }
 
     /// A data frame is on its way to the client.
-    pub fn sent(&mut self, data: &[u8]) {
+    pub fn sent(&mut self, data: &Bytes) {
         self.bytes_out += data.len() as u64;
         if let Some(meter) = &mut self.meter {
-            meter.feed(data);
+            meter.sent(data);
         }
     }
 

@@ -5,7 +5,8 @@
 //! The stage only ever reads a copy of what passes: it never changes a byte, a status or a
 //! timing the client sees, and nothing it meets can make the proxy fail. A [`Meter`] is made
 //! when the upstream's headers arrive ([`Metering::start`]); the response body hands it each
-//! data frame as it forwards the frame ([`Meter::feed`], through [`crate::access::Exchange`]);
+//! data frame as it forwards the frame ([`Meter::sent`], through [`crate::access::Exchange`]),
+//! and the meter reads a frame only once the client has it (when the next frame is asked for);
 //! the exchange ends it exactly once ([`Meter::end`]), however the response ended. Memory per
 //! request is bounded by fixed caps: a scalar of a JSON body ([`json::MAX_SCALAR_BYTES`]), an
 //! event of a stream ([`sse::MAX_EVENT_BYTES`]), what a compressed frame or response may
@@ -28,6 +29,7 @@ mod tests;
 use std::sync::Arc;
 
 use aurora_core::ProviderKind;
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 
@@ -65,7 +67,7 @@ impl Metering {
     /// Starts metering an upstream response, from its status and headers.
     pub fn start(&self, status: StatusCode, headers: &HeaderMap) -> Meter {
         let reading = if self.enabled { Reading::of(status, headers) } else { Reading::Nothing };
-        Meter { sink: self.sink.clone(), reading }
+        Meter { sink: self.sink.clone(), reading, pending: None }
     }
 }
 
@@ -74,6 +76,9 @@ impl Metering {
 pub struct Meter {
     sink: Arc<dyn UsageSink>,
     reading: Reading,
+    /// The frame last handed to the client, read once the next one is asked for (or the
+    /// response ends): scanning never stands between a frame and the client.
+    pending: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -104,7 +109,18 @@ impl Reading {
 }
 
 impl Meter {
-    /// A data frame on its way to the client.
+    /// A data frame is on its way to the client: it is read after it has gone, when the next
+    /// frame comes or the response ends. Holding it costs a reference count, no copy.
+    pub fn sent(&mut self, frame: &Bytes) {
+        if matches!(self.reading, Reading::Nothing | Reading::Failed) {
+            return;
+        }
+        if let Some(previous) = self.pending.replace(frame.clone()) {
+            self.feed(&previous);
+        }
+    }
+
+    /// Reads a data frame now.
     pub fn feed(&mut self, data: &[u8]) {
         let reading = &mut self.reading;
         // The decoders and parsers are third-party code fed hostile input: should one panic,
@@ -124,7 +140,10 @@ impl Meter {
 
     /// The response ended (`completed`: the whole body reached the client). Hands the usage
     /// to the sink and returns it for the access log and the metrics.
-    pub fn end(self, completed: bool, principal: Principal, provider: ProviderKind) -> Usage {
+    pub fn end(mut self, completed: bool, principal: Principal, provider: ProviderKind) -> Usage {
+        if let Some(last) = self.pending.take() {
+            self.feed(&last);
+        }
         let reading = self.reading;
         let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match reading {
             Reading::Plain(scanner) => scanner.finish(),

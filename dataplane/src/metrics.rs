@@ -335,6 +335,23 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+        // Usage: tokens by direction, responses by outcome; zero counts add no series.
+        use crate::usage::{TokenCounts, UsageOutcome};
+        let tokens = TokenCounts { input: 7, output: 3, cache_read_input: 2, ..TokenCounts::default() };
+        requests.usage(ProviderKind::Anthropic, &Usage { model: None, tokens, outcome: UsageOutcome::Incomplete });
+        let unknown = Usage { model: None, tokens: TokenCounts::default(), outcome: UsageOutcome::Unknown };
+        requests.usage(ProviderKind::Vllm, &unknown);
+        let text = metrics.encode();
+        for expected in [
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"input\"} 7\n",
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"output\"} 3\n",
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"cache_read_input\"} 2\n",
+            "aurora_dataplane_usage_requests_total{provider=\"anthropic\",outcome=\"incomplete\"} 1\n",
+            "aurora_dataplane_usage_requests_total{provider=\"vllm\",outcome=\"unknown\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(text.lines().filter(|l| l.starts_with("aurora_dataplane_usage_tokens_total{")).count(), 3);
         // Bounded: only the label sets above exist, whatever the traffic.
         let request_series = text.lines().filter(|l| l.starts_with("aurora_dataplane_requests_total{")).count();
         assert_eq!(request_series, 3);

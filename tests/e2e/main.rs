@@ -17,7 +17,6 @@ mod postgres;
 mod provider_network;
 
 mod sdk;
-mod usage_metering;
 mod secrets;
 mod shutdown;
 mod store_faults;
@@ -25,3 +24,4 @@ mod tls;
 mod untrusted_input;
 mod up;
 mod upstream_network;
+mod usage_metering;

@@ -34,7 +34,7 @@ fn meter_with(enabled: bool, headers: &HeaderMap, frames: &[&[u8]], completed: b
     let metering = Metering::new(enabled, sink.clone());
     let mut meter = metering.start(StatusCode::OK, headers);
     for frame in frames {
-        meter.feed(frame);
+        meter.sent(&bytes::Bytes::copy_from_slice(frame));
     }
     let usage = meter.end(completed, Principal::Anonymous, ProviderKind::OpenAi);
     let recorded = sink.0.lock().unwrap();

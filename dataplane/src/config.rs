@@ -39,6 +39,9 @@ pub struct Config {
     #[command(flatten)]
     pub shutdown: ShutdownConfig,
 
+    #[command(flatten)]
+    pub usage: crate::usage_report::UsageReportConfig,
+
     /// Without a config file, the gateway configuration comes from the product page's
     /// variables (AURORA_MASTER_KEY, ANTHROPIC_API_KEY, ENABLED_PASSTHROUGH_PROVIDERS, ...).
     #[command(flatten)]

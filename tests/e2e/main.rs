@@ -24,3 +24,4 @@ mod tls;
 mod untrusted_input;
 mod up;
 mod upstream_network;
+mod usage;

@@ -82,10 +82,10 @@ pub(super) async fn a_report_delivered_twice_counts_once(db: TestDb) {
     let store = db.open().await;
     let head = store.head_revision().await.unwrap();
     let first = report("dp-a", 1, vec![(bucket("k1", "openai", "gpt-4o", 0), counts(2, 100, 10))]);
-    let outcome = store.ingest_usage(&[first.clone()], long_ago(), time::now()).await.unwrap();
+    let outcome = store.ingest_usage(std::slice::from_ref(&first), long_ago(), time::now()).await.unwrap();
     assert_eq!((outcome.committed, outcome.duplicates, outcome.rows), (1, 0, 1));
     // The ack was lost: the same report comes again, alone and in a batch with a new one.
-    let again = store.ingest_usage(&[first.clone()], long_ago(), time::now()).await.unwrap();
+    let again = store.ingest_usage(std::slice::from_ref(&first), long_ago(), time::now()).await.unwrap();
     assert_eq!((again.committed, again.duplicates), (0, 1));
     let second = report("dp-a", 2, vec![(bucket("k1", "openai", "gpt-4o", 0), counts(1, 5, 5))]);
     let mixed = store.ingest_usage(&[first.clone(), second.clone(), second], long_ago(), time::now()).await.unwrap();

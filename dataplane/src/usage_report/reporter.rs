@@ -366,7 +366,7 @@ mod tests {
         record(&aggregator, 42);
         first.flush(Duration::from_millis(50)).await;
         let (outbound, mut receiver) = mpsc::channel(8);
-        let _ = first.attach(outbound);
+        let _session = first.attach(outbound);
         let original = next_report(&mut receiver).await;
         drop(first);
 

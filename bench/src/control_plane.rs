@@ -264,6 +264,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
             applied: sender,
             durability: aurora_dataplane::cache::writer::Durability::none(),
             metrics: Default::default(),
+            usage: None,
         };
         subscribers.spawn(subscriber.run(endpoints.clone()));
         applied.push(receiver);

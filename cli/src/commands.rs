@@ -9,6 +9,7 @@ pub(crate) mod output;
 pub(crate) mod providers;
 pub(crate) mod settings;
 pub(crate) mod up;
+pub(crate) mod usage;
 
 use std::process::ExitCode;
 

@@ -9,6 +9,7 @@ mod auth;
 mod convert;
 mod error;
 mod service;
+mod usage;
 mod validate;
 
 pub use auth::AdminAuth;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub write_status: watch::Receiver<WriteStatus>,
     /// Connections to the gRPC port: open now, and refused at the limit.
     pub connections: ConnectionMetrics,
+    /// Usage reports ingested from the config stream.
+    pub usage: crate::config_stream::UsageIngestMetrics,
 }
 
 impl Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
             "Connections to the gRPC port closed at once because AURORA_GRPC_MAX_CONNECTIONS were open",
             connections.refused.clone(),
         );
+        let usage = crate::config_stream::UsageIngestMetrics::default();
+        usage.register(&mut registry);
         registry.register_collector(Box::new(FleetCollector {
             feed,
             fleet,
@@ -80,7 +84,7 @@ impl Metrics {
             oldest_retained: oldest_retained.clone(),
             write_status: write_status.clone(),
         }));
-        Metrics { registry, admin_calls, convergence, oldest_retained, write_status, connections }
+        Metrics { registry, admin_calls, convergence, oldest_retained, write_status, connections, usage }
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -16,7 +16,7 @@ use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminAuth};
 use crate::config::{Config, TlsConfig};
-use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
+use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource, UsageIngest};
 use crate::fleet::Fleet;
 use crate::grpc_limits::{self, GrpcLimits};
 use crate::metrics::{AdminCalls, Metrics};
@@ -29,6 +29,8 @@ const FEED_POLL: Duration = Duration::from_secs(1);
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Revisions kept in memory for resuming replicas (the store may keep more).
 const FEED_CAPACITY: u64 = 10_000;
+/// How often usage older than `AURORA_USAGE_RETENTION` is deleted.
+const USAGE_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why the control plane could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ pub struct ControlPlane {
     retention: u64,
     probe_interval: Duration,
     limits: GrpcLimits,
+    usage_retention: Duration,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -109,6 +112,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         retention: config.stream.change_log_retention,
         probe_interval: config.store_probe_interval,
         limits: config.grpc_limits,
+        usage_retention: config.usage_retention,
     })
 }
 
@@ -152,6 +156,7 @@ impl ControlPlane {
         let oldest = self.metrics.oldest_retained.clone();
         background.spawn(compact(self.store.clone(), self.retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
+        background.spawn(prune_usage(self.store.clone(), self.usage_retention));
         // Several replicas on one database: each sees every replica's data planes.
         let presence = self.store.presence_table();
         let instance = uuid::Uuid::new_v4().to_string();
@@ -196,7 +201,9 @@ impl ControlPlane {
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
         let (closing, closed) = tokio::sync::watch::channel(false);
         let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
-        let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
+        let usage = UsageIngest::start(self.store.clone(), self.usage_retention, self.metrics.usage.clone());
+        let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed)
+            .with_usage(usage);
         let config = ConfigServiceServer::new(stream).max_decoding_message_size(grpc_limits::CONFIG_STREAM_MAX_MESSAGE);
         let config = tonic::service::interceptor::InterceptedService::new(config, self.node_auth);
 
@@ -274,6 +281,21 @@ async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<Ato
         }
         if let Ok(oldest) = store.oldest_retained_revision().await {
             oldest_retained.store(oldest, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Deletes usage older than the retention, hourly (each replica on PostgreSQL does too: the
+/// deletes are idempotent).
+async fn prune_usage(store: Arc<dyn Store>, retention: Duration) {
+    let mut interval = tokio::time::interval(USAGE_PRUNE_INTERVAL);
+    loop {
+        interval.tick().await;
+        let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        match store.prune_usage(cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, ?retention, "pruned usage older than the retention"),
+            Err(err) => tracing::warn!(error = %err, "cannot prune usage"),
         }
     }
 }

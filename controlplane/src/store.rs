@@ -18,6 +18,7 @@ mod presence;
 mod sql;
 pub mod sqlite;
 mod tx;
+mod usage;
 mod write_health;
 
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub use postgres::{PgPoolConfig, PgStore};
 pub use presence::{Presence, PresenceTable};
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use usage::{
+    IngestOutcome, TimeGrouping, UsageBucket, UsageCounts, UsageQuery, UsageReportRecord, UsageStore, UsageTotal,
+};
 pub use write_health::WriteStatus;
 
 use crate::bootstrap::Bootstrap;
@@ -68,8 +72,9 @@ pub type StoreId = [u8; 16];
 
 /// The control plane's durable state. Implementations must be safe to share between tasks and
 /// between control-plane processes pointing at the same database.
+/// Usage (reports and their totals) is the [`UsageStore`] supertrait, in `store/usage.rs`.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
     /// Creates a key; fails with [`StoreError::KeyNameTaken`] if the name is in use.
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError>;
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError>;
@@ -147,3 +152,5 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 mod suite;
 #[cfg(test)]
 pub(crate) mod test_db;
+#[cfg(test)]
+mod usage_suite;

@@ -43,6 +43,8 @@ pub struct Config {
     /// every upstream response counts with its usage unknown; for comparing the cost).
     #[arg(long = "usage-metering", env = "AURORA_USAGE_METERING", value_enum, default_value_t = Switch::On)]
     pub usage_metering: Switch,
+    #[command(flatten)]
+    pub usage: crate::usage_report::UsageReportConfig,
 
     /// Without a config file, the gateway configuration comes from the product page's
     /// variables (AURORA_MASTER_KEY, ANTHROPIC_API_KEY, ENABLED_PASSTHROUGH_PROVIDERS, ...).

@@ -200,6 +200,11 @@ impl Metrics {
         Metrics { registry, requests: Arc::new(requests), connections }
     }
 
+    /// Adds the usage-delivery metrics (see `usage_report`).
+    pub fn register_usage(&mut self, usage: &crate::usage_report::UsageReportMetrics) {
+        usage.register(&mut self.registry);
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::with_capacity(16 * 1024);

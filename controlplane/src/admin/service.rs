@@ -290,6 +290,10 @@ impl AdminService for AdminApi {
             .await,
         )
     }
+
+    async fn query_usage(&self, request: Request<pb::QueryUsageRequest>) -> Reply<pb::QueryUsageResponse> {
+        reply(super::usage::query(self.store.as_ref(), request.into_inner()).await)
+    }
 }
 
 #[cfg(test)]

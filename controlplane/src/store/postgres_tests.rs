@@ -13,6 +13,7 @@ use crate::store::suite::{new_key, store_suite};
 use crate::store::test_db::{PgDatabase, TestDb};
 
 store_suite!(TestDb::postgres().await);
+crate::store::usage_suite::usage_suite!(TestDb::postgres().await);
 
 async fn database() -> (TestDb, PgStore) {
     let db = TestDb::postgres().await;
@@ -39,7 +40,7 @@ async fn migrations_create_the_schema_once_even_when_replicas_start_together() {
         .fetch_one(&stores[0].pool)
         .await
         .unwrap();
-    assert_eq!(applied, 3, "0001_initial, 0002_fleet_presence and 0003_provider_network");
+    assert_eq!(applied, 4, "0001_initial, 0002_fleet_presence, 0003_provider_network and 0007_usage");
     assert_eq!(stores[0].head_revision().await.unwrap(), 0);
     assert_eq!(stores[0].oldest_retained_revision().await.unwrap(), 1);
     let store_id = stores[0].store_id();

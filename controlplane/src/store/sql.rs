@@ -184,7 +184,7 @@ where
 
     /// Takes a connection from the pool. A server that cannot give one is named unreachable:
     /// that is what readiness and the admin API must say (not "internal", not "busy").
-    async fn conn(&self) -> Result<PoolConnection<DB>, StoreError> {
+    pub(super) async fn conn(&self) -> Result<PoolConnection<DB>, StoreError> {
         self.pool.acquire().await.map_err(|err| match err {
             sqlx::Error::PoolClosed => StoreError::Database(err),
             err if DB::IS_SERVER => StoreError::Unreachable(describe(&err)),
@@ -193,8 +193,13 @@ where
     }
 
     /// Takes a connection and starts a transaction on it.
-    async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
+    pub(super) async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
         Ok(Tx::begin(self.conn().await?, begin).await?)
+    }
+
+    /// Feeds a write's outcome to the store's write status (for writes outside this file).
+    pub(super) fn track_write<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.track(result)
     }
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without

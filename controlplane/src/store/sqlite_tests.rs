@@ -14,6 +14,7 @@ use crate::store::suite::{credential_patch, new_key, store_suite};
 use crate::store::test_db::TestDb;
 
 store_suite!(TestDb::sqlite());
+crate::store::usage_suite::usage_suite!(TestDb::sqlite());
 
 fn url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("nested/dir/aurora.db").display())
@@ -32,7 +33,7 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 4, "0001_initial, 0002_store_id, 0003_write_probe and 0004_provider_network");
+    assert_eq!(applied, 5, "0001_initial, 0002_store_id, 0003_write_probe, 0004_provider_network and 0008_usage");
     let store_id = store.store_id();
     assert_ne!(store_id, [0; 16], "a random history id is created with the store");
     // Opening again re-runs nothing and keeps the head and the history id.

@@ -65,6 +65,8 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
     subscriber.metrics.set_connected(true);
     subscriber.metrics.message_received();
 
+    // Pending usage reports go out on this stream until it ends (see `usage_report`).
+    let _usage = subscriber.usage.as_ref().map(|usage| AbortOnDrop(usage.attach(outbound.clone())));
     let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
     loop {
         let message = match tokio::time::timeout(subscriber.stall_timeout, inbound.message()).await {
@@ -78,8 +80,22 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
             Some(subscribe_response::Message::Snapshot(chunk)) => applier.snapshot_chunk(chunk).await,
             Some(subscribe_response::Message::Delta(delta)) => applier.delta(delta).await?,
             Some(subscribe_response::Message::Heartbeat(beat)) => applier.heartbeat(beat.head_revision).await,
+            Some(subscribe_response::Message::UsageAck(ack)) => {
+                if let Some(usage) = &subscriber.usage {
+                    usage.acknowledged(&ack);
+                }
+            }
             None => {}
         }
+    }
+}
+
+/// Stops a session's task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -44,6 +44,13 @@ pub struct Config {
     #[arg(long, env = "AURORA_STORE_PROBE_INTERVAL", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
     pub store_probe_interval: Duration,
 
+    /// The key-encryption keys that seal upstream credentials in the store, current first
+    /// (`AURORA_ENCRYPTION_KEY` or the file `AURORA_ENCRYPTION_KEY_FILE` names; never a flag).
+    /// Required with PostgreSQL; with SQLite, a key file beside the database is generated when
+    /// unset (see `encryption.rs`).
+    #[arg(skip)]
+    pub encryption_key: Option<String>,
+
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
     pub product: ProductVars,
@@ -67,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("database_max_connections", &self.database_max_connections)
             .field("database_connect_timeout", &self.database_connect_timeout)
             .field("store_probe_interval", &self.store_probe_interval)
+            .field("encryption_key_set", &self.encryption_key.is_some())
             .field("product", &self.product)
             .field("stream", &self.stream)
             .field("tls", &self.tls)
@@ -140,6 +148,7 @@ impl Config {
             database_max_connections: 10,
             database_connect_timeout: Duration::from_secs(5),
             store_probe_interval: Duration::from_secs(5),
+            encryption_key: None,
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),

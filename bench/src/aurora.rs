@@ -17,7 +17,7 @@ use crate::load::{Auth, Conn, Target};
 use crate::procs::Proc;
 use crate::upstream;
 
-pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key";
+pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key-0123456789abcdef";
 pub(crate) const NODE_TOKEN: &str = "aurora-bench-node-token";
 
 /// The environment every `aurora` process gets: JSON logs at info without the per-request

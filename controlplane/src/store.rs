@@ -9,6 +9,8 @@
 //! commit order, whichever process the writer lives in. The change log is a redo log: each row's
 //! payload is an encoded `aurora.v1.Change` with the object's state after the mutation, so
 //! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
+//! Secrets are the exception: they are sealed in their tables and never in the log, whose
+//! entries are completed with the current secrets when read (`store/at_rest.rs`).
 
 mod at_rest;
 mod change;

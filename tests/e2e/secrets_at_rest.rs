@@ -98,7 +98,11 @@ async fn sqlite_files_hold_no_credential_ever_set_and_a_lost_key_stops_the_start
     assert!(!key_file.exists(), "no useless key is left behind");
 
     // With the key given as a variable it starts, and the credential is still the current one.
-    let cp = cp.restart(&[("AURORA_ENCRYPTION_KEY", key.trim())]).await;
+    let cp = TestControlplane::start_in(
+        dir.path(),
+        &[("AURORA_MASTER_KEY", ADMIN_KEY), ("AURORA_ENCRYPTION_KEY", key.trim())],
+    )
+    .await;
     let settings = cp.cli(&["providers", "list", "-o", "json"]).await.json();
     assert!(settings.to_string().contains("anthropic"), "{settings}");
 }

@@ -63,7 +63,8 @@ pub fn resolve(configured: Option<&str>, database_url: &str) -> Result<(Keyring,
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let keyring = Keyring::parse(&text).map_err(|source| EncryptionKeyError::File { path: path.clone(), source })?;
+            let keyring =
+                Keyring::parse(&text).map_err(|source| EncryptionKeyError::File { path: path.clone(), source })?;
             Ok((keyring, KeySource::File(path)))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -96,7 +97,11 @@ fn write_owner_only(path: &Path, key: &str) -> Result<(), EncryptionKeyError> {
 
     let io = |what, source| EncryptionKeyError::Io { what, path: path.to_owned(), source };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| io("create the directory of", e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| io("create the directory of", e))?;
     }
     // create_new: two processes starting at once never overwrite each other's key.
     let mut file =

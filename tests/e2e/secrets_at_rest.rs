@@ -53,12 +53,14 @@ fn assert_none_in(raw: &[u8], needles: &[&str]) {
     }
 }
 
-/// A control plane that must fail to start; returns its logs.
-async fn fails_to_start(env: &[(&str, &str)]) -> String {
+/// A control plane that must fail to start with `expected` in its logs; returns the logs.
+async fn fails_to_start(env: &[(&str, &str)], expected: &str) -> String {
     let mut all = vec![("AURORA_GRPC_LISTEN_ADDR", "127.0.0.1:0"), ("AURORA_NODE_TOKEN", NODE_TOKEN)];
     all.extend_from_slice(env);
     let mut process = AuroraProcess::spawn(&["controlplane"], &all);
     assert_ne!(process.wait_exit().await, Some(0), "started: {}", process.logs());
+    // The output is read by another thread: it may land just after the exit.
+    wait::until(&format!("{expected:?} in the logs"), || process.logs().contains(expected).then_some(())).await;
     process.logs()
 }
 
@@ -92,7 +94,11 @@ async fn sqlite_files_hold_no_credential_ever_set_and_a_lost_key_stops_the_start
     let key = std::fs::read_to_string(&key_file).unwrap();
     std::fs::remove_file(&key_file).unwrap();
     let database = cp.database_url().to_owned();
-    let logs = fails_to_start(&[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_MASTER_KEY", ADMIN_KEY)]).await;
+    let logs = fails_to_start(
+        &[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_MASTER_KEY", ADMIN_KEY)],
+        "sealed under encryption key",
+    )
+    .await;
     assert!(logs.contains("AURORA_ENCRYPTION_KEY") && logs.contains("sealed under encryption key"), "{logs}");
     assert!(!logs.contains(key.trim()), "{logs}");
     assert!(!key_file.exists(), "no useless key is left behind");
@@ -151,7 +157,11 @@ async fn rotation_then_re_encrypt_leaves_everything_readable_under_the_new_key_a
     cp.process.signal("TERM");
     assert_eq!(cp.process.wait_exit().await, Some(0));
     // And the old key alone no longer opens the store.
-    let logs = fails_to_start(&[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_ENCRYPTION_KEY", old)]).await;
+    let logs = fails_to_start(
+        &[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_ENCRYPTION_KEY", old)],
+        "sealed under encryption key",
+    )
+    .await;
     assert!(logs.contains("sealed under encryption key"), "{logs}");
 }
 
@@ -162,9 +172,13 @@ async fn a_plaintext_store_from_an_older_version_is_sealed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("AURORA_MASTER_KEY", ADMIN_KEY), ("ANTHROPIC_BASE_URL", base.as_str())];
     let mut cp = TestControlplane::start_in(dir.path(), &env).await;
-    cp.cli_with(&["providers", "set", "anthropic", "--api-key-env", "CRED"], &[("AURORA_MASTER_KEY", ADMIN_KEY), ("CRED", "x")], None)
-        .await
-        .ok();
+    cp.cli_with(
+        &["providers", "set", "anthropic", "--api-key-env", "CRED"],
+        &[("AURORA_MASTER_KEY", ADMIN_KEY), ("CRED", "x")],
+        None,
+    )
+    .await
+    .ok();
     cp.process.signal("TERM");
     assert_eq!(cp.process.wait_exit().await, Some(0));
     // As a version before secrets at rest left it: the credential in its plaintext column.
@@ -193,12 +207,17 @@ async fn a_plaintext_store_from_an_older_version_is_sealed_at_start() {
 async fn postgres_requires_the_key_and_no_table_holds_any_credential_ever_set() {
     let db = TestDatabase::create().await;
     let url = db.url();
-    let logs = fails_to_start(&[("AURORA_DATABASE_URL", url.as_str()), ("AURORA_MASTER_KEY", ADMIN_KEY)]).await;
+    let logs = fails_to_start(
+        &[("AURORA_DATABASE_URL", url.as_str()), ("AURORA_MASTER_KEY", ADMIN_KEY)],
+        "required with PostgreSQL",
+    )
+    .await;
     assert!(logs.contains("AURORA_ENCRYPTION_KEY") && logs.contains("required with PostgreSQL"), "{logs}");
 
     let upstream = upstream().await;
     let base = format!("{}/anthropic/v1", upstream.uri());
-    let env = [("AURORA_DATABASE_URL", url.as_str()), ("ANTHROPIC_BASE_URL", base.as_str()), ("ANTHROPIC_API_KEY", FIRST)];
+    let env =
+        [("AURORA_DATABASE_URL", url.as_str()), ("ANTHROPIC_BASE_URL", base.as_str()), ("ANTHROPIC_API_KEY", FIRST)];
     let cp = TestControlplane::start(&env).await;
     replace_and_clear(&cp).await;
     let dp = TestDataplane::subscribed(&cp.url(), "dp-pg-at-rest", &[]).await;
@@ -226,8 +245,11 @@ async fn postgres_requires_the_key_and_no_table_holds_any_credential_ever_set() 
 async fn a_short_master_key_is_refused_at_startup_with_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("aurora.db").display());
-    let logs =
-        fails_to_start(&[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_MASTER_KEY", "short-master-key")]).await;
+    let logs = fails_to_start(
+        &[("AURORA_DATABASE_URL", database.as_str()), ("AURORA_MASTER_KEY", "short-master-key")],
+        "at least 32",
+    )
+    .await;
     assert!(logs.contains("at least 32") && logs.contains("openssl rand -base64 32"), "{logs}");
     assert!(!logs.contains("short-master-key"), "{logs}");
 }

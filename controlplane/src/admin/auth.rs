@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::service::Interceptor;
@@ -86,8 +86,8 @@ impl Verifier {
                 return true;
             }
         }
-        let matches = PasswordHash::new(&self.phc)
-            .is_ok_and(|phc| Argon2::default().verify_password(token, &phc).is_ok());
+        let matches =
+            PasswordHash::new(&self.phc).is_ok_and(|phc| Argon2::default().verify_password(token, &phc).is_ok());
         if matches {
             let _ = self.verified.set(hmac::sign(&self.cache_key, token));
         }

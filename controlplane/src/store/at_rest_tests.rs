@@ -67,8 +67,7 @@ async fn dump(db: &TestDb) -> Vec<u8> {
             let mut text = String::new();
             for table in tables {
                 let sql = format!("SELECT COALESCE(string_agg(t::text, E'\\n'), '') FROM {table} t");
-                let rows: String =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap();
+                let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap();
                 text.push_str(&rows);
             }
             conn.close().await.unwrap();
@@ -94,7 +93,8 @@ fn identity(key: &str) -> ProviderPatch {
 
 async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
     let store = db.open().await;
-    let vars = ProductVars { master_key: Some("master-key-one-0123456789abcdef-0123".into()), ..ProductVars::default() };
+    let vars =
+        ProductVars { master_key: Some("master-key-one-0123456789abcdef-0123".into()), ..ProductVars::default() };
     store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
     store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-replaced-one")).await.unwrap();
     store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-current-two")).await.unwrap();
@@ -103,7 +103,8 @@ async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
     store.upsert_provider(ProviderKind::OpenAi, clear).await.unwrap();
     store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-replaced-four")).await.unwrap();
     store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-current-five")).await.unwrap();
-    let vars = ProductVars { master_key: Some("master-key-two-0123456789abcdef-0123".into()), ..ProductVars::default() };
+    let vars =
+        ProductVars { master_key: Some("master-key-two-0123456789abcdef-0123".into()), ..ProductVars::default() };
     store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
 
     let needles: Vec<Vec<u8>> = [
@@ -161,7 +162,9 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
     store.close().await;
 
     let err = open_with(&db, Keyring::parse(&new).unwrap()).await.unwrap_err();
-    assert!(matches!(&err, StoreError::Sealed { source: SealError::UnknownKey(id), .. } if *id == old_ring.current_id()));
+    assert!(
+        matches!(&err, StoreError::Sealed { source: SealError::UnknownKey(id), .. } if *id == old_ring.current_id())
+    );
     let message = err.to_string();
     assert!(message.contains("AURORA_ENCRYPTION_KEY") && message.contains(&old_ring.current_id().to_string()));
     assert!(!message.contains(&old) && !message.contains(&new) && !message.contains("zai-secret"), "{message}");
@@ -174,7 +177,10 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
     rotated.close().await;
     let only_new = open_with(&db, Keyring::parse(&new).unwrap()).await.unwrap();
     let providers = only_new.list_providers().await.unwrap();
-    assert_eq!(providers.iter().find(|p| p.kind == ProviderKind::Zai).unwrap().credential.as_ref().unwrap().expose(), "zai-secret");
+    assert_eq!(
+        providers.iter().find(|p| p.kind == ProviderKind::Zai).unwrap().credential.as_ref().unwrap().expose(),
+        "zai-secret"
+    );
     let vllm = providers.iter().find(|p| p.kind == ProviderKind::Vllm).unwrap();
     assert_eq!(vllm.client_identity.as_ref().unwrap().expose_key(), "PRIVATE-KEY-vllm");
     only_new.close().await;
@@ -198,7 +204,8 @@ async fn plaintext_an_older_version_stored_is_sealed_at_open(db: TestDb) {
         })),
     }
     .encode_to_vec();
-    let master_payload = Change { change: Some(change::Change::MasterKeyHash(master.as_bytes().to_vec())) }.encode_to_vec();
+    let master_payload =
+        Change { change: Some(change::Change::MasterKeyHash(master.as_bytes().to_vec())) }.encode_to_vec();
     for sql in [
         "UPDATE providers SET credential = 'sk-ant-plaintext-legacy', credential_sealed = NULL WHERE name = 'anthropic'"
             .to_owned(),
@@ -221,11 +228,8 @@ async fn plaintext_an_older_version_stored_is_sealed_at_open(db: TestDb) {
     let vllm = providers.iter().find(|p| p.kind == ProviderKind::Vllm).unwrap();
     assert_eq!(vllm.client_identity.as_ref().unwrap().expose_key(), "PRIVATE-KEY-plaintext-legacy");
     assert_eq!(store.load_snapshot().await.unwrap().master_key_hash, Some(master));
-    let needles = [
-        b"sk-ant-plaintext-legacy".to_vec(),
-        b"PRIVATE-KEY-plaintext-legacy".to_vec(),
-        master.as_bytes().to_vec(),
-    ];
+    let needles =
+        [b"sk-ant-plaintext-legacy".to_vec(), b"PRIVATE-KEY-plaintext-legacy".to_vec(), master.as_bytes().to_vec()];
     assert_absent(&dump(&db).await, &needles);
     store.close().await;
     assert_absent(&dump(&db).await, &needles);

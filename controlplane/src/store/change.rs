@@ -37,7 +37,11 @@ impl ChangeEntry {
     /// the provider's current ones (`at_rest.rs`), so a replaced or cleared credential is gone
     /// from every table the moment its change commits.
     pub(crate) fn provider_upsert(provider: &ProviderRecord) -> Self {
-        Self::upsert("provider", provider.kind.as_str().to_owned(), change::Change::ProviderUpsert(without_secrets(provider.to_config())))
+        Self::upsert(
+            "provider",
+            provider.kind.as_str().to_owned(),
+            change::Change::ProviderUpsert(without_secrets(provider.to_config())),
+        )
     }
 
     pub(crate) fn provider_delete(kind: ProviderKind) -> Self {
@@ -74,14 +78,21 @@ impl ChangeEntry {
 
 /// `config` with every secret field emptied, as the change log stores it.
 pub(crate) fn without_secrets(config: ProviderConfig) -> ProviderConfig {
-    ProviderConfig { credential: String::new(), client_certificate_pem: String::new(), client_key_pem: String::new(), ..config }
+    ProviderConfig {
+        credential: String::new(),
+        client_certificate_pem: String::new(),
+        client_key_pem: String::new(),
+        ..config
+    }
 }
 
 /// Whether a stored entry still carries a secret (written by a version before secrets at rest).
 pub(crate) fn holds_secrets(change: &Change) -> bool {
     match &change.change {
         Some(change::Change::ProviderUpsert(config)) => {
-            !config.credential.is_empty() || !config.client_certificate_pem.is_empty() || !config.client_key_pem.is_empty()
+            !config.credential.is_empty()
+                || !config.client_certificate_pem.is_empty()
+                || !config.client_key_pem.is_empty()
         }
         Some(change::Change::MasterKeyHash(hash)) => !hash.is_empty(),
         _ => false,

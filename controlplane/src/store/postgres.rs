@@ -25,9 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult}
 use sqlx::{Pool, Postgres};
 use tokio::sync::watch;
 
-use super::sealed::Keyring;
 use super::error::describe;
 use super::presence::{PgPresence, PresenceTable};
+use super::sealed::Keyring;
 use super::sql::{Dialect, SqlStore, observe, to_revision};
 use super::{Revision, StoreError};
 

@@ -364,10 +364,10 @@ mod tests {
         assert_eq!(Keyring::parse("short").unwrap_err(), KeyringError::Malformed { position: 1 });
         let sixteen = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
         assert_eq!(Keyring::parse(&format!("{a},{sixteen}")).unwrap_err(), KeyringError::Malformed { position: 2 });
-        assert_eq!(Keyring::parse(&format!("{a},{b},{a}")).unwrap_err(), KeyringError::Duplicate {
-            position: 3,
-            first: 1
-        });
+        assert_eq!(
+            Keyring::parse(&format!("{a},{b},{a}")).unwrap_err(),
+            KeyringError::Duplicate { position: 3, first: 1 }
+        );
         let shown = format!("{:?}", keyring(&[&a]));
         assert!(!shown.contains(&a) && shown.contains(&keyring(&[&a]).current_id().to_string()), "{shown}");
     }

@@ -144,8 +144,8 @@ pub(crate) async fn run(
         .restart(&cp_dir, async || {
             // While the control plane is down, commit changes straight to its database: the
             // replicas must catch up on them from the change log when they reconnect.
-            // The key the control plane generated beside its database.
-            let (keyring, _) = aurora_controlplane::encryption::resolve(None, &database_url)?;
+            // The key the control plane seals its credentials with.
+            let keyring = aurora_controlplane::store::Keyring::parse(crate::aurora::ENCRYPTION_KEY)?;
             let store = SqliteStore::open(&database_url, keyring).await.context("open the store offline")?;
             for index in 0..commits {
                 let secret = format!("aur_bench_offline_{index}_{}", uuid::Uuid::new_v4().simple());

@@ -144,7 +144,9 @@ pub(crate) async fn run(
         .restart(&cp_dir, async || {
             // While the control plane is down, commit changes straight to its database: the
             // replicas must catch up on them from the change log when they reconnect.
-            let store = SqliteStore::open(&database_url).await.context("open the store offline")?;
+            // The key the control plane seals its credentials with.
+            let keyring = aurora_controlplane::store::Keyring::parse(crate::aurora::ENCRYPTION_KEY)?;
+            let store = SqliteStore::open(&database_url, keyring).await.context("open the store offline")?;
             for index in 0..commits {
                 let secret = format!("aur_bench_offline_{index}_{}", uuid::Uuid::new_v4().simple());
                 store

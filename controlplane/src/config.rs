@@ -48,6 +48,12 @@ pub struct Config {
     /// report identities are kept a day longer, for exactly-once delivery.
     #[arg(long, env = "AURORA_USAGE_RETENTION", default_value = "400d", value_parser = aurora_core::parse_positive_duration)]
     pub usage_retention: Duration,
+    /// The key-encryption keys that seal upstream credentials in the store, current first
+    /// (`AURORA_ENCRYPTION_KEY` or the file `AURORA_ENCRYPTION_KEY_FILE` names; never a flag).
+    /// Required with PostgreSQL; with SQLite, a key file beside the database is generated when
+    /// unset (see `encryption.rs`).
+    #[arg(skip)]
+    pub encryption_key: Option<String>,
 
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
@@ -73,6 +79,7 @@ impl std::fmt::Debug for Config {
             .field("database_connect_timeout", &self.database_connect_timeout)
             .field("store_probe_interval", &self.store_probe_interval)
             .field("usage_retention", &self.usage_retention)
+            .field("encryption_key_set", &self.encryption_key.is_some())
             .field("product", &self.product)
             .field("stream", &self.stream)
             .field("tls", &self.tls)
@@ -147,6 +154,7 @@ impl Config {
             database_connect_timeout: Duration::from_secs(5),
             store_probe_interval: Duration::from_secs(5),
             usage_retention: Duration::from_secs(400 * 24 * 3600),
+            encryption_key: None,
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),

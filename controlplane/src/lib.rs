@@ -10,6 +10,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod config;
 pub mod config_stream;
+pub mod encryption;
 pub mod fleet;
 pub mod fleet_share;
 pub mod grpc_limits;
@@ -20,4 +21,4 @@ pub mod store;
 mod time;
 
 pub use config::Config;
-pub use server::{ControlPlane, ServerError, run, start};
+pub use server::{ControlPlane, ServerError, reencrypt, run, start};

@@ -186,7 +186,8 @@ mod tests {
     async fn a_scrape_shows_the_fleet_its_lag_and_admin_calls() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         for enabled in [false, true] {
             let patch = SettingsPatch { passthrough_enabled: Some(enabled), v1_alias_enabled: None };
             store.update_settings(patch).await.unwrap();
@@ -223,7 +224,8 @@ mod tests {
     async fn every_metric_is_documented_in_operations_md() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let text = Metrics::new(feed, Fleet::new(), store.write_status()).encode();
         let docs = include_str!("../../docs/OPERATIONS.md");

@@ -50,7 +50,25 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    EncryptionKey(#[from] crate::encryption::EncryptionKeyError),
+    #[error(
+        "the store holds credentials sealed under encryption key {key_id}, but neither AURORA_ENCRYPTION_KEY nor \
+         AURORA_ENCRYPTION_KEY_FILE is set and there is no {} beside the database: set AURORA_ENCRYPTION_KEY to the \
+         key they were sealed with",
+        crate::encryption::KEY_FILE_NAME
+    )]
+    EncryptionKeyMissing { key_id: crate::store::KeyId },
+    #[error(
+        "AURORA_MASTER_KEY is {length} characters long; it must have at least {MIN_MASTER_KEY_LEN}: generate one with \
+         `openssl rand -base64 32`"
+    )]
+    MasterKeyTooShort { length: usize },
 }
+
+/// The shortest master key the control plane accepts: it guards every admin call, so it must
+/// not be guessable even by an offline search.
+pub const MIN_MASTER_KEY_LEN: usize = 32;
 
 /// A control plane whose store is open and bootstrapped and whose port is bound, not yet
 /// serving. Tests bind port 0 and read [`ControlPlane::local_addr`].
@@ -59,7 +77,7 @@ pub struct ControlPlane {
     listener: TcpListener,
     local_addr: SocketAddr,
     store: Arc<dyn Store>,
-    master_key: Option<aurora_core::KeyHash>,
+    admin_auth: AdminAuth,
     node_auth: NodeAuth,
     tls: Option<ServerTlsConfig>,
     feed: Arc<ChangeFeed>,
@@ -79,7 +97,13 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         config.stream.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(ServerError::NodeTokenMissing)?;
     let node_auth = NodeAuth::new(node_token);
     let tls = tls_config(&config.tls)?;
-    let store = crate::store::open(&config.database_url, config.pg_pool()).await?;
+    if let Some(key) = config.product.master_key() {
+        let length = key.chars().count();
+        if length < MIN_MASTER_KEY_LEN {
+            return Err(ServerError::MasterKeyTooShort { length });
+        }
+    }
+    let store = open_store(&config).await?;
     crate::bootstrap::run(store.as_ref(), &config.product).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
@@ -101,7 +125,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         listener,
         local_addr,
         store,
-        master_key: config.product.master_key_hash(),
+        admin_auth: AdminAuth::new(config.product.master_key()),
         node_auth,
         tls,
         feed,
@@ -114,6 +138,37 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         limits: config.grpc_limits,
         usage_retention: config.usage_retention,
     })
+}
+
+/// Opens the store with the keyring `config` resolves to (see `encryption.rs`).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    use crate::encryption::KeySource;
+    use crate::store::SealError;
+
+    let (keyring, source) = crate::encryption::resolve(config.encryption_key.as_deref(), &config.database_url)?;
+    match crate::store::open(&config.database_url, config.pg_pool(), keyring).await {
+        Ok(store) => Ok(store),
+        Err(err) => {
+            if let KeySource::Generated(path) = &source {
+                // A key made for a store it cannot open is of no use; the next start must not
+                // mistake it for the store's.
+                let _ = std::fs::remove_file(path);
+                if let StoreError::Sealed { source: SealError::UnknownKey(key_id), .. } = &err {
+                    return Err(ServerError::EncryptionKeyMissing { key_id: *key_id });
+                }
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// `aurora controlplane re-encrypt`: opens the store `config` names, re-wraps every credential's
+/// data key under the current `AURORA_ENCRYPTION_KEY`, and closes it. Safe while replicas run.
+pub async fn reencrypt(config: &Config) -> Result<crate::store::Reencrypted, ServerError> {
+    let store = open_store(config).await?;
+    let report = store.reencrypt().await;
+    store.close().await;
+    Ok(report?)
 }
 
 /// [`start`], then [`ControlPlane::serve`] until `shutdown` resolves.
@@ -196,7 +251,7 @@ impl ControlPlane {
         // the config stream the node token.
         let admin = AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone()))
             .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
-        let admin = tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(self.master_key));
+        let admin = tonic::service::interceptor::InterceptedService::new(admin, self.admin_auth.clone());
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
         let (closing, closed) = tokio::sync::watch::channel(false);

@@ -9,12 +9,16 @@
 //! commit order, whichever process the writer lives in. The change log is a redo log: each row's
 //! payload is an encoded `aurora.v1.Change` with the object's state after the mutation, so
 //! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
+//! Secrets are the exception: they are sealed in their tables and never in the log, whose
+//! entries are completed with the current secrets when read (`store/at_rest.rs`).
 
+mod at_rest;
 mod change;
 mod error;
 mod model;
 pub mod postgres;
 mod presence;
+mod sealed;
 mod sql;
 pub mod sqlite;
 mod tx;
@@ -29,6 +33,7 @@ use aurora_proto::v1::Delta;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use at_rest::Reencrypted;
 pub use error::{StorageFailure, StoreError};
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
@@ -36,6 +41,7 @@ pub use model::{
 };
 pub use postgres::{PgPoolConfig, PgStore};
 pub use presence::{Presence, PresenceTable};
+pub use sealed::{ENCRYPTION_KEY_VAR, KeyId, Keyring, KeyringError, SealError};
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use usage::{
@@ -46,15 +52,21 @@ pub use write_health::WriteStatus;
 use crate::bootstrap::Bootstrap;
 
 /// Opens the store at `url`: `postgres://…` (or `postgresql://…`) for PostgreSQL, shared by
-/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`.
-pub async fn open(url: &str, pool: PgPoolConfig) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(PgStore::open(url, pool).await?)
+/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`. Every
+/// credential in it is sealed and opened with `keyring` (see `store/sealed.rs`).
+pub async fn open(url: &str, pool: PgPoolConfig, keyring: Keyring) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if is_postgres(url) {
+        Arc::new(PgStore::open(url, pool, keyring).await?)
     } else {
-        Arc::new(SqliteStore::open(url).await?)
+        Arc::new(SqliteStore::open(url, keyring).await?)
     };
     tracing::info!(database = %redacted_url(url), "store opened");
     Ok(store)
+}
+
+/// Whether `url` names a PostgreSQL database (else SQLite).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// `url` as logs and `Debug` may show it: without user info (`user:password@`) or a query
@@ -119,6 +131,10 @@ pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
     async fn compact_changes(&self, keep_revisions: u64) -> Result<u64, StoreError>;
     /// Every key, provider, the settings and the master-key hash at one consistent revision.
     async fn load_snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Re-wraps every credential's data key under the keyring's current key, under the head
+    /// row's lock (safe while other replicas run); allocates no revision.
+    async fn reencrypt(&self) -> Result<Reencrypted, StoreError>;
 
     /// Closes the store consistently at shutdown (for SQLite: checkpoint the WAL, then close
     /// every connection). Calls after it fail.

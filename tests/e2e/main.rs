@@ -18,6 +18,7 @@ mod provider_network;
 
 mod sdk;
 mod secrets;
+mod secrets_at_rest;
 mod shutdown;
 mod store_faults;
 mod tls;

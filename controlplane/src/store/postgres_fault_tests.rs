@@ -17,7 +17,7 @@ use crate::store::{StorageFailure, Store, StoreError, WriteStatus};
 #[tokio::test]
 async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_next_one_succeeds() {
     let TestDb::Postgres(db) = TestDb::postgres().await else { unreachable!() };
-    let store = PgStore::open(&db.url(), PgPoolConfig::default()).await.unwrap();
+    let store = PgStore::open(&db.url(), PgPoolConfig::default(), crate::store::test_db::test_keyring()).await.unwrap();
     let (_, first) = store.create_key(new_key("first").0).await.unwrap();
 
     // Another session holds the head row, so the store's next write waits on it, mid-transaction,
@@ -47,7 +47,7 @@ async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_nex
 async fn writes_fail_fast_while_the_database_refuses_connections_and_work_once_it_accepts_them() {
     let TestDb::Postgres(db) = TestDb::postgres().await else { unreachable!() };
     let config = PgPoolConfig { connect_timeout: Duration::from_secs(1), ..PgPoolConfig::default() };
-    let store = PgStore::open(&db.url(), config).await.unwrap();
+    let store = PgStore::open(&db.url(), config, crate::store::test_db::test_keyring()).await.unwrap();
     store.create_key(new_key("before").0).await.unwrap();
 
     // As good as down for this store: no new connection is accepted, and the open ones are gone.

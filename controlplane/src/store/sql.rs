@@ -24,6 +24,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::at_rest;
 use super::change::ChangeEntry;
 use super::error::describe;
 use super::model::{
@@ -31,6 +32,7 @@ use super::model::{
     SettingsView, Snapshot,
 };
 use super::presence::PresenceTable;
+use super::sealed::Keyring;
 use super::tx::Tx;
 use super::write_health::{WriteHealth, WriteStatus};
 use super::{Revision, Store, StoreError, StoreId};
@@ -72,6 +74,8 @@ pub struct SqlStore<DB: Database> {
     head: Arc<watch::Sender<Revision>>,
     health: Arc<WriteHealth>,
     store_id: StoreId,
+    /// Seals and opens every credential the store holds (`sealed.rs`, `at_rest.rs`).
+    pub(super) keyring: Keyring,
     /// A backend task (PostgreSQL's `LISTEN` connection) that ends when the store is closed or
     /// its last clone dropped.
     background: Option<Arc<Background>>,
@@ -84,6 +88,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
             head: Arc::clone(&self.head),
             health: Arc::clone(&self.health),
             store_id: self.store_id,
+            keyring: self.keyring.clone(),
             background: self.background.clone(),
         }
     }
@@ -153,20 +158,24 @@ where
     for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Option<Vec<u8>>: Encode<'q, DB>,
 {
-    /// Wraps a migrated pool: reads the head and the store id.
-    pub(super) async fn new(pool: Pool<DB>) -> Result<Self, StoreError> {
+    /// Wraps a migrated pool: reads the head and the store id, then makes sure every credential
+    /// is sealed under a key of `keyring` (sealing any left in plaintext by an older version).
+    pub(super) async fn new(pool: Pool<DB>, keyring: Keyring) -> Result<Self, StoreError> {
         let mut conn = pool.acquire().await?;
         let head = Self::read_head(&mut conn).await?;
         let id: Vec<u8> = sqlx::query_scalar("SELECT store_id FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
         let store_id = StoreId::try_from(id.as_slice()).map_err(|_| StoreError::Corrupt("head.store_id".into()))?;
         drop(conn);
-        Ok(SqlStore {
+        let store = SqlStore {
             pool,
             head: Arc::new(watch::channel(head).0),
             health: Arc::new(WriteHealth::new()),
             store_id,
+            keyring,
             background: None,
-        })
+        };
+        store.seal_at_rest().await?;
+        Ok(store)
     }
 
     /// Makes the database self-contained, then closes every connection. Calls after the first
@@ -332,10 +341,13 @@ where
     }
 
     /// The providers with a record, in `ProviderKind::ALL` order.
-    async fn fetch_providers(conn: &mut DB::Connection) -> Result<Vec<ProviderRecord>, StoreError> {
+    pub(super) async fn fetch_providers(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, enabled, base_url, credential, default_headers, client_cert, client_key, ca_pem, \
-             updated_at FROM providers",
+            "SELECT name, enabled, base_url, credential, credential_sealed, default_headers, client_cert, \
+             client_key, client_key_sealed, ca_pem, updated_at FROM providers",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -344,17 +356,25 @@ where
             .map(|row| {
                 let name: String = row.try_get("name")?;
                 let base_url: String = row.try_get("base_url")?;
+                // The sealed column, or the plaintext one an older version wrote, until
+                // `at_rest::seal_at_rest` seals it at the next start.
+                let open = |column: &str, plain: &str| -> Result<Option<String>, StoreError> {
+                    match row.try_get::<Option<Vec<u8>>, _>(column)? {
+                        Some(sealed) => at_rest::open_text(keyring, &name, column, &sealed).map(Some),
+                        None => Ok(row.try_get::<Option<String>, _>(plain)?),
+                    }
+                };
                 Ok(ProviderRecord {
                     kind: name.parse().map_err(|_| StoreError::Corrupt("providers.name".into()))?,
                     enabled: row.try_get("enabled")?,
                     base_url: BaseUrl::parse(&base_url)
                         .map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
-                    credential: row.try_get::<Option<String>, _>("credential")?.map(Credential::new),
+                    credential: open("credential_sealed", "credential")?.map(Credential::new),
                     default_headers: DefaultHeaders::from_lines(&row.try_get::<String, _>("default_headers")?)
                         .map_err(|_| StoreError::Corrupt("providers.default_headers".into()))?,
                     client_identity: match (
                         row.try_get::<Option<String>, _>("client_cert")?,
-                        row.try_get::<Option<String>, _>("client_key")?,
+                        open("client_key_sealed", "client_key")?,
                     ) {
                         (Some(cert), Some(key)) => Some(ClientIdentity::new(cert, key)),
                         (None, None) => None,
@@ -369,22 +389,36 @@ where
         Ok(records)
     }
 
-    async fn write_provider(conn: &mut DB::Connection, record: &ProviderRecord) -> Result<(), StoreError> {
+    /// Writes the record with its secrets sealed; the plaintext columns of older versions are
+    /// left NULL.
+    async fn write_provider(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+        record: &ProviderRecord,
+    ) -> Result<(), StoreError> {
+        let name = record.kind.as_str();
+        let seal = |column: &str, text: Option<&str>| {
+            text.map(|text| at_rest::seal_text(keyring, name, column, text)).transpose()
+        };
+        let credential = seal("credential_sealed", record.credential.as_ref().map(Credential::expose))?;
+        let client_key = seal("client_key_sealed", record.client_identity.as_ref().map(ClientIdentity::expose_key))?;
         sqlx::query(
-            "INSERT INTO providers (name, enabled, base_url, credential, default_headers, client_cert, client_key, \
-             ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "INSERT INTO providers (name, enabled, base_url, credential, credential_sealed, default_headers, \
+             client_cert, client_key, client_key_sealed, ca_pem, updated_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6, NULL, $7, $8, $9) \
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
-             credential = excluded.credential, default_headers = excluded.default_headers, \
-             client_cert = excluded.client_cert, client_key = excluded.client_key, ca_pem = excluded.ca_pem, \
+             credential = NULL, credential_sealed = excluded.credential_sealed, \
+             default_headers = excluded.default_headers, client_cert = excluded.client_cert, client_key = NULL, \
+             client_key_sealed = excluded.client_key_sealed, ca_pem = excluded.ca_pem, \
              updated_at = excluded.updated_at",
         )
-        .bind(record.kind.as_str())
+        .bind(name)
         .bind(record.enabled)
         .bind(record.base_url.as_str().to_owned())
-        .bind(record.credential.as_ref().map(|c| c.expose().to_owned()))
+        .bind(credential)
         .bind(record.default_headers.to_lines())
         .bind(record.client_identity.as_ref().map(|c| c.certificate_pem.clone()))
-        .bind(record.client_identity.as_ref().map(|c| c.expose_key().to_owned()))
+        .bind(client_key)
         .bind(record.ca_pem.clone())
         .bind(time::to_millis(record.updated_at))
         .execute(&mut *conn)
@@ -392,19 +426,26 @@ where
         Ok(())
     }
 
-    async fn fetch_settings(conn: &mut DB::Connection) -> Result<(Settings, Option<KeyHash>), StoreError> {
+    pub(super) async fn fetch_settings(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+    ) -> Result<(Settings, Option<KeyHash>), StoreError> {
         let row =
-            sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash FROM settings WHERE id = 1")
+            sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash, master_key_sealed FROM settings WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
         let settings = Settings {
             passthrough_enabled: row.try_get("passthrough_enabled")?,
             v1_alias_enabled: row.try_get("v1_alias_enabled")?,
         };
-        let hash = row
-            .try_get::<Option<Vec<u8>>, _>("master_key_hash")?
+        let bytes = match row.try_get::<Option<Vec<u8>>, _>("master_key_sealed")? {
+            Some(sealed) => Some(at_rest::open_bytes(keyring, "settings", "master_key_sealed", &sealed)?),
+            // Written by an older version; sealed at the next start.
+            None => row.try_get::<Option<Vec<u8>>, _>("master_key_hash")?,
+        };
+        let hash = bytes
             .map(|bytes| {
-                KeyHash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt("settings.master_key_hash".into()))
+                KeyHash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt("settings.master_key_sealed".into()))
             })
             .transpose()?;
         Ok((settings, hash))
@@ -422,10 +463,14 @@ where
         Ok(())
     }
 
-    async fn settings_view(conn: &mut DB::Connection, revision: Revision) -> Result<SettingsView, StoreError> {
-        let (settings, _) = Self::fetch_settings(conn).await?;
+    async fn settings_view(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+        revision: Revision,
+    ) -> Result<SettingsView, StoreError> {
+        let (settings, _) = Self::fetch_settings(keyring, conn).await?;
         let enabled_providers =
-            Self::fetch_providers(conn).await?.into_iter().filter(|p| p.enabled).map(|p| p.kind).collect();
+            Self::fetch_providers(keyring, conn).await?.into_iter().filter(|p| p.enabled).map(|p| p.kind).collect();
         Ok(SettingsView { settings, enabled_providers, revision })
     }
 }
@@ -558,7 +603,7 @@ where
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        Self::fetch_providers(&mut conn).await
+        Self::fetch_providers(&self.keyring, &mut conn).await
     }
 
     async fn upsert_provider(
@@ -570,11 +615,11 @@ where
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let now = time::now();
-                let current = Self::fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
+                let current = Self::fetch_providers(&self.keyring, &mut tx).await?.into_iter().find(|p| p.kind == kind);
                 let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
                 patch.apply(&mut record);
                 record.updated_at = now;
-                Self::write_provider(&mut tx, &record).await?;
+                Self::write_provider(&self.keyring, &mut tx, &record).await?;
                 self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
                 Ok((record, revision))
             }
@@ -601,7 +646,7 @@ where
     async fn get_settings(&self) -> Result<SettingsView, StoreError> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let revision = Self::read_head(&mut tx).await?;
-        let view = Self::settings_view(&mut tx, revision).await?;
+        let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;
         tx.commit().await?;
         Ok(view)
     }
@@ -610,11 +655,11 @@ where
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
-                let (mut settings, _) = Self::fetch_settings(&mut tx).await?;
+                let (mut settings, _) = Self::fetch_settings(&self.keyring, &mut tx).await?;
                 patch.apply(&mut settings);
                 let now = time::now();
                 Self::write_settings(&mut tx, settings, now).await?;
-                let view = Self::settings_view(&mut tx, revision).await?;
+                let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;
                 self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
                 Ok((view, revision))
             }
@@ -626,11 +671,11 @@ where
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
-                let (settings, master_key_hash) = Self::fetch_settings(&mut tx).await?;
+                let (settings, master_key_hash) = Self::fetch_settings(&self.keyring, &mut tx).await?;
                 let state = BootstrapState {
                     first_start: revision == 1,
                     settings,
-                    providers: Self::fetch_providers(&mut tx).await?,
+                    providers: Self::fetch_providers(&self.keyring, &mut tx).await?,
                     master_key_hash,
                 };
                 let now = time::now();
@@ -647,15 +692,18 @@ where
                     entries.push(ChangeEntry::settings(settings));
                 }
                 for record in &writes.providers {
-                    Self::write_provider(&mut tx, record).await?;
+                    Self::write_provider(&self.keyring, &mut tx, record).await?;
                     entries.push(ChangeEntry::provider_upsert(record));
                 }
                 if let Some(hash) = writes.master_key_hash {
-                    sqlx::query("UPDATE settings SET master_key_hash = $1 WHERE id = 1")
-                        .bind(hash.map(|h| h.as_bytes().to_vec()))
+                    let sealed = hash
+                        .map(|h| at_rest::seal_bytes(&self.keyring, "settings", "master_key_sealed", h.as_bytes()))
+                        .transpose()?;
+                    sqlx::query("UPDATE settings SET master_key_hash = NULL, master_key_sealed = $1 WHERE id = 1")
+                        .bind(sealed)
                         .execute(&mut *tx)
                         .await?;
-                    entries.push(ChangeEntry::master_key_hash(hash));
+                    entries.push(ChangeEntry::master_key_changed());
                 }
                 self.commit(tx, revision, &entries, now).await?;
                 Ok(Some(revision))
@@ -672,24 +720,30 @@ where
 
     async fn changes_since(&self, after: Revision, limit: u32) -> Result<Vec<Delta>, StoreError> {
         let upper = after.saturating_add(u64::from(limit));
+        // One snapshot: the entries and the current secrets they are completed with (see
+        // `at_rest::Secrets`) are read at the same revision.
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let rows = sqlx::query(
             "SELECT revision, payload FROM changes WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq",
         )
         .bind(to_i64(after))
         .bind(to_i64(upper))
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *tx)
         .await?;
+        let mut secrets = at_rest::Secrets::default();
         let mut deltas: Vec<Delta> = Vec::new();
         for row in rows {
             let revision = to_revision(row.try_get("revision")?)?;
             let payload: Vec<u8> = row.try_get("payload")?;
-            let change = Change::decode(payload.as_slice())
+            let mut change = Change::decode(payload.as_slice())
                 .map_err(|_| StoreError::Corrupt(format!("changes.payload of revision {revision}")))?;
+            self.complete(&mut secrets, &mut tx, &mut change).await?;
             match deltas.last_mut() {
                 Some(delta) if delta.revision == revision => delta.changes.push(change),
                 _ => deltas.push(Delta { revision, changes: vec![change] }),
             }
         }
+        tx.commit().await?;
         Ok(deltas)
     }
 
@@ -735,8 +789,8 @@ where
         // One snapshot transaction: it sees exactly the commits before its first read.
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let revision = Self::read_head(&mut tx).await?;
-        let (settings, master_key_hash) = Self::fetch_settings(&mut tx).await?;
-        let providers = Self::fetch_providers(&mut tx).await?;
+        let (settings, master_key_hash) = Self::fetch_settings(&self.keyring, &mut tx).await?;
+        let providers = Self::fetch_providers(&self.keyring, &mut tx).await?;
         let rows =
             sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY id")).fetch_all(&mut *tx).await?;
         tx.commit().await?;
@@ -752,6 +806,10 @@ where
 
     async fn close(&self) {
         self.close_pool().await;
+    }
+
+    async fn reencrypt(&self) -> Result<super::Reencrypted, StoreError> {
+        self.reencrypt_all().await
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {

@@ -78,7 +78,12 @@ fn described_key(name: &str) -> NewKey {
 #[tokio::test]
 async fn a_full_disk_fails_writes_precisely_and_they_work_again_once_space_is_freed() {
     let Some(fs) = SmallFilesystem::mount("2m") else { return };
-    let store = SqliteStore::open(&format!("sqlite://{}", fs.path().join("aurora.db").display())).await.unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", fs.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     let status = store.write_status();
     let (victim, _) = store.create_key(new_key("victim").0).await.unwrap();
     let filler = fs.fill();
@@ -119,7 +124,12 @@ async fn a_full_disk_fails_writes_precisely_and_they_work_again_once_space_is_fr
 #[tokio::test]
 async fn the_probe_finds_a_full_disk_without_any_other_write_and_sees_it_freed() {
     let Some(fs) = SmallFilesystem::mount("1m") else { return };
-    let store = SqliteStore::open(&format!("sqlite://{}", fs.path().join("aurora.db").display())).await.unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", fs.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     store.probe_write().await.unwrap();
     // Leave the write-ahead log with no free frames, then fill the disk.
     for i in 0..20 {
@@ -146,7 +156,12 @@ async fn the_probe_finds_a_full_disk_without_any_other_write_and_sees_it_freed()
 #[tokio::test]
 async fn a_database_that_cannot_grow_leaves_no_poisoned_connection_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("aurora.db").display())).await.unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", dir.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     // Every pooled connection gets the cap, so whichever runs the next write hits it.
     let mut conns = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
@@ -184,7 +199,9 @@ async fn a_cancelled_write_leaves_the_pool_clean() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aurora.db");
-    let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), crate::store::test_db::test_keyring())
+        .await
+        .unwrap();
     let mut holder = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
 

@@ -21,7 +21,7 @@ fn url(dir: &Path) -> String {
 }
 
 async fn open(dir: &Path) -> SqliteStore {
-    SqliteStore::open(&url(dir)).await.unwrap()
+    SqliteStore::open(&url(dir), crate::store::test_db::test_keyring()).await.unwrap()
 }
 
 #[tokio::test]
@@ -33,7 +33,9 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 5, "0001_initial, 0002_store_id, 0003_write_probe, 0004_provider_network and 0008_usage");
+    // Every migration the binary carries, each applied once.
+    assert_eq!(applied as usize, super::MIGRATOR.iter().count());
+    assert!(applied >= 5);
     let store_id = store.store_id();
     assert_ne!(store_id, [0; 16], "a random history id is created with the store");
     // Opening again re-runs nothing and keeps the head and the history id.

@@ -145,18 +145,27 @@ pub(crate) async fn run(
             // While the control plane is down, commit changes straight to its database: the
             // replicas must catch up on them from the change log when they reconnect.
             let store = SqliteStore::open(&database_url).await.context("open the store offline")?;
+            // Audited like any change: who (the benchmark), through which process.
+            let actor = aurora_controlplane::store::Actor {
+                identity: "bench".into(),
+                peer: String::new(),
+                replica: aurora_controlplane::replica::this_process(),
+            };
             for index in 0..commits {
                 let secret = format!("aur_bench_offline_{index}_{}", uuid::Uuid::new_v4().simple());
                 store
-                    .create_key(NewKey {
-                        name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
-                        description: String::new(),
-                        hash: KeyHash::of(&secret),
-                        redacted: "aur_…".into(),
-                        enabled: true,
-                        expires_at: None,
-                        allowed_providers: ProviderSet::empty(),
-                    })
+                    .create_key(
+                        NewKey {
+                            name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
+                            description: String::new(),
+                            hash: KeyHash::of(&secret),
+                            redacted: "aur_…".into(),
+                            enabled: true,
+                            expires_at: None,
+                            allowed_providers: ProviderSet::empty(),
+                        },
+                        &actor,
+                    )
                     .await?;
                 offline_secrets.push(secret);
             }

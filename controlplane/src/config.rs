@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "AURORA_STORE_PROBE_INTERVAL", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
     pub store_probe_interval: Duration,
 
+    /// How long audit records are kept (e.g. `400d`); older ones are pruned from the start of
+    /// the chain, whose new anchor keeps `aurora audit verify` working. Unset: kept forever.
+    #[arg(long, env = "AURORA_AUDIT_RETENTION", value_parser = aurora_core::parse_positive_duration)]
+    pub audit_retention: Option<Duration>,
+
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
     pub product: ProductVars,
@@ -67,6 +72,7 @@ impl std::fmt::Debug for Config {
             .field("database_max_connections", &self.database_max_connections)
             .field("database_connect_timeout", &self.database_connect_timeout)
             .field("store_probe_interval", &self.store_probe_interval)
+            .field("audit_retention", &self.audit_retention)
             .field("product", &self.product)
             .field("stream", &self.stream)
             .field("tls", &self.tls)
@@ -140,6 +146,7 @@ impl Config {
             database_max_connections: 10,
             database_connect_timeout: Duration::from_secs(5),
             store_probe_interval: Duration::from_secs(5),
+            audit_retention: None,
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),

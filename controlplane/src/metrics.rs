@@ -185,7 +185,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
         for enabled in [false, true] {
             let patch = SettingsPatch { passthrough_enabled: Some(enabled), v1_alias_enabled: None };
-            store.update_settings(patch).await.unwrap();
+            store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let fleet = Fleet::new();

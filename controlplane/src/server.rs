@@ -68,6 +68,9 @@ pub struct ControlPlane {
     retention: u64,
     probe_interval: Duration,
     limits: GrpcLimits,
+    /// This process's id in audit records and the presence table.
+    replica: Arc<str>,
+    audit_retention: Option<Duration>,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -77,7 +80,8 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
     let node_auth = NodeAuth::new(node_token);
     let tls = tls_config(&config.tls)?;
     let store = crate::store::open(&config.database_url, config.pg_pool()).await?;
-    crate::bootstrap::run(store.as_ref(), &config.product).await?;
+    let replica = crate::replica::this_process();
+    crate::bootstrap::run(store.as_ref(), &config.product, replica.clone()).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
     let addr = config.grpc_listen_addr;
@@ -109,6 +113,8 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         retention: config.stream.change_log_retention,
         probe_interval: config.store_probe_interval,
         limits: config.grpc_limits,
+        replica,
+        audit_retention: config.audit_retention,
     })
 }
 
@@ -150,11 +156,11 @@ impl ControlPlane {
         }
         background.spawn(self.metrics.convergence.clone().track(self.feed.clone(), self.fleet.clone()));
         let oldest = self.metrics.oldest_retained.clone();
-        background.spawn(compact(self.store.clone(), self.retention, oldest));
+        background.spawn(compact(self.store.clone(), self.retention, self.audit_retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
         // Several replicas on one database: each sees every replica's data planes.
         let presence = self.store.presence_table();
-        let instance = uuid::Uuid::new_v4().to_string();
+        let instance = self.replica.to_string();
         if let Some(table) = &presence {
             let timing = crate::fleet_share::Timing::default();
             background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
@@ -189,8 +195,9 @@ impl ControlPlane {
 
         // Probes and reflection work without a token; the admin API needs the master key and
         // the config stream the node token.
-        let admin = AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone()))
-            .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
+        let admin =
+            AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone(), self.replica.clone()))
+                .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
         let admin = tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(self.master_key));
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
@@ -262,11 +269,23 @@ fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServerError
 }
 
 /// Trims the change log to its retention now and then; replicas further behind get snapshots.
-/// Also reports where the log now starts, for the change-log length metric.
-async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<AtomicU64>) {
+/// Also reports where the log now starts, for the change-log length metric, and prunes the
+/// audit trail to `AURORA_AUDIT_RETENTION` when one is set (never otherwise).
+async fn compact(
+    store: Arc<dyn Store>,
+    retention: u64,
+    audit_retention: Option<Duration>,
+    oldest_retained: Arc<AtomicU64>,
+) {
     let mut interval = tokio::time::interval(COMPACTION_INTERVAL);
     loop {
         interval.tick().await;
+        if let Some(keep) = audit_retention {
+            let before = std::time::SystemTime::now().checked_sub(keep).unwrap_or(std::time::UNIX_EPOCH);
+            if let Err(err) = store.prune_audit(before).await {
+                tracing::warn!(error = %err, "cannot prune the audit trail");
+            }
+        }
         match store.compact_changes(retention).await {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, retention, "compacted the change log"),

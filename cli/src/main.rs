@@ -34,6 +34,8 @@ enum Command {
     Settings(commands::settings::SettingsArgs),
     /// List the data-plane replicas subscribed to the control plane (lagging ones marked).
     Dataplanes(commands::dataplanes::DataplanesArgs),
+    /// List the audit trail of admin changes, or verify its hash chain (`aurora audit verify`).
+    Audit(commands::audit::AuditArgs),
     /// Start a complete gateway on this machine: a control plane and a data plane in one process.
     Up(Box<commands::up::UpArgs>),
 }
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
             Command::Up(mut args) => {
                 let _logs = telemetry::init(&cli.log)?;
                 secrets::read_product(&mut args.product)?;

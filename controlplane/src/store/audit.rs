@@ -292,6 +292,10 @@ where
 
     async fn prune_audit(&self, before: SystemTime) -> Result<u64, StoreError> {
         let mut tx = self.begin(DB::BEGIN_WRITE).await?;
+        // Locks the chain's head row first (PostgreSQL; SQLite holds the write lock already), so
+        // two replicas pruning at once run one after the other and the anchor only moves
+        // forward; the reads below then see the other's committed prune.
+        sqlx::query("UPDATE audit_chain SET first_seq = first_seq WHERE id = 1").execute(&mut *tx).await?;
         let ends = Self::chain_ends(&mut tx).await?;
         let row = sqlx::query(
             "SELECT seq, hash FROM audit_log WHERE seq >= $1 AND committed_at < $2 ORDER BY seq DESC LIMIT 1",

@@ -11,7 +11,7 @@ use aurora_core::{KeyHash, ProductVars, ProviderKind};
 use sqlx::Connection;
 
 use super::audit::{AuditQuery, AuditRecord, ChainBreak};
-use super::suite::{credential_patch, new_key};
+use super::suite::{actor, credential_patch, new_key};
 use super::test_db::TestDb;
 use super::{Actor, Credential, KeyPatch, ProviderPatch, SettingsPatch, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -37,10 +37,6 @@ macro_rules! audit_suite {
     };
 }
 pub(crate) use audit_suite;
-
-fn actor() -> Actor {
-    Actor::for_tests()
-}
 
 async fn all(store: &dyn Store) -> Vec<AuditRecord> {
     store.list_audit(&AuditQuery { limit: 10_000, ..AuditQuery::default() }).await.unwrap()

@@ -11,7 +11,7 @@ use super::*;
 use crate::bootstrap::Bootstrap;
 use crate::store::Store;
 use crate::store::audit_suite::audit_suite;
-use crate::store::suite::{credential_patch, new_key, store_suite};
+use crate::store::suite::{actor, credential_patch, new_key, store_suite};
 use crate::store::test_db::TestDb;
 
 store_suite!(TestDb::sqlite());
@@ -51,9 +51,9 @@ async fn secrets_are_never_stored_in_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let vars = ProductVars { master_key: Some("master-key-plaintext".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars), &crate::store::Actor::for_tests()).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
     let (key, secret) = new_key("needle-name");
-    store.create_key(key, &crate::store::Actor::for_tests()).await.unwrap();
+    store.create_key(key, &actor()).await.unwrap();
     store.close().await;
 
     // Every byte SQLite wrote: the database, its WAL and shared-memory files.
@@ -74,10 +74,7 @@ async fn database_files_and_their_new_directories_are_owner_only() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store
-        .upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-secret"), &crate::store::Actor::for_tests())
-        .await
-        .unwrap();
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-secret"), &actor()).await.unwrap();
     let db = dir.path().join("nested/dir/aurora.db");
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     for path in [dir.path().join("nested"), dir.path().join("nested/dir")] {

@@ -147,18 +147,27 @@ pub(crate) async fn run(
             // The key the control plane seals its credentials with.
             let keyring = aurora_controlplane::store::Keyring::parse(crate::aurora::ENCRYPTION_KEY)?;
             let store = SqliteStore::open(&database_url, keyring).await.context("open the store offline")?;
+            // Audited like any change: who (the benchmark), through which process.
+            let actor = aurora_controlplane::store::Actor {
+                identity: "bench".into(),
+                peer: String::new(),
+                replica: aurora_controlplane::replica::this_process(),
+            };
             for index in 0..commits {
                 let secret = format!("aur_bench_offline_{index}_{}", uuid::Uuid::new_v4().simple());
                 store
-                    .create_key(NewKey {
-                        name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
-                        description: String::new(),
-                        hash: KeyHash::of(&secret),
-                        redacted: "aur_…".into(),
-                        enabled: true,
-                        expires_at: None,
-                        allowed_providers: ProviderSet::empty(),
-                    })
+                    .create_key(
+                        NewKey {
+                            name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
+                            description: String::new(),
+                            hash: KeyHash::of(&secret),
+                            redacted: "aur_…".into(),
+                            enabled: true,
+                            expires_at: None,
+                            allowed_providers: ProviderSet::empty(),
+                        },
+                        &actor,
+                    )
                     .await?;
                 offline_secrets.push(secret);
             }

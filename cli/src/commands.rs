@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod audit;
 pub(crate) mod client;
 pub(crate) mod controlplane;
 pub(crate) mod dataplane;

@@ -36,6 +36,8 @@ enum Command {
     Dataplanes(commands::dataplanes::DataplanesArgs),
     /// Token usage per key, provider and model, as data planes reported it.
     Usage(commands::usage::UsageArgs),
+    /// List the audit trail of admin changes, or verify its hash chain (`aurora audit verify`).
+    Audit(commands::audit::AuditArgs),
     /// Start a complete gateway on this machine: a control plane and a data plane in one process.
     Up(Box<commands::up::UpArgs>),
 }
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
             Command::Usage(args) => commands::usage::run(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
             Command::Up(mut args) => {
                 let _logs = telemetry::init(&cli.log)?;
                 secrets::read_product(&mut args.product)?;

@@ -5,6 +5,7 @@
 //! back to API messages ([`convert`]). Every failure becomes a gRPC status in exactly one place,
 //! [`error`].
 
+mod audit;
 mod auth;
 mod convert;
 mod error;

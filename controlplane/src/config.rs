@@ -54,6 +54,10 @@ pub struct Config {
     /// unset (see `encryption.rs`).
     #[arg(skip)]
     pub encryption_key: Option<String>,
+    /// How long audit records are kept (e.g. `400d`); older ones are pruned from the start of
+    /// the chain, whose new anchor keeps `aurora audit verify` working. Unset: kept forever.
+    #[arg(long, env = "AURORA_AUDIT_RETENTION", value_parser = aurora_core::parse_positive_duration)]
+    pub audit_retention: Option<Duration>,
 
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
@@ -80,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("store_probe_interval", &self.store_probe_interval)
             .field("usage_retention", &self.usage_retention)
             .field("encryption_key_set", &self.encryption_key.is_some())
+            .field("audit_retention", &self.audit_retention)
             .field("product", &self.product)
             .field("stream", &self.stream)
             .field("tls", &self.tls)
@@ -155,6 +160,7 @@ impl Config {
             store_probe_interval: Duration::from_secs(5),
             usage_retention: Duration::from_secs(400 * 24 * 3600),
             encryption_key: None,
+            audit_retention: None,
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),

@@ -16,6 +16,7 @@ pub mod fleet_share;
 pub mod grpc_limits;
 mod health;
 pub mod metrics;
+pub mod replica;
 pub mod server;
 pub mod store;
 mod time;

@@ -190,7 +190,7 @@ mod tests {
             Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         for enabled in [false, true] {
             let patch = SettingsPatch { passthrough_enabled: Some(enabled), v1_alias_enabled: None };
-            store.update_settings(patch).await.unwrap();
+            store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let fleet = Fleet::new();

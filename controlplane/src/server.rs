@@ -89,6 +89,9 @@ pub struct ControlPlane {
     probe_interval: Duration,
     limits: GrpcLimits,
     usage_retention: Duration,
+    /// This process's id in audit records and the presence table.
+    replica: Arc<str>,
+    audit_retention: Option<Duration>,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -104,7 +107,8 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         }
     }
     let store = open_store(&config).await?;
-    crate::bootstrap::run(store.as_ref(), &config.product).await?;
+    let replica = crate::replica::this_process();
+    crate::bootstrap::run(store.as_ref(), &config.product, replica.clone()).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
     let addr = config.grpc_listen_addr;
@@ -137,6 +141,8 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         probe_interval: config.store_probe_interval,
         limits: config.grpc_limits,
         usage_retention: config.usage_retention,
+        replica,
+        audit_retention: config.audit_retention,
     })
 }
 
@@ -209,12 +215,12 @@ impl ControlPlane {
         }
         background.spawn(self.metrics.convergence.clone().track(self.feed.clone(), self.fleet.clone()));
         let oldest = self.metrics.oldest_retained.clone();
-        background.spawn(compact(self.store.clone(), self.retention, oldest));
+        background.spawn(compact(self.store.clone(), self.retention, self.audit_retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
         background.spawn(prune_usage(self.store.clone(), self.usage_retention));
         // Several replicas on one database: each sees every replica's data planes.
         let presence = self.store.presence_table();
-        let instance = uuid::Uuid::new_v4().to_string();
+        let instance = self.replica.to_string();
         if let Some(table) = &presence {
             let timing = crate::fleet_share::Timing::default();
             background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
@@ -249,8 +255,9 @@ impl ControlPlane {
 
         // Probes and reflection work without a token; the admin API needs the master key and
         // the config stream the node token.
-        let admin = AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone()))
-            .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
+        let admin =
+            AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone(), self.replica.clone()))
+                .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
         let admin = tonic::service::interceptor::InterceptedService::new(admin, self.admin_auth.clone());
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
@@ -324,11 +331,23 @@ fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServerError
 }
 
 /// Trims the change log to its retention now and then; replicas further behind get snapshots.
-/// Also reports where the log now starts, for the change-log length metric.
-async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<AtomicU64>) {
+/// Also reports where the log now starts, for the change-log length metric, and prunes the
+/// audit trail to `AURORA_AUDIT_RETENTION` when one is set (never otherwise).
+async fn compact(
+    store: Arc<dyn Store>,
+    retention: u64,
+    audit_retention: Option<Duration>,
+    oldest_retained: Arc<AtomicU64>,
+) {
     let mut interval = tokio::time::interval(COMPACTION_INTERVAL);
     loop {
         interval.tick().await;
+        if let Some(keep) = audit_retention {
+            let before = std::time::SystemTime::now().checked_sub(keep).unwrap_or(std::time::UNIX_EPOCH);
+            if let Err(err) = store.prune_audit(before).await {
+                tracing::warn!(error = %err, "cannot prune the audit trail");
+            }
+        }
         match store.compact_changes(retention).await {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, retention, "compacted the change log"),

@@ -13,6 +13,7 @@
 //! entries are completed with the current secrets when read (`store/at_rest.rs`).
 
 mod at_rest;
+pub mod audit;
 mod change;
 mod error;
 mod model;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use at_rest::Reencrypted;
+pub use audit::{Actor, AuditLog};
 pub use error::{StorageFailure, StoreError};
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
@@ -85,19 +87,22 @@ pub type StoreId = [u8; 16];
 /// The control plane's durable state. Implementations must be safe to share between tasks and
 /// between control-plane processes pointing at the same database.
 /// Usage (reports and their totals) is the [`UsageStore`] supertrait, in `store/usage.rs`.
+///
+/// Every mutation takes the [`Actor`] behind it and commits, with its revision, one audit
+/// record ([`AuditLog`]).
 #[async_trait]
-pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static {
     /// Creates a key; fails with [`StoreError::KeyNameTaken`] if the name is in use.
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError>;
     /// Up to `limit` keys with ids greater than `after`, in id (creation) order.
     async fn list_keys(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
     /// Applies the fields set in `patch`. Enabling a revoked key fails with
     /// [`StoreError::KeyRevoked`].
-    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn update_key(&self, id: Uuid, patch: KeyPatch, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
     /// Disables the key for good and stamps `revoked_at`.
-    async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError>;
-    async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError>;
+    async fn revoke_key(&self, id: Uuid, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn delete_key(&self, id: Uuid, actor: &Actor) -> Result<Revision, StoreError>;
 
     /// The providers that have a record, in [`ProviderKind::ALL`] order.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
@@ -107,16 +112,21 @@ pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
         &self,
         kind: ProviderKind,
         patch: ProviderPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
-    async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError>;
+    async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError>;
 
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;
-    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError>;
+    async fn update_settings(
+        &self,
+        patch: SettingsPatch,
+        actor: &Actor,
+    ) -> Result<(SettingsView, Revision), StoreError>;
 
     /// Applies the environment at startup in one transaction. Returns the revision it committed,
     /// or `None` when the store already matched and nothing was written.
-    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError>;
+    async fn bootstrap(&self, bootstrap: &Bootstrap, actor: &Actor) -> Result<Option<Revision>, StoreError>;
 
     /// The last committed revision.
     async fn head_revision(&self) -> Result<Revision, StoreError>;
@@ -127,7 +137,7 @@ pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
     /// replica at revision `r` can catch up from deltas alone iff `r + 1 >= this`.
     async fn oldest_retained_revision(&self) -> Result<Revision, StoreError>;
     /// Drops change-log entries older than the newest `keep_revisions` revisions; returns how
-    /// many revisions were dropped. Never touches the objects themselves.
+    /// many revisions were dropped. Never touches the objects themselves or the audit trail.
     async fn compact_changes(&self, keep_revisions: u64) -> Result<u64, StoreError>;
     /// Every key, provider, the settings and the master-key hash at one consistent revision.
     async fn load_snapshot(&self) -> Result<Snapshot, StoreError>;
@@ -164,6 +174,8 @@ pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
+#[cfg(test)]
+mod audit_suite;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]

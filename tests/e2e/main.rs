@@ -7,6 +7,7 @@
 
 mod support;
 
+mod audit;
 mod config_stream;
 mod controlplane;
 mod hardening;

@@ -11,7 +11,7 @@ use aurora_proto::v1::{Change, ProviderConfig, change};
 use prost::Message;
 use sqlx::Connection;
 
-use super::super::suite::credential_patch;
+use super::super::suite::{actor, credential_patch};
 use super::super::test_db::{TestDb, test_keyring};
 use super::super::{ClientIdentity, Keyring, PgPoolConfig, ProviderPatch, SealError, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -95,17 +95,17 @@ async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
     let store = db.open().await;
     let vars =
         ProductVars { master_key: Some("master-key-one-0123456789abcdef-0123".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
-    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-replaced-one")).await.unwrap();
-    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-current-two")).await.unwrap();
-    store.upsert_provider(ProviderKind::OpenAi, credential_patch("sk-proj-cleared-three")).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-replaced-one"), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-current-two"), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::OpenAi, credential_patch("sk-proj-cleared-three"), &actor()).await.unwrap();
     let clear = ProviderPatch { credential: Some(None), ..ProviderPatch::default() };
-    store.upsert_provider(ProviderKind::OpenAi, clear).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-replaced-four")).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-current-five")).await.unwrap();
+    store.upsert_provider(ProviderKind::OpenAi, clear, &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-replaced-four"), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-current-five"), &actor()).await.unwrap();
     let vars =
         ProductVars { master_key: Some("master-key-two-0123456789abcdef-0123".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
 
     let needles: Vec<Vec<u8>> = [
         "sk-ant-replaced-one",
@@ -157,8 +157,8 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
     let (old, new) = (Keyring::generate_key().unwrap(), Keyring::generate_key().unwrap());
     let old_ring = Keyring::parse(&old).unwrap();
     let store = open_with(&db, old_ring.clone()).await.unwrap();
-    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret")).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-vllm")).await.unwrap();
+    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret"), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-vllm"), &actor()).await.unwrap();
     store.close().await;
 
     let err = open_with(&db, Keyring::parse(&new).unwrap()).await.unwrap_err();
@@ -189,8 +189,8 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
 
 async fn plaintext_an_older_version_stored_is_sealed_at_open(db: TestDb) {
     let store = db.open().await;
-    store.upsert_provider(ProviderKind::Anthropic, credential_patch("placeholder")).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, identity("placeholder")).await.unwrap();
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("placeholder"), &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Vllm, identity("placeholder"), &actor()).await.unwrap();
     store.close().await;
     // What a version before secrets at rest wrote: plaintext columns, plaintext log payloads.
     let master = KeyHash::of("old-master-key-0123456789abcdef-0123");

@@ -9,11 +9,13 @@ use sqlx::Connection;
 
 use super::*;
 use crate::store::Store;
-use crate::store::suite::{new_key, store_suite};
+use crate::store::audit_suite::audit_suite;
+use crate::store::suite::{actor, new_key, store_suite};
 use crate::store::test_db::{PgDatabase, TestDb};
 
 store_suite!(TestDb::postgres().await);
 crate::store::usage_suite::usage_suite!(TestDb::postgres().await);
+audit_suite!(TestDb::postgres().await);
 
 async fn database() -> (TestDb, PgStore) {
     let db = TestDb::postgres().await;
@@ -60,13 +62,13 @@ async fn a_commit_on_one_replica_reaches_the_head_watch_of_another_at_once() {
     assert_eq!(*head.borrow_and_update(), 0);
     for _ in 0..3 {
         let (key, _) = new_key(&format!("k{}", uuid::Uuid::now_v7()));
-        let (_, revision) = a.create_key(key).await.unwrap();
+        let (_, revision) = a.create_key(key, &actor()).await.unwrap();
         // No read on B: only the notification can advance its watch, well within the feed's
         // one-second poll.
         tokio::time::timeout(Duration::from_millis(500), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     }
     // A rolled-back write announces nothing.
-    assert!(a.delete_key(uuid::Uuid::now_v7()).await.is_err());
+    assert!(a.delete_key(uuid::Uuid::now_v7(), &actor()).await.is_err());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!head.has_changed().unwrap());
 }
@@ -80,11 +82,11 @@ async fn a_lost_listen_connection_comes_back_and_re_reads_the_head() {
     let mut admin = pg(&db).connect().await;
     terminate_others(&mut admin, pg(&db)).await;
     let (key, _) = new_key("after-the-cut");
-    let (_, revision) = a.create_key(key).await.unwrap();
+    let (_, revision) = a.create_key(key, &actor()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     // And it listens again: the next commit arrives by notification.
     let (key, _) = new_key("next");
-    let (_, revision) = a.create_key(key).await.unwrap();
+    let (_, revision) = a.create_key(key, &actor()).await.unwrap();
     tokio::time::timeout(Duration::from_millis(500), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     admin.close().await.unwrap();
 }
@@ -93,7 +95,7 @@ async fn a_lost_listen_connection_comes_back_and_re_reads_the_head() {
 async fn only_one_replica_compacts_at_a_time() {
     let (db, a) = database().await;
     for i in 0..5 {
-        a.create_key(new_key(&format!("k{i}")).0).await.unwrap();
+        a.create_key(new_key(&format!("k{i}")).0, &actor()).await.unwrap();
     }
     // Another replica in the middle of compacting holds the lock in its transaction.
     let mut other = pg(&db).connect().await;

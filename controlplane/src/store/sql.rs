@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::at_rest;
+use super::audit::{Actor, AuditEvent};
 use super::change::ChangeEntry;
 use super::error::describe;
 use super::model::{
@@ -222,13 +223,17 @@ where
         Ok((tx, to_revision(revision)?))
     }
 
-    /// Appends `entries` to the change log under `revision`, commits, and tells watchers.
+    /// Appends `entries` to the change log and the revision's audit record (what `actor` did:
+    /// `event`) under `revision`, commits, logs the record and tells watchers. The only way a
+    /// revision commits, so none commits without its audit record.
     async fn commit(
         &self,
         mut tx: Tx<DB>,
         revision: Revision,
         entries: &[ChangeEntry],
         now: SystemTime,
+        actor: &Actor,
+        event: AuditEvent,
     ) -> Result<(), StoreError> {
         for (seq, entry) in entries.iter().enumerate() {
             sqlx::query(
@@ -245,16 +250,18 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        let record = Self::append_audit(&mut tx, revision, now, actor, &event).await?;
         if let Some(notify) = DB::NOTIFY_COMMIT {
             // Delivered by the database on commit, never for a transaction that rolls back.
             sqlx::query(notify).bind(revision.to_string()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        super::audit::log(&record);
         self.observe(revision);
         Ok(())
     }
 
-    async fn read_head(conn: &mut DB::Connection) -> Result<Revision, StoreError> {
+    pub(super) async fn read_head(conn: &mut DB::Connection) -> Result<Revision, StoreError> {
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
         to_revision(revision)
     }
@@ -492,7 +499,7 @@ where
     for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Option<Vec<u8>>: Encode<'q, DB>,
 {
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -512,7 +519,8 @@ where
                     revoked_at: None,
                 };
                 Self::insert_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_created(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
@@ -534,11 +542,12 @@ where
         rows.iter().map(Self::key_from_row).collect()
     }
 
-    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn update_key(&self, id: Uuid, patch: KeyPatch, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let mut record = Self::fetch_key(&mut tx, id).await?;
+                let before = record.clone();
                 if patch.enabled == Some(true) && record.revoked_at.is_some() {
                     return Err(StoreError::KeyRevoked(id));
                 }
@@ -561,14 +570,15 @@ where
                 let now = time::now();
                 record.updated_at = now;
                 Self::write_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_updated(&before, &record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
         )
     }
 
-    async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn revoke_key(&self, id: Uuid, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -581,20 +591,22 @@ where
                 record.revoked_at = Some(now);
                 record.updated_at = now;
                 Self::write_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_revoked(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
         )
     }
 
-    async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError> {
+    async fn delete_key(&self, id: Uuid, actor: &Actor) -> Result<Revision, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let record = Self::fetch_key(&mut tx, id).await?;
                 sqlx::query("DELETE FROM keys WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now()).await?;
+                let event = AuditEvent::key_deleted(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now(), actor, event).await?;
                 Ok(revision)
             }
             .await,
@@ -610,24 +622,26 @@ where
         &self,
         kind: ProviderKind,
         patch: ProviderPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let now = time::now();
                 let current = Self::fetch_providers(&self.keyring, &mut tx).await?.into_iter().find(|p| p.kind == kind);
-                let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
+                let mut record = current.clone().unwrap_or_else(|| ProviderRecord::new_default(kind, now));
                 patch.apply(&mut record);
                 record.updated_at = now;
                 Self::write_provider(&self.keyring, &mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
+                let event = AuditEvent::provider_upserted(current.as_ref(), &record);
+                self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
         )
     }
 
-    async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError> {
+    async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -636,7 +650,8 @@ where
                 if DB::rows_affected(&deleted) == 0 {
                     return Err(StoreError::ProviderNotFound(kind));
                 }
-                self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
+                let event = AuditEvent::provider_deleted(kind);
+                self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now(), actor, event).await?;
                 Ok(revision)
             }
             .await,
@@ -651,23 +666,29 @@ where
         Ok(view)
     }
 
-    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError> {
+    async fn update_settings(
+        &self,
+        patch: SettingsPatch,
+        actor: &Actor,
+    ) -> Result<(SettingsView, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let (mut settings, _) = Self::fetch_settings(&self.keyring, &mut tx).await?;
+                let before = settings;
                 patch.apply(&mut settings);
                 let now = time::now();
                 Self::write_settings(&mut tx, settings, now).await?;
                 let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;
-                self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
+                let event = AuditEvent::settings_updated(before, settings);
+                self.commit(tx, revision, &[ChangeEntry::settings(settings)], now, actor, event).await?;
                 Ok((view, revision))
             }
             .await,
         )
     }
 
-    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError> {
+    async fn bootstrap(&self, bootstrap: &Bootstrap, actor: &Actor) -> Result<Option<Revision>, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -686,6 +707,8 @@ where
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                let event =
+                    AuditEvent::bootstrap(state.settings, &state.providers, state.master_key_hash.is_some(), &writes);
                 let mut entries = Vec::new();
                 if let Some(settings) = writes.settings {
                     Self::write_settings(&mut tx, settings, now).await?;
@@ -705,7 +728,7 @@ where
                         .await?;
                     entries.push(ChangeEntry::master_key_changed());
                 }
-                self.commit(tx, revision, &entries, now).await?;
+                self.commit(tx, revision, &entries, now, actor, event).await?;
                 Ok(Some(revision))
             }
             .await,

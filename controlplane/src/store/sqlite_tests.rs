@@ -10,11 +10,13 @@ use aurora_core::{ProductVars, ProviderKind};
 use super::*;
 use crate::bootstrap::Bootstrap;
 use crate::store::Store;
-use crate::store::suite::{credential_patch, new_key, store_suite};
+use crate::store::audit_suite::audit_suite;
+use crate::store::suite::{actor, credential_patch, new_key, store_suite};
 use crate::store::test_db::TestDb;
 
 store_suite!(TestDb::sqlite());
 crate::store::usage_suite::usage_suite!(TestDb::sqlite());
+audit_suite!(TestDb::sqlite());
 
 fn url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("nested/dir/aurora.db").display())
@@ -52,9 +54,9 @@ async fn secrets_are_never_stored_in_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let vars = ProductVars { master_key: Some("master-key-plaintext".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
     let (key, secret) = new_key("needle-name");
-    store.create_key(key).await.unwrap();
+    store.create_key(key, &actor()).await.unwrap();
     store.close().await;
 
     // Every byte SQLite wrote: the database, its WAL and shared-memory files.
@@ -75,7 +77,7 @@ async fn database_files_and_their_new_directories_are_owner_only() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-secret")).await.unwrap();
+    store.upsert_provider(ProviderKind::Anthropic, credential_patch("sk-ant-secret"), &actor()).await.unwrap();
     let db = dir.path().join("nested/dir/aurora.db");
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     for path in [dir.path().join("nested"), dir.path().join("nested/dir")] {

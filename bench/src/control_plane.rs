@@ -156,6 +156,7 @@ pub(crate) async fn run(
                         enabled: true,
                         expires_at: None,
                         allowed_providers: ProviderSet::empty(),
+                        allowed_endpoints: Vec::new(),
                     })
                     .await?;
                 offline_secrets.push(secret);

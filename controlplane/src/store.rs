@@ -12,6 +12,7 @@
 
 mod change;
 mod error;
+mod key_endpoints;
 mod model;
 pub mod postgres;
 mod presence;

@@ -10,6 +10,7 @@ mod support;
 mod config_stream;
 mod controlplane;
 mod hardening;
+mod key_limits;
 mod live_config;
 mod metrics;
 mod passthrough;

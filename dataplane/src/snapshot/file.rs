@@ -206,4 +206,23 @@ mod tests {
         let err = parse(r#"{"providers": {"openai": {"default_headers": {"Host": "x"}}}}"#).err().unwrap();
         assert!(err.to_string().contains("cannot be a default header"), "{err}");
     }
+
+    #[test]
+    fn endpoint_rules_are_checked_whole_at_load() {
+        let hash = KeyHash::of("aur_scoped");
+        let file = |rule: &str| {
+            format!(
+                r#"{{"keys": [{{ "id": "0192f0c1-0000-7000-8000-000000000002", "hash": "{}",
+                                 "allowed_endpoints": ["{rule}"] }}]}}"#,
+                hash.to_hex()
+            )
+        };
+        let snapshot = parse(&file("anthropic POST /v1/messages")).unwrap();
+        let policy = snapshot.keys.get(&hash).unwrap().policy.clone().unwrap();
+        assert!(policy.check_endpoint(ProviderKind::Anthropic, &http::Method::POST, "messages").is_ok());
+        assert!(policy.check_endpoint(ProviderKind::Anthropic, &http::Method::POST, "files").is_err());
+        let err = parse(&file("anthropic FETCH /x")).err().unwrap();
+        assert!(matches!(err, SnapshotFileError::EndpointRule { .. }), "{err}");
+        assert!(err.to_string().contains("FETCH"), "{err}");
+    }
 }

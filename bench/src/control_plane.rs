@@ -165,6 +165,7 @@ pub(crate) async fn run(
                             enabled: true,
                             expires_at: None,
                             allowed_providers: ProviderSet::empty(),
+                            allowed_endpoints: Vec::new(),
                         },
                         &actor,
                     )

@@ -34,6 +34,7 @@ fn delta(revision: u64) -> Delta {
         enabled: true,
         expires_at: 0,
         allowed_providers: 0,
+        allowed_endpoints: Vec::new(),
     };
     Delta { revision, changes: vec![Change { change: Some(change::Change::KeyUpsert(key)) }] }
 }

@@ -52,6 +52,7 @@ fn key(secret: &str) -> KeyConfig {
         enabled: true,
         expires_at: 0,
         allowed_providers: 0,
+        allowed_endpoints: Vec::new(),
     }
 }
 

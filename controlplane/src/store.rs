@@ -16,6 +16,7 @@ mod at_rest;
 pub mod audit;
 mod change;
 mod error;
+mod key_endpoints;
 mod model;
 pub mod postgres;
 mod presence;

@@ -9,6 +9,7 @@ mod base_url;
 mod credential;
 mod default_headers;
 mod duration;
+mod endpoint_rule;
 mod expiry;
 mod key;
 mod product_vars;
@@ -24,6 +25,9 @@ pub use default_headers::{
     MAX_HEADER_VALUE_BYTES,
 };
 pub use duration::parse_positive_duration;
+pub use endpoint_rule::{
+    EndpointRule, EndpointRuleError, MAX_ENDPOINT_RULE_BYTES, MAX_ENDPOINT_RULES, endpoint_allowed,
+};
 pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
 pub use product_vars::{

@@ -9,7 +9,7 @@ use aurora_core::{KeyHash, ProviderKind};
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
-use crate::snapshot::{KeyId, Snapshot};
+use crate::snapshot::{KeyId, ManagedKey, Snapshot};
 
 /// Who a request was authenticated as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,19 @@ pub fn authenticate(
     provider: ProviderKind,
     now: impl Fn() -> i64,
 ) -> Result<Principal, AuthError> {
+    authenticate_key(snapshot, headers, provider, now).map(|(principal, _)| principal)
+}
+
+/// [`authenticate`], also handing back the managed key the request authenticated as (for its
+/// policy: endpoint allow-list and limits).
+pub fn authenticate_key<'s>(
+    snapshot: &'s Snapshot,
+    headers: &HeaderMap,
+    provider: ProviderKind,
+    now: impl Fn() -> i64,
+) -> Result<(Principal, Option<&'s ManagedKey>), AuthError> {
     if !snapshot.auth_required() {
-        return Ok(Principal::Anonymous);
+        return Ok((Principal::Anonymous, None));
     }
     let bearer = headers.get(AUTHORIZATION).and_then(|v| aurora_core::bearer_token(v.as_bytes()));
     let api_key = headers.get(X_API_KEY).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
@@ -76,15 +87,15 @@ pub fn authenticate(
     Err(first_error)
 }
 
-fn check_token(
-    snapshot: &Snapshot,
+fn check_token<'s>(
+    snapshot: &'s Snapshot,
     token: &str,
     provider: ProviderKind,
     now: &impl Fn() -> i64,
-) -> Result<Principal, AuthError> {
+) -> Result<(Principal, Option<&'s ManagedKey>), AuthError> {
     let hash = KeyHash::of(token);
     if snapshot.master_key.is_some_and(|master| master.ct_eq(&hash)) {
-        return Ok(Principal::MasterKey);
+        return Ok((Principal::MasterKey, None));
     }
     let key = snapshot.keys.get(&hash).ok_or(AuthError::Unknown)?;
     if !key.enabled {
@@ -96,7 +107,7 @@ fn check_token(
     if key.allowed_providers.is_some_and(|allowed| !allowed.contains(provider)) {
         return Err(AuthError::ProviderNotAllowed(provider));
     }
-    Ok(Principal::Key(key.id))
+    Ok((Principal::Key(key.id), Some(key)))
 }
 
 #[cfg(test)]
@@ -105,7 +116,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-    use crate::snapshot::{ManagedKey, Settings};
+    use crate::snapshot::Settings;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -116,6 +127,7 @@ mod tests {
             enabled,
             expires_at: expires_at.and_then(std::num::NonZeroI64::new),
             allowed_providers: (!allowed.is_empty()).then_some(allowed),
+            policy: None,
         };
         snapshot.keys.insert(KeyHash::of("good"), key(1, true, None, ProviderSet::empty()));
         snapshot.keys.insert(KeyHash::of("off"), key(2, false, None, ProviderSet::empty()));

@@ -275,6 +275,7 @@ mod tests {
                 enabled: true,
                 expires_at: std::num::NonZeroI64::new(5),
                 allowed_providers: None,
+                policy: None,
             },
         );
         snapshot

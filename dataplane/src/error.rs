@@ -13,6 +13,7 @@ use crate::auth::AuthError;
 use crate::body::{ProxyBody, full};
 use crate::egress::connector::ProxyRefusal;
 use crate::headers::X_AURORA_ERROR;
+use crate::limits::EndpointNotAllowed;
 use crate::route::{self, PathError};
 use crate::upstream::tls::TlsFailure;
 
@@ -35,6 +36,8 @@ pub enum GatewayError {
     Path(#[from] PathError),
     #[error("{0}")]
     Auth(#[from] AuthError),
+    #[error("{0}")]
+    EndpointNotAllowed(#[from] EndpointNotAllowed),
     #[error("provider {0} has no upstream credential configured (set {env} or use `aurora providers set`)", env = .0.credential_env())]
     CredentialMissing(ProviderKind),
     #[error("request body exceeds the limit of {0} bytes")]
@@ -83,7 +86,9 @@ impl GatewayError {
             }
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Path(_) | GatewayError::RequestBody => StatusCode::BAD_REQUEST,
-            GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => StatusCode::FORBIDDEN,
+            GatewayError::Auth(AuthError::ProviderNotAllowed(_)) | GatewayError::EndpointNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,6 +113,7 @@ impl GatewayError {
             GatewayError::Path(_) => "invalid_path",
             GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => "provider_not_allowed",
             GatewayError::Auth(_) => "invalid_api_key",
+            GatewayError::EndpointNotAllowed(_) => "endpoint_not_allowed",
             GatewayError::CredentialMissing(_) => "provider_credential_missing",
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::RequestBody => "invalid_request_body",
@@ -218,6 +224,20 @@ mod tests {
         let long = Method::from_bytes("X".repeat(5000).as_bytes()).unwrap();
         let message = GatewayError::MethodNotAllowed(long).to_string();
         assert!(message.len() < 200, "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_outside_the_allow_list_is_forbidden_in_either_shape() {
+        let err = || EndpointNotAllowed { provider: ProviderKind::Anthropic, method: Method::POST };
+        let response = GatewayError::from(err()).into_response(ErrorShape::Anthropic);
+        assert_eq!(response.status(), 403);
+        assert_eq!(response.headers()["x-aurora-error"], "gateway");
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert!(body["error"]["message"].as_str().unwrap().contains("POST on provider anthropic"), "{body}");
+        let body = body_json(GatewayError::from(err()).into_response(ErrorShape::OpenAi)).await;
+        assert_eq!(body["error"]["code"], "endpoint_not_allowed");
+        assert_eq!(body["error"]["type"], "permission_error");
     }
 
     #[tokio::test]

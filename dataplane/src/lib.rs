@@ -24,6 +24,7 @@ pub mod egress;
 pub mod error;
 pub mod fdlimit;
 pub mod headers;
+pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;

@@ -190,7 +190,7 @@ impl Proxy {
             return Err((GatewayError::MethodNotAllowed(parts.method.clone()), shape));
         }
 
-        let principal = auth::authenticate(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
+        let (principal, key) = auth::authenticate_key(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
             self.metrics.auth_failure(kind, err);
             (err.into(), shape)
         })?;
@@ -198,6 +198,9 @@ impl Proxy {
 
         let endpoint = route::normalize_endpoint(endpoint, snapshot.settings.v1_alias_enabled)
             .map_err(|err| (err.into(), shape))?;
+        if let Some(policy) = key.and_then(|key| key.policy.as_deref()) {
+            policy.check_endpoint(kind, &parts.method, endpoint).map_err(|err| (err.into(), shape))?;
+        }
         if upstream.credential().is_none() && !kind.credential_optional() {
             return Err((GatewayError::CredentialMissing(kind), shape));
         }

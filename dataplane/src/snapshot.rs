@@ -18,6 +18,8 @@ pub use aurora_core::Settings;
 use aurora_core::{AuthStyle, BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
 use http::{HeaderName, HeaderValue};
 
+use crate::limits::KeyPolicy;
+
 pub use file::{SnapshotFile, SnapshotFileError};
 pub use key_table::KeyTable;
 pub use proto::{ApplyError, SnapshotAssembly};
@@ -141,7 +143,7 @@ impl fmt::Debug for Upstream {
 }
 
 /// A managed gateway key, as small as possible: a snapshot may hold millions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManagedKey {
     pub id: KeyId,
     pub enabled: bool,
@@ -150,6 +152,9 @@ pub struct ManagedKey {
     pub expires_at: Option<NonZeroI64>,
     /// `None` means every provider.
     pub allowed_providers: Option<ProviderSet>,
+    /// Endpoint allow-list and limits (issue 13); `None` for a key with none, which keeps such
+    /// keys one pointer wide.
+    pub policy: Option<Arc<KeyPolicy>>,
 }
 
 /// A key id (a UUID), kept as raw bytes and formatted only when logged.
@@ -252,8 +257,10 @@ mod tests {
 
     #[test]
     fn a_managed_key_stays_small() {
-        // With a million keys, every byte here is a megabyte of data-plane memory.
-        assert_eq!(std::mem::size_of::<ManagedKey>(), 32);
+        // With a million keys, every byte here is a megabyte of data-plane memory. The policy
+        // pointer (issue 13: allow-lists and limits) costs 8 of the 40; keys without a policy
+        // hold no allocation.
+        assert_eq!(std::mem::size_of::<ManagedKey>(), 40);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod audit;
 mod config_stream;
 mod controlplane;
 mod hardening;
+mod key_limits;
 mod live_config;
 mod metrics;
 mod passthrough;

@@ -29,7 +29,7 @@ enum KeysCommand {
         /// The key's id.
         id: String,
     },
-    /// Change a key's name, description, status, expiry or allowed providers.
+    /// Change a key's name, description, status, expiry, allowed providers or endpoints.
     Update(UpdateArgs),
     /// Revoke a key for good.
     Revoke {
@@ -60,6 +60,11 @@ struct CreateArgs {
     /// Create the key disabled.
     #[arg(long)]
     disabled: bool,
+    /// Allow only this endpoint, as 'PROVIDER METHOD PATH' (e.g. 'anthropic POST /v1/messages';
+    /// METHOD may be '*', a path segment '*', a final '**' any rest). Repeatable [default: every
+    /// endpoint].
+    #[arg(long = "allow-endpoint", value_name = "RULE")]
+    allow_endpoints: Vec<String>,
 }
 
 /// Both forms are turned into an instant while the arguments are parsed, and refused there
@@ -95,6 +100,7 @@ struct ListArgs {
 #[command(group = ArgGroup::new("status").multiple(false))]
 #[command(group = ArgGroup::new("expiry").multiple(false))]
 #[command(group = ArgGroup::new("allowed").multiple(false))]
+#[command(group = ArgGroup::new("endpoints").multiple(false))]
 struct UpdateArgs {
     /// The key's id.
     id: String,
@@ -121,6 +127,12 @@ struct UpdateArgs {
     /// Allow every provider.
     #[arg(long, group = "allowed")]
     all_providers: bool,
+    /// Replace the endpoint allow-list with these rules ('PROVIDER METHOD PATH'); repeatable.
+    #[arg(long = "allow-endpoint", value_name = "RULE", group = "endpoints")]
+    allow_endpoints: Option<Vec<String>>,
+    /// Allow every endpoint of the allowed providers again.
+    #[arg(long, group = "endpoints")]
+    all_endpoints: bool,
 }
 
 fn parse_time(raw: &str) -> Result<SystemTime, String> {
@@ -155,6 +167,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 expires_at: create.expiry.timestamp(),
                 allowed_providers: create.providers,
                 disabled: create.disabled,
+                allowed_endpoints: create.allow_endpoints,
             };
             let created = client.create_key(request).await.or_status()?;
             let key = created.key.unwrap_or_default();
@@ -197,6 +210,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 update.expiry.timestamp().map(pb::update_key_request::Expiry::ExpiresAt)
             };
             let allowed = if update.all_providers { Some(Vec::new()) } else { update.providers };
+            let endpoints = if update.all_endpoints { Some(Vec::new()) } else { update.allow_endpoints };
             let enabled = match (update.enable, update.disable) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
@@ -209,6 +223,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 enabled,
                 expiry,
                 allowed_providers: allowed.map(|providers| pb::ProviderList { providers }),
+                allowed_endpoints: endpoints.map(|rules| pb::EndpointList { rules }),
             };
             let updated = client.update_key(request).await.or_status()?;
             print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)?;
@@ -271,6 +286,12 @@ fn print_key(key: &pb::Key, revision: Option<u64>, format: OutputFormat) -> anyh
             let mut text = output::key_table(std::slice::from_ref(key)).render();
             if !key.description.is_empty() {
                 text.push_str(&format!("description: {}\n", aurora_core::text::escape(&key.description)));
+            }
+            if !key.allowed_endpoints.is_empty() {
+                text.push_str(&format!(
+                    "endpoints: {}\n",
+                    aurora_core::text::escape(&key.allowed_endpoints.join("; "))
+                ));
             }
             if let Some(revision) = revision {
                 text.push_str(&format!("revision: {revision}\n"));

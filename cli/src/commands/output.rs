@@ -117,6 +117,7 @@ pub(crate) fn key_json(key: &pb::Key) -> Value {
         "enabled": key.enabled,
         "expires_at": timestamp(key.expires_at.as_ref()),
         "allowed_providers": key.allowed_providers,
+        "allowed_endpoints": key.allowed_endpoints,
         "created_at": timestamp(key.created_at.as_ref()),
         "updated_at": timestamp(key.updated_at.as_ref()),
         "revoked_at": timestamp(key.revoked_at.as_ref()),

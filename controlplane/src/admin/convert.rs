@@ -18,6 +18,7 @@ pub(crate) fn key(record: &KeyRecord) -> pb::Key {
         created_at: Some(record.created_at.into()),
         updated_at: Some(record.updated_at.into()),
         revoked_at: record.revoked_at.map(Into::into),
+        allowed_endpoints: record.allowed_endpoints.iter().map(ToString::to_string).collect(),
     }
 }
 

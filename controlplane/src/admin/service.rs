@@ -9,7 +9,7 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{audit, convert, validate};
+use super::{audit, convert, endpoints, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
@@ -57,6 +57,7 @@ impl AdminService for AdminApi {
                     enabled: !req.disabled,
                     expires_at: req.expires_at.as_ref().map(|t| validate::expires_at(t, now)).transpose()?,
                     allowed_providers: validate::providers("allowed_providers", &req.allowed_providers)?,
+                    allowed_endpoints: endpoints::endpoint_rules("allowed_endpoints", &req.allowed_endpoints)?,
                 };
                 let (record, revision) = self.store.create_key(new, &actor).await?;
                 tracing::info!(key_id = %record.id, revision, "key created");
@@ -118,6 +119,11 @@ impl AdminService for AdminApi {
                         .allowed_providers
                         .as_ref()
                         .map(|list| validate::providers("allowed_providers", &list.providers))
+                        .transpose()?,
+                    allowed_endpoints: req
+                        .allowed_endpoints
+                        .as_ref()
+                        .map(|list| endpoints::endpoint_rules("allowed_endpoints", &list.rules))
                         .transpose()?,
                 };
                 let (record, revision) = self.store.update_key(id, patch, &actor).await?;

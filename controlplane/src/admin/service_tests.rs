@@ -109,6 +109,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
             expires_at: Some(expires.into()),
             allowed_providers: vec!["anthropic".into()],
             disabled: false,
+            allowed_endpoints: vec!["anthropic POST /v1/messages".into()],
         })
         .await
         .unwrap()
@@ -117,6 +118,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
     let key = created.key.unwrap();
     assert_eq!(key.redacted, format!("aur_…{}", &created.secret[created.secret.len() - 4..]));
     assert_eq!(key.allowed_providers, ["anthropic"]);
+    assert_eq!(key.allowed_endpoints, ["anthropic POST /messages"], "canonical form");
     assert!(key.enabled && key.revoked_at.is_none());
 
     let fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
@@ -129,6 +131,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
             enabled: Some(false),
             expiry: Some(pb::update_key_request::Expiry::ClearExpiry(true)),
             allowed_providers: Some(pb::ProviderList { providers: vec![] }),
+            allowed_endpoints: Some(pb::EndpointList { rules: vec![] }),
             ..Default::default()
         })
         .await
@@ -138,6 +141,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
     let updated_key = updated.key.unwrap();
     assert_eq!((updated_key.name.as_str(), updated_key.enabled), ("ci-2", false));
     assert!(updated_key.expires_at.is_none() && updated_key.allowed_providers.is_empty());
+    assert!(updated_key.allowed_endpoints.is_empty());
 
     let revoked = admin.revoke_key(pb::RevokeKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(revoked.revision, updated.revision + 1);
@@ -162,6 +166,12 @@ async fn status_codes_are_precise() {
     assert_status(admin.create_key(past).await, Code::InvalidArgument, "expires_at: must be in the future");
     let unknown = pb::CreateKeyRequest { allowed_providers: vec!["gemini".into()], ..create("g") };
     assert_status(admin.create_key(unknown).await, Code::InvalidArgument, "known providers: openai, anthropic");
+    let bad_rule = pb::CreateKeyRequest { allowed_endpoints: vec!["anthropic POST messages".into()], ..create("r") };
+    assert_status(
+        admin.create_key(bad_rule).await,
+        Code::InvalidArgument,
+        "allowed_endpoints: \"anthropic POST messages\"",
+    );
     assert_status(admin.get_key(pb::GetKeyRequest { id: "nope".into() }).await, Code::InvalidArgument, "id:");
     let bad_url =
         pb::UpsertProviderRequest { name: "vllm".into(), base_url: Some("gpu:8000".into()), ..Default::default() };

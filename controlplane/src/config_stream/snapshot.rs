@@ -105,6 +105,7 @@ mod tests {
             enabled: true,
             expires_at: 0,
             allowed_providers: 0,
+            allowed_endpoints: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use aurora_core::{BaseUrl, DefaultHeaders, EndpointRule, KeyHash, ProviderKind, ProviderSet};
 use aurora_proto::v1::{ConfigSettings, HeaderField, KeyConfig, ProviderConfig};
 use uuid::Uuid;
 
@@ -53,6 +53,8 @@ pub struct KeyRecord {
     pub expires_at: Option<SystemTime>,
     /// Empty: every provider is allowed.
     pub allowed_providers: ProviderSet,
+    /// Empty: every endpoint of the allowed providers.
+    pub allowed_endpoints: Vec<EndpointRule>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub revoked_at: Option<SystemTime>,
@@ -67,6 +69,7 @@ impl KeyRecord {
             enabled: self.enabled && self.revoked_at.is_none(),
             expires_at: self.expires_at.map(time::to_unix_secs).unwrap_or(0),
             allowed_providers: self.allowed_providers.bits(),
+            allowed_endpoints: self.allowed_endpoints.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct NewKey {
     pub enabled: bool,
     pub expires_at: Option<SystemTime>,
     pub allowed_providers: ProviderSet,
+    pub allowed_endpoints: Vec<EndpointRule>,
 }
 
 /// A partial update of a key: `None` leaves a field alone.
@@ -92,6 +96,7 @@ pub struct KeyPatch {
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<SystemTime>>,
     pub allowed_providers: Option<ProviderSet>,
+    pub allowed_endpoints: Option<Vec<EndpointRule>>,
 }
 
 /// A client certificate chain and its private key (PEM), for mutual TLS with an upstream. The

@@ -28,6 +28,7 @@ use super::at_rest;
 use super::audit::{Actor, AuditEvent};
 use super::change::ChangeEntry;
 use super::error::describe;
+use super::key_endpoints::{endpoint_list, parse_endpoint_list};
 use super::model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
     SettingsView, Snapshot,
@@ -136,7 +137,8 @@ pub(super) fn observe(head: &watch::Sender<Revision>, revision: Revision) {
 
 macro_rules! key_columns {
     () => {
-        "id, name, description, hash, redacted, enabled, expires_at, allowed_providers, created_at, updated_at, revoked_at"
+        "id, name, description, hash, redacted, enabled, expires_at, allowed_providers, created_at, updated_at, revoked_at, \
+         allowed_endpoints"
     };
 }
 
@@ -291,7 +293,7 @@ where
         sqlx::query(concat!(
             "INSERT INTO keys (",
             key_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(record.id.to_string())
         .bind(record.name.clone())
@@ -304,6 +306,7 @@ where
         .bind(time::to_millis(record.created_at))
         .bind(time::to_millis(record.updated_at))
         .bind(record.revoked_at.map(time::to_millis))
+        .bind(endpoint_list(&record.allowed_endpoints))
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -312,7 +315,7 @@ where
     async fn write_key(conn: &mut DB::Connection, record: &KeyRecord) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE keys SET name = $1, description = $2, enabled = $3, expires_at = $4, allowed_providers = $5, \
-             updated_at = $6, revoked_at = $7 WHERE id = $8",
+             updated_at = $6, revoked_at = $7, allowed_endpoints = $9 WHERE id = $8",
         )
         .bind(record.name.clone())
         .bind(record.description.clone())
@@ -322,6 +325,7 @@ where
         .bind(time::to_millis(record.updated_at))
         .bind(record.revoked_at.map(time::to_millis))
         .bind(record.id.to_string())
+        .bind(endpoint_list(&record.allowed_endpoints))
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -344,6 +348,7 @@ where
             created_at: time::from_millis(row.try_get("created_at")?),
             updated_at: time::from_millis(row.try_get("updated_at")?),
             revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(time::from_millis),
+            allowed_endpoints: parse_endpoint_list(&row.try_get::<String, _>("allowed_endpoints")?)?,
         })
     }
 
@@ -514,6 +519,7 @@ where
                     enabled: key.enabled,
                     expires_at: key.expires_at,
                     allowed_providers: key.allowed_providers,
+                    allowed_endpoints: key.allowed_endpoints,
                     created_at: now,
                     updated_at: now,
                     revoked_at: None,
@@ -566,6 +572,9 @@ where
                 }
                 if let Some(allowed) = patch.allowed_providers {
                     record.allowed_providers = allowed;
+                }
+                if let Some(allowed) = patch.allowed_endpoints {
+                    record.allowed_endpoints = allowed;
                 }
                 let now = time::now();
                 record.updated_at = now;

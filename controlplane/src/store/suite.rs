@@ -29,6 +29,7 @@ macro_rules! store_suite {
             failed_mutations_are_precise_and_leave_no_gap,
             list_keys_pages_in_creation_order,
             watchers_learn_each_commit,
+            key_endpoint_allow_lists_persist,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {
@@ -52,6 +53,7 @@ pub(crate) fn new_key(name: &str) -> (NewKey, KeySecret) {
         enabled: true,
         expires_at: None,
         allowed_providers: ProviderSet::empty(),
+        allowed_endpoints: Vec::new(),
     };
     (key, secret)
 }
@@ -313,6 +315,7 @@ async fn mutate_everything(store: &dyn Store) {
         let (mut key, _) = new_key(&format!("k{i}"));
         key.expires_at = Some(SystemTime::now() + Duration::from_secs(3600));
         key.allowed_providers = ProviderSet::parse_list("anthropic,zai").unwrap();
+        key.allowed_endpoints = vec!["anthropic POST /messages".parse().unwrap(), "zai * /chat/**".parse().unwrap()];
         ids.push(store.create_key(key, &actor()).await.unwrap().0.id);
     }
     store.update_key(ids[0], KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() }, &actor()).await.unwrap();
@@ -332,4 +335,30 @@ async fn mutate_everything(store: &dyn Store) {
         ..ProductVars::default()
     };
     store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
+}
+
+/// Issue 13: a key's endpoint allow-list survives a reopen, reaches data planes in its
+/// canonical text, and an update replaces or clears it.
+pub(super) async fn key_endpoint_allow_lists_persist(db: TestDb) {
+    let store = db.open().await;
+    let (mut key, _) = new_key("scoped");
+    key.allowed_endpoints =
+        vec!["anthropic POST /v1/messages".parse().unwrap(), "openai GET /models/*".parse().unwrap()];
+    let (created, _) = store.create_key(key, &actor()).await.unwrap();
+    let texts = |rules: &[aurora_core::EndpointRule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(texts(&created.allowed_endpoints), ["anthropic POST /messages", "openai GET /models/*"]);
+    let reopened = db.open().await;
+    assert_eq!(reopened.get_key(created.id).await.unwrap().allowed_endpoints, created.allowed_endpoints);
+    assert_eq!(created.to_config().allowed_endpoints, ["anthropic POST /messages", "openai GET /models/*"]);
+
+    let replace = KeyPatch { allowed_endpoints: Some(vec!["vllm GET /**".parse().unwrap()]), ..KeyPatch::default() };
+    let (updated, _) = reopened.update_key(created.id, replace, &actor()).await.unwrap();
+    assert_eq!(texts(&updated.allowed_endpoints), ["vllm GET /**"]);
+    let untouched = KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() };
+    let (renamed, _) = reopened.update_key(created.id, untouched, &actor()).await.unwrap();
+    assert_eq!(renamed.allowed_endpoints, updated.allowed_endpoints);
+    let clear = KeyPatch { allowed_endpoints: Some(Vec::new()), ..KeyPatch::default() };
+    let (cleared, _) = reopened.update_key(created.id, clear, &actor()).await.unwrap();
+    assert!(cleared.allowed_endpoints.is_empty());
+    assert!(store.get_key(created.id).await.unwrap().allowed_endpoints.is_empty());
 }

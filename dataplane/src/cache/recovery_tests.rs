@@ -24,6 +24,7 @@ fn delta(revision: u64, key: &str, enabled: bool) -> Delta {
         enabled,
         expires_at: 0,
         allowed_providers: 0,
+        allowed_endpoints: Vec::new(),
     };
     Delta { revision, changes: vec![Change { change: Some(change::Change::KeyUpsert(config)) }] }
 }

@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use aurora_core::{BaseUrl, KeyHash, ProviderKind, ProviderSet};
 use serde::{Deserialize, Serialize};
 
 use super::{InvalidCredential, KeyId, ManagedKey, Settings, Snapshot, Upstream};
+use crate::limits::KeyPolicy;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +71,9 @@ pub struct FileKey {
     /// Empty or absent: every provider.
     #[serde(default)]
     pub allowed_providers: ProviderSet,
+    /// Endpoint allow-list rules (`PROVIDER METHOD PATH`); empty or absent: every endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_endpoints: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -85,6 +90,8 @@ pub enum SnapshotFileError {
     Credential { path: String, source: InvalidCredential },
     #[error("config file {path}: provider {provider}: {source}")]
     DefaultHeader { path: String, provider: ProviderKind, source: aurora_core::DefaultHeaderError },
+    #[error("config file {path}: key {id}: endpoint rule {rule:?}: {source}")]
+    EndpointRule { path: String, id: uuid::Uuid, rule: String, source: aurora_core::EndpointRuleError },
     #[error("config file {path}: key {id} appears twice")]
     DuplicateKey { path: String, id: uuid::Uuid },
 }
@@ -116,11 +123,21 @@ impl SnapshotFile {
             snapshot.set_provider(upstream);
         }
         for key in self.keys {
+            // A file is checked whole at startup: a bad rule is an error, not a dropped rule.
+            for rule in &key.allowed_endpoints {
+                rule.parse::<aurora_core::EndpointRule>().map_err(|source| SnapshotFileError::EndpointRule {
+                    path: origin.to_owned(),
+                    id: key.id,
+                    rule: rule.clone(),
+                    source,
+                })?;
+            }
             let managed = ManagedKey {
                 id: KeyId(*key.id.as_bytes()),
                 enabled: key.enabled,
                 expires_at: key.expires_at.and_then(std::num::NonZeroI64::new),
                 allowed_providers: (!key.allowed_providers.is_empty()).then_some(key.allowed_providers),
+                policy: KeyPolicy::from_rules(key.allowed_endpoints.iter().map(String::as_str)).map(Arc::new),
             };
             if snapshot.keys.insert(key.hash, managed).is_some() {
                 return Err(SnapshotFileError::DuplicateKey { path: origin.to_owned(), id: key.id });
@@ -188,5 +205,24 @@ mod tests {
         assert_eq!((headers[0].0.as_str(), headers[0].1.to_str().unwrap()), ("x-title", "My app"));
         let err = parse(r#"{"providers": {"openai": {"default_headers": {"Host": "x"}}}}"#).err().unwrap();
         assert!(err.to_string().contains("cannot be a default header"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_rules_are_checked_whole_at_load() {
+        let hash = KeyHash::of("aur_scoped");
+        let file = |rule: &str| {
+            format!(
+                r#"{{"keys": [{{ "id": "0192f0c1-0000-7000-8000-000000000002", "hash": "{}",
+                                 "allowed_endpoints": ["{rule}"] }}]}}"#,
+                hash.to_hex()
+            )
+        };
+        let snapshot = parse(&file("anthropic POST /v1/messages")).unwrap();
+        let policy = snapshot.keys.get(&hash).unwrap().policy.clone().unwrap();
+        assert!(policy.check_endpoint(ProviderKind::Anthropic, &http::Method::POST, "messages").is_ok());
+        assert!(policy.check_endpoint(ProviderKind::Anthropic, &http::Method::POST, "files").is_err());
+        let err = parse(&file("anthropic FETCH /x")).err().unwrap();
+        assert!(matches!(err, SnapshotFileError::EndpointRule { .. }), "{err}");
+        assert!(err.to_string().contains("FETCH"), "{err}");
     }
 }

@@ -62,7 +62,7 @@ impl KeyTable {
 
     /// Inserts or replaces a key; returns the key it replaced.
     pub fn insert(&mut self, hash: KeyHash, key: ManagedKey) -> Option<ManagedKey> {
-        let previous = self.get(&hash).copied();
+        let previous = self.get(&hash).cloned();
         if previous.is_none() {
             self.len += 1;
         }
@@ -77,7 +77,7 @@ impl KeyTable {
 
     /// Removes a key; returns it if it was there.
     pub fn remove(&mut self, hash: &KeyHash) -> Option<ManagedKey> {
-        let previous = self.get(hash).copied()?;
+        let previous = self.get(hash).cloned()?;
         self.len -= 1;
         if let Some(base) = self.exclusive_base() {
             base.remove(hash);
@@ -107,7 +107,7 @@ impl KeyTable {
             return;
         }
         let mut base = HashMap::with_capacity_and_hasher(self.len, NoHash::default());
-        base.extend(self.iter().map(|(hash, key)| (*hash, *key)));
+        base.extend(self.iter().map(|(hash, key)| (*hash, key.clone())));
         self.base = Arc::new(base);
         self.overlay = imbl::GenericHashMap::default();
     }
@@ -133,7 +133,7 @@ mod tests {
     use crate::snapshot::KeyId;
 
     fn key(id: u8) -> ManagedKey {
-        ManagedKey { id: KeyId([id; 16]), enabled: true, expires_at: None, allowed_providers: None }
+        ManagedKey { id: KeyId([id; 16]), enabled: true, expires_at: None, allowed_providers: None, policy: None }
     }
 
     fn hash(i: u32) -> KeyHash {
@@ -170,7 +170,7 @@ mod tests {
             table.insert(hash(i), key(1));
         }
         let shared = table.clone();
-        let mut expected: HashMap<KeyHash, ManagedKey> = shared.iter().map(|(h, k)| (*h, *k)).collect();
+        let mut expected: HashMap<KeyHash, ManagedKey> = shared.iter().map(|(h, k)| (*h, k.clone())).collect();
         // Enough changes to fold the overlay several times.
         for i in 0..20_000 {
             if i % 3 == 0 {

@@ -10,6 +10,7 @@ use aurora_core::{BaseUrl, DefaultHeaderError, DefaultHeaders, KeyHash, Provider
 use aurora_proto::v1::{ConfigSettings, Delta, HeaderField, KeyConfig, ProviderConfig, SnapshotChunk, change};
 
 use super::{InvalidCredential, KeyId, ManagedKey, ProviderTls, ProviderTlsError, Settings, Snapshot, Upstream};
+use crate::limits::KeyPolicy;
 
 /// Why a snapshot or delta could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +159,12 @@ impl Snapshot {
                     enabled: key.enabled,
                     expires_at: key.expires_at.map_or(0, std::num::NonZeroI64::get),
                     allowed_providers: key.allowed_providers.map_or(0, ProviderSet::bits),
+                    allowed_endpoints: key
+                        .policy
+                        .as_ref()
+                        .and_then(|policy| policy.endpoints())
+                        .map(|rules| rules.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -204,6 +211,7 @@ fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
         enabled: key.enabled,
         expires_at: std::num::NonZeroI64::new(key.expires_at),
         allowed_providers,
+        policy: KeyPolicy::from_rules(key.allowed_endpoints.iter().map(String::as_str)).map(Arc::new),
     };
     Ok((hash, managed))
 }
@@ -226,6 +234,7 @@ mod tests {
             enabled,
             expires_at: 0,
             allowed_providers: allowed,
+            allowed_endpoints: Vec::new(),
         }
     }
 

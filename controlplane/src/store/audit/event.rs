@@ -54,6 +54,7 @@ impl AuditEvent {
         event.set("enabled", json!(key.enabled));
         event.set("expires_at", time(key.expires_at));
         event.set("allowed_providers", providers(key.allowed_providers));
+        event.set("allowed_endpoints", endpoints(&key.allowed_endpoints));
         event
     }
 
@@ -74,6 +75,9 @@ impl AuditEvent {
         }
         if before.allowed_providers != after.allowed_providers {
             event.set("allowed_providers", providers(after.allowed_providers));
+        }
+        if before.allowed_endpoints != after.allowed_endpoints {
+            event.set("allowed_endpoints", endpoints(&after.allowed_endpoints));
         }
         event
     }
@@ -205,6 +209,10 @@ fn providers(set: ProviderSet) -> Value {
     json!(set.iter().map(ProviderKind::as_str).collect::<Vec<_>>())
 }
 
+fn endpoints(rules: &[aurora_core::EndpointRule]) -> Value {
+    json!(rules.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
 fn headers(headers: &DefaultHeaders) -> Value {
     json!(headers.iter().map(|h| format!("{}: {}", h.name(), h.value())).collect::<Vec<_>>())
 }
@@ -261,6 +269,7 @@ mod tests {
             enabled: true,
             expires_at: None,
             allowed_providers: ProviderSet::empty(),
+            allowed_endpoints: Vec::new(),
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
             revoked_at: None,

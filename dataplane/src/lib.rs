@@ -24,6 +24,7 @@ pub mod egress;
 pub mod error;
 pub mod fdlimit;
 pub mod headers;
+pub mod metering;
 pub mod metrics;
 pub mod proxy;
 pub mod request_id;
@@ -46,6 +47,7 @@ pub use snapshot::Snapshot;
 use crate::admin::Admin;
 use crate::cache::writer::Durability;
 use crate::cache::{CacheKey, ConfigCache};
+use crate::metering::Metering;
 use crate::metrics::{ConfigMetrics, Metrics};
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
@@ -150,8 +152,16 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     }
 
     let upstreams = upstream::build(&config.upstream)?;
-    let proxy =
-        Arc::new(Proxy::new(state.clone(), upstreams, metrics.requests.clone(), &config.upstream, &config.limits));
+    // With a control plane, usage goes to the reporter's aggregate; otherwise it is logged and counted, not kept.
+    let metering = Metering::new(config.usage_metering.is_on(), usage_sink.clone());
+    let proxy = Arc::new(Proxy::new(
+        state.clone(),
+        upstreams,
+        metrics.requests.clone(),
+        &config.upstream,
+        &config.limits,
+        metering,
+    ));
     let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =

@@ -25,3 +25,4 @@ mod untrusted_input;
 mod up;
 mod upstream_network;
 mod usage;
+mod usage_metering;

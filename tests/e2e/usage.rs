@@ -157,3 +157,131 @@ async fn reports_left_in_the_spool_are_delivered_after_a_restart_and_counted_onc
     assert_eq!(rows[0]["requests"], 3, "counted once: {rows:?}");
     assert_eq!(rows[0]["input_tokens"], 500);
 }
+
+/// What the upstream declares for every `POST /v1/messages` in the fleet test.
+const DECLARED: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":2051,"cache_read_input_tokens":100,"output_tokens":503}}"#;
+
+async fn call(dp: &TestDataplane, secret: &str) {
+    let response = reqwest::Client::new()
+        .post(dp.url("/p/anthropic/v1/messages"))
+        .header("x-api-key", secret)
+        .body(r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), DECLARED, "forwarded byte for byte");
+}
+
+async fn pending(dp: &TestDataplane) -> Option<u64> {
+    let text = reqwest::get(dp.admin_url("/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("aurora_dataplane_usage_reports_pending ")).and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn three_data_planes_one_restarted_during_an_outage_totals_are_exact() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/anthropic/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
+        .mount(&upstream)
+        .await;
+    let base = format!("{}/anthropic/v1", upstream.uri());
+    let cp_dir = tempfile::tempdir().unwrap();
+    let cp_env = [
+        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
+        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
+    ];
+    let mut cp = TestControlplane::start_in(cp_dir.path(), &cp_env).await;
+    let created = cp.cli(&["keys", "create", "--name", "fleet", "-o", "json"]).await.json();
+    let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+
+    let caches: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cache_paths: Vec<String> = caches.iter().map(|d| d.path().join("config.cache").display().to_string()).collect();
+    let env =
+        |i: usize| [("AURORA_CONFIG_CACHE", cache_paths[i].clone()), ("AURORA_USAGE_REPORT_INTERVAL", "200ms".into())];
+    let url = cp.url();
+    let start = |i: usize| {
+        let env = env(i);
+        let url = url.clone();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            TestDataplane::subscribed(&url, &format!("dp-{i}"), &env).await
+        }
+    };
+    let mut dataplanes = vec![start(0).await, start(1).await, start(2).await];
+    for dp in &dataplanes {
+        dp.wait_ready().await;
+        wait::until_async("the key reaches the data plane", || async {
+            let status = reqwest::Client::new()
+                .post(dp.url("/p/anthropic/v1/messages"))
+                .header("x-api-key", &secret)
+                .body("{}")
+                .send()
+                .await
+                .ok()?
+                .status();
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    // One request each above went to make sure the key arrived.
+    let mut expected = 3u64;
+    for dp in &dataplanes {
+        for _ in 0..5 {
+            call(dp, &secret).await;
+            expected += 1;
+        }
+    }
+
+    // The control plane goes down; traffic goes on; dp-0 is restarted (SIGTERM) meanwhile.
+    let grpc_addr = cp.addr.to_string();
+    cp.process.signal("TERM");
+    assert_eq!(cp.process.wait_exit().await, Some(0));
+    for _ in 0..4 {
+        call(&dataplanes[0], &secret).await;
+        expected += 1;
+    }
+    let mut stopped = dataplanes.remove(0);
+    stopped.process.signal("TERM");
+    assert_eq!(stopped.process.wait_exit().await, Some(0), "{}", stopped.process.logs());
+    let spool = caches[0].path();
+    assert!(
+        std::fs::read_dir(spool).unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "usage")),
+        "the stopped data plane spooled its unacknowledged reports"
+    );
+    let restarted = start(0).await;
+    restarted.wait_ready().await;
+    for _ in 0..2 {
+        call(&restarted, &secret).await;
+        expected += 1;
+    }
+    dataplanes.insert(0, restarted);
+
+    // The control plane returns on the same address and database.
+    let mut back_env = cp_env.to_vec();
+    back_env.push(("AURORA_GRPC_LISTEN_ADDR", grpc_addr.as_str()));
+    cp = TestControlplane::start_in(cp_dir.path(), &back_env).await;
+    for dp in &dataplanes {
+        wait::until_async("every report acknowledged", || async { (pending(dp).await == Some(0)).then_some(()) }).await;
+    }
+    let rows = usage_rows(&cp, &key_id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["model"], "claude-sonnet-4-5-20250929", "the model the response named");
+    assert_eq!(row["requests"], expected);
+    assert_eq!(row["input_tokens"], expected * 2095);
+    assert_eq!(row["output_tokens"], expected * 503);
+    assert_eq!(row["cache_creation_input_tokens"], expected * 2051);
+    assert_eq!(row["cache_read_input_tokens"], expected * 100);
+    assert_eq!(row["incomplete_requests"], 0);
+    assert_eq!(row["unknown_requests"], 0);
+    let key = cp.cli(&["keys", "get", &key_id, "-o", "json"]).await.json();
+    assert_eq!(key["usage"]["requests"], expected, "{key}");
+    assert!(spooled(spool) == 0, "acknowledged reports leave the spool");
+}

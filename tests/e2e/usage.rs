@@ -285,3 +285,89 @@ async fn three_data_planes_one_restarted_during_an_outage_totals_are_exact() {
     assert_eq!(key["usage"]["requests"], expected, "{key}");
     assert!(spooled(spool) == 0, "acknowledged reports leave the spool");
 }
+
+/// A control plane with every provider pointing at `upstream` (base paths as
+/// `support::dataplane::base_path`), a managed key, and one subscribed data plane that
+/// accepts it. Returns the control plane, the data plane, the key id and its secret.
+async fn fleet_of_one(upstream: &str) -> (TestControlplane, TestDataplane, String, String) {
+    use aurora_core::ProviderKind;
+
+    let mut env: Vec<(String, String)> =
+        vec![("ENABLED_PASSTHROUGH_PROVIDERS".into(), "openai,anthropic,openrouter,zai,vllm".into())];
+    for kind in ProviderKind::ALL {
+        env.push((kind.base_url_env().into(), format!("{upstream}{}", crate::support::dataplane::base_path(kind))));
+        env.push((kind.credential_env().into(), format!("sk-{kind}-upstream")));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cp = TestControlplane::start(&env).await;
+    let created = cp.cli(&["keys", "create", "--name", "sdk", "-o", "json", "--wait"]).await.json();
+    let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+    let dp = TestDataplane::subscribed(&cp.url(), "dp-sdk", &[("AURORA_USAGE_REPORT_INTERVAL", "200ms")]).await;
+    dp.wait_ready().await;
+    wait::until_async("the key reaches the data plane", || async {
+        let fleet = cp.cli(&["dataplanes", "-o", "json"]).await.json();
+        let head = fleet["head_revision"].as_u64()?;
+        (fleet["data_planes"].as_array()?.first()?["acked_revision"].as_u64() == Some(head)).then_some(())
+    })
+    .await;
+    (cp, dp, key_id, secret)
+}
+
+/// `aurora usage --key ID --by provider -o json` once it shows `requests` requests in all.
+async fn totals_by_provider(cp: &TestControlplane, key_id: &str, requests: u64) -> Vec<Value> {
+    wait::until_async(&format!("{requests} requests in aurora usage"), || async {
+        let output = cp.cli(&["usage", "--key", key_id, "--by", "provider", "-o", "json"]).await.json();
+        let rows = output["rows"].as_array()?.clone();
+        (rows.iter().map(|r| r["requests"].as_u64().unwrap_or(0)).sum::<u64>() == requests).then_some(rows)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_official_sdks_totals_in_aurora_usage_equal_what_the_upstream_declared() {
+    let upstream = crate::usage_metering::upstream().await;
+    let (cp, dp, key_id, secret) = fleet_of_one(&upstream.uri()).await;
+    crate::sdk::run_script_at("usage_client.py", &format!("http://{}", dp.addr), &secret, &dp.process.logs());
+    let rows = totals_by_provider(&cp, &key_id, 6).await;
+    let by = |provider: &str| rows.iter().find(|r| r["provider"] == provider).unwrap_or_else(|| panic!("{rows:?}"));
+    // Anthropic: JSON (2095 in, 503 out, cache 100 read / 2051 written) and SSE (25 in, 15 out).
+    let anthropic = by("anthropic");
+    assert_eq!((anthropic["requests"].as_u64(), anthropic["input_tokens"].as_u64()), (Some(2), Some(2120)));
+    assert_eq!(anthropic["output_tokens"], 518);
+    assert_eq!(anthropic["cache_read_input_tokens"], 100);
+    assert_eq!(anthropic["cache_creation_input_tokens"], 2051);
+    // OpenAI: gzip JSON chat (19/10, 3 cached), SSE chat (9/12), Responses SSE (37/11), embeddings (8/0).
+    let openai = by("openai");
+    assert_eq!((openai["requests"].as_u64(), openai["input_tokens"].as_u64()), (Some(4), Some(73)));
+    assert_eq!(openai["output_tokens"], 33);
+    assert_eq!(openai["cache_read_input_tokens"], 3);
+    assert_eq!(openai["unknown_requests"], 0);
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_half_way_is_counted_with_the_tokens_seen_so_far() {
+    use crate::support::raw_http::{Behaviour, HeldUpstream};
+
+    let mut upstream = HeldUpstream::start(Behaviour::StreamThenHold).await;
+    let (cp, dp, key_id, secret) = fleet_of_one(&upstream.base_url()).await;
+    let response = reqwest::Client::new()
+        .post(dp.url("/p/anthropic/v1/messages"))
+        .header("x-api-key", &secret)
+        .body(r#"{"stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    while received.len() < crate::support::raw_http::FIRST_EVENT.len() {
+        use futures_util::StreamExt;
+        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    }
+    drop(stream);
+    upstream.wait_closed().await;
+    let rows = totals_by_provider(&cp, &key_id, 1).await;
+    let row = &rows[0];
+    assert_eq!(row["incomplete_requests"], 1, "{row}");
+    assert_eq!((row["input_tokens"].as_u64(), row["output_tokens"].as_u64()), (Some(25), Some(1)), "{row}");
+}

@@ -27,5 +27,5 @@ mod tls;
 mod untrusted_input;
 mod up;
 mod upstream_network;
-mod usage_metering;
 mod usage;
+mod usage_metering;

@@ -157,3 +157,217 @@ async fn reports_left_in_the_spool_are_delivered_after_a_restart_and_counted_onc
     assert_eq!(rows[0]["requests"], 3, "counted once: {rows:?}");
     assert_eq!(rows[0]["input_tokens"], 500);
 }
+
+/// What the upstream declares for every `POST /v1/messages` in the fleet test.
+const DECLARED: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":2051,"cache_read_input_tokens":100,"output_tokens":503}}"#;
+
+async fn call(dp: &TestDataplane, secret: &str) {
+    let response = reqwest::Client::new()
+        .post(dp.url("/p/anthropic/v1/messages"))
+        .header("x-api-key", secret)
+        .body(r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), DECLARED, "forwarded byte for byte");
+}
+
+async fn pending(dp: &TestDataplane) -> Option<u64> {
+    let text = reqwest::get(dp.admin_url("/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("aurora_dataplane_usage_reports_pending ")).and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn three_data_planes_one_restarted_during_an_outage_totals_are_exact() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/anthropic/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
+        .mount(&upstream)
+        .await;
+    let base = format!("{}/anthropic/v1", upstream.uri());
+    let cp_dir = tempfile::tempdir().unwrap();
+    let cp_env = [
+        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
+        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
+    ];
+    let mut cp = TestControlplane::start_in(cp_dir.path(), &cp_env).await;
+    let created = cp.cli(&["keys", "create", "--name", "fleet", "-o", "json"]).await.json();
+    let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+
+    let caches: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cache_paths: Vec<String> = caches.iter().map(|d| d.path().join("config.cache").display().to_string()).collect();
+    let env =
+        |i: usize| [("AURORA_CONFIG_CACHE", cache_paths[i].clone()), ("AURORA_USAGE_REPORT_INTERVAL", "200ms".into())];
+    let url = cp.url();
+    let start = |i: usize| {
+        let env = env(i);
+        let url = url.clone();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            TestDataplane::subscribed(&url, &format!("dp-{i}"), &env).await
+        }
+    };
+    let mut dataplanes = vec![start(0).await, start(1).await, start(2).await];
+    for dp in &dataplanes {
+        dp.wait_ready().await;
+        wait::until_async("the key reaches the data plane", || async {
+            let status = reqwest::Client::new()
+                .post(dp.url("/p/anthropic/v1/messages"))
+                .header("x-api-key", &secret)
+                .body("{}")
+                .send()
+                .await
+                .ok()?
+                .status();
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    // One request each above went to make sure the key arrived.
+    let mut expected = 3u64;
+    for dp in &dataplanes {
+        for _ in 0..5 {
+            call(dp, &secret).await;
+            expected += 1;
+        }
+    }
+
+    // The control plane goes down; traffic goes on; dp-0 is restarted (SIGTERM) meanwhile.
+    let grpc_addr = cp.addr.to_string();
+    cp.process.signal("TERM");
+    assert_eq!(cp.process.wait_exit().await, Some(0));
+    for _ in 0..4 {
+        call(&dataplanes[0], &secret).await;
+        expected += 1;
+    }
+    let mut stopped = dataplanes.remove(0);
+    stopped.process.signal("TERM");
+    assert_eq!(stopped.process.wait_exit().await, Some(0), "{}", stopped.process.logs());
+    let spool = caches[0].path();
+    assert!(
+        std::fs::read_dir(spool).unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "usage")),
+        "the stopped data plane spooled its unacknowledged reports"
+    );
+    let restarted = start(0).await;
+    restarted.wait_ready().await;
+    for _ in 0..2 {
+        call(&restarted, &secret).await;
+        expected += 1;
+    }
+    dataplanes.insert(0, restarted);
+
+    // The control plane returns on the same address and database.
+    let mut back_env = cp_env.to_vec();
+    back_env.push(("AURORA_GRPC_LISTEN_ADDR", grpc_addr.as_str()));
+    cp = TestControlplane::start_in(cp_dir.path(), &back_env).await;
+    for dp in &dataplanes {
+        wait::until_async("every report acknowledged", || async { (pending(dp).await == Some(0)).then_some(()) }).await;
+    }
+    let rows = usage_rows(&cp, &key_id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["model"], "claude-sonnet-4-5-20250929", "the model the response named");
+    assert_eq!(row["requests"], expected);
+    assert_eq!(row["input_tokens"], expected * 2095);
+    assert_eq!(row["output_tokens"], expected * 503);
+    assert_eq!(row["cache_creation_input_tokens"], expected * 2051);
+    assert_eq!(row["cache_read_input_tokens"], expected * 100);
+    assert_eq!(row["incomplete_requests"], 0);
+    assert_eq!(row["unknown_requests"], 0);
+    let key = cp.cli(&["keys", "get", &key_id, "-o", "json"]).await.json();
+    assert_eq!(key["usage"]["requests"], expected, "{key}");
+    assert!(spooled(spool) == 0, "acknowledged reports leave the spool");
+}
+
+/// A control plane with every provider pointing at `upstream` (base paths as
+/// `support::dataplane::base_path`), a managed key, and one subscribed data plane that
+/// accepts it. Returns the control plane, the data plane, the key id and its secret.
+async fn fleet_of_one(upstream: &str) -> (TestControlplane, TestDataplane, String, String) {
+    use aurora_core::ProviderKind;
+
+    let mut env: Vec<(String, String)> =
+        vec![("ENABLED_PASSTHROUGH_PROVIDERS".into(), "openai,anthropic,openrouter,zai,vllm".into())];
+    for kind in ProviderKind::ALL {
+        env.push((kind.base_url_env().into(), format!("{upstream}{}", crate::support::dataplane::base_path(kind))));
+        env.push((kind.credential_env().into(), format!("sk-{kind}-upstream")));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cp = TestControlplane::start(&env).await;
+    let created = cp.cli(&["keys", "create", "--name", "sdk", "-o", "json", "--wait"]).await.json();
+    let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+    let dp = TestDataplane::subscribed(&cp.url(), "dp-sdk", &[("AURORA_USAGE_REPORT_INTERVAL", "200ms")]).await;
+    dp.wait_ready().await;
+    wait::until_async("the key reaches the data plane", || async {
+        let fleet = cp.cli(&["dataplanes", "-o", "json"]).await.json();
+        let head = fleet["head_revision"].as_u64()?;
+        (fleet["data_planes"].as_array()?.first()?["acked_revision"].as_u64() == Some(head)).then_some(())
+    })
+    .await;
+    (cp, dp, key_id, secret)
+}
+
+/// `aurora usage --key ID --by provider -o json` once it shows `requests` requests in all.
+async fn totals_by_provider(cp: &TestControlplane, key_id: &str, requests: u64) -> Vec<Value> {
+    wait::until_async(&format!("{requests} requests in aurora usage"), || async {
+        let output = cp.cli(&["usage", "--key", key_id, "--by", "provider", "-o", "json"]).await.json();
+        let rows = output["rows"].as_array()?.clone();
+        (rows.iter().map(|r| r["requests"].as_u64().unwrap_or(0)).sum::<u64>() == requests).then_some(rows)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_official_sdks_totals_in_aurora_usage_equal_what_the_upstream_declared() {
+    let upstream = crate::usage_metering::upstream().await;
+    let (cp, dp, key_id, secret) = fleet_of_one(&upstream.uri()).await;
+    crate::sdk::run_script_at("usage_client.py", &format!("http://{}", dp.addr), &secret, &dp.process.logs());
+    let rows = totals_by_provider(&cp, &key_id, 6).await;
+    let by = |provider: &str| rows.iter().find(|r| r["provider"] == provider).unwrap_or_else(|| panic!("{rows:?}"));
+    // Anthropic: JSON (2095 in, 503 out, cache 100 read / 2051 written) and SSE (25 in, 15 out).
+    let anthropic = by("anthropic");
+    assert_eq!((anthropic["requests"].as_u64(), anthropic["input_tokens"].as_u64()), (Some(2), Some(2120)));
+    assert_eq!(anthropic["output_tokens"], 518);
+    assert_eq!(anthropic["cache_read_input_tokens"], 100);
+    assert_eq!(anthropic["cache_creation_input_tokens"], 2051);
+    // OpenAI: gzip JSON chat (19/10, 3 cached), SSE chat (9/12), Responses SSE (37/11), embeddings (8/0).
+    let openai = by("openai");
+    assert_eq!((openai["requests"].as_u64(), openai["input_tokens"].as_u64()), (Some(4), Some(73)));
+    assert_eq!(openai["output_tokens"], 33);
+    assert_eq!(openai["cache_read_input_tokens"], 3);
+    assert_eq!(openai["unknown_requests"], 0);
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_half_way_is_counted_with_the_tokens_seen_so_far() {
+    use crate::support::raw_http::{Behaviour, HeldUpstream};
+
+    let mut upstream = HeldUpstream::start(Behaviour::StreamThenHold).await;
+    let (cp, dp, key_id, secret) = fleet_of_one(&upstream.base_url()).await;
+    let response = reqwest::Client::new()
+        .post(dp.url("/p/anthropic/v1/messages"))
+        .header("x-api-key", &secret)
+        .body(r#"{"stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    while received.len() < crate::support::raw_http::FIRST_EVENT.len() {
+        use futures_util::StreamExt;
+        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    }
+    drop(stream);
+    upstream.wait_closed().await;
+    let rows = totals_by_provider(&cp, &key_id, 1).await;
+    let row = &rows[0];
+    assert_eq!(row["incomplete_requests"], 1, "{row}");
+    assert_eq!((row["input_tokens"].as_u64(), row["output_tokens"].as_u64()), (Some(25), Some(1)), "{row}");
+}

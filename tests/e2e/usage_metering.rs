@@ -64,7 +64,7 @@ async fn mount(server: &MockServer, endpoint: &str, stream: Option<bool>, respon
     .await;
 }
 
-async fn upstream() -> MockServer {
+pub(crate) async fn upstream() -> MockServer {
     let server = MockServer::start().await;
     let sse = |body: &str| ResponseTemplate::new(200).set_body_raw(body.as_bytes().to_vec(), "text/event-stream");
     let json = |body: Vec<u8>| ResponseTemplate::new(200).set_body_raw(body, "application/json");

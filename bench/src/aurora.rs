@@ -175,6 +175,16 @@ pub(crate) struct DataPlane {
 impl DataPlane {
     /// Starts a data plane subscribed to `control_plane` (a URL) as `node_id`.
     pub(crate) async fn start(bin: &Path, control_plane: &str, node_id: &str) -> anyhow::Result<Self> {
+        Self::start_with(bin, control_plane, node_id, &[]).await
+    }
+
+    /// Like [`Self::start`], with `extra` added to its environment (a feature switched off).
+    pub(crate) async fn start_with(
+        bin: &Path,
+        control_plane: &str,
+        node_id: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut env = base_env();
         env.extend([
             ("AURORA_LISTEN_ADDR", "127.0.0.1:0".into()),
@@ -183,7 +193,8 @@ impl DataPlane {
             ("AURORA_NODE_TOKEN", NODE_TOKEN.into()),
             ("AURORA_NODE_ID", node_id.into()),
         ]);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
         let mut proc = Proc::spawn(node_id, bin, &["dataplane"], &env)?;
         let addr = proc.listening_addr("passthrough").await?;
         Ok(DataPlane { proc, addr })

@@ -2,8 +2,9 @@
 //!
 //! Every measurement runs in rounds, and each round visits direct, nginx and Aurora in turn,
 //! so a burst of background load (others compile on this machine) hits all three alike
-//! instead of one of them. Histograms are merged across rounds; throughput is the median of
-//! the rounds.
+//! instead of one of them. Every figure is computed per round and reported as the median of
+//! the rounds with their range ([`Spread`]); an *added* figure is the gateway's round minus
+//! direct's same round, so both halves of a difference saw the same background load.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use crate::load::{Target, open_loop, saturation, sse};
 use crate::procs::{Memory, memory_of};
-use crate::report::{Report, Table, mib, rate, ratio, signed_us, us};
+use crate::report::{Report, Table, mib, ratio, us};
+use crate::spread::Spread;
 use crate::upstream::Counters;
 
 /// How hard and how long to push.
@@ -98,7 +100,7 @@ pub(crate) async fn run(
     let nginx_memory = MemorySampler::start(pids.nginx, true);
 
     // Fixed rates.
-    let mut fixed: BTreeMap<(u64, &str), open_loop::Outcome> = BTreeMap::new();
+    let mut fixed: BTreeMap<(u64, &str), Vec<open_loop::Outcome>> = BTreeMap::new();
     for &rate_per_sec in &scale.rates {
         let plan =
             open_loop::Plan { rate: rate_per_sec, duration: scale.fixed_duration, connections: scale.connections };
@@ -108,7 +110,7 @@ pub(crate) async fn run(
         for _ in 0..scale.rounds {
             for target in all {
                 let outcome = open_loop::run(target, plan).await?;
-                fixed.entry((rate_per_sec, target.name)).or_insert_with(open_loop::Outcome::empty).merge(&outcome);
+                fixed.entry((rate_per_sec, target.name)).or_default().push(outcome);
             }
         }
     }
@@ -117,20 +119,22 @@ pub(crate) async fn run(
     let top_rate = scale.rates.iter().copied().max().unwrap_or(1000);
     let bad_targets = [&targets.nginx_bad, &targets.aurora_bad];
     let upstream_before = counters.requests();
-    let mut bad: BTreeMap<&str, open_loop::Outcome> = BTreeMap::new();
+    let mut bad: BTreeMap<&str, Vec<open_loop::Outcome>> = BTreeMap::new();
     let plan = open_loop::Plan { rate: top_rate, duration: scale.fixed_duration, connections: scale.connections };
     for _ in 0..scale.rounds {
         for target in bad_targets {
             let outcome = open_loop::run(target, plan).await?;
-            bad.entry(target.name).or_insert_with(open_loop::Outcome::empty).merge(&outcome);
+            bad.entry(target.name).or_default().push(outcome);
         }
     }
     let mut bad_saturation: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let saturation_plan =
         saturation::Plan { connections: scale.saturation_connections, duration: scale.saturation_duration };
-    for target in bad_targets {
-        let outcome = saturation::run(target, saturation_plan, scratch).await?;
-        bad_saturation.entry(target.name).or_default().push(outcome.requests_per_sec);
+    for _ in 0..scale.rounds {
+        for target in bad_targets {
+            let outcome = saturation::run(target, saturation_plan, scratch).await?;
+            bad_saturation.entry(target.name).or_default().push(outcome.requests_per_sec);
+        }
     }
     let reached_upstream = counters.requests() - upstream_before;
 
@@ -148,100 +152,115 @@ pub(crate) async fn run(
     let loaded_nginx = nginx_memory.stop();
 
     // Streaming.
-    let mut streams: BTreeMap<&str, sse::Outcome> = BTreeMap::new();
+    let mut streams: BTreeMap<&str, Vec<sse::Outcome>> = BTreeMap::new();
     let per_round = sse::Plan { streams: scale.sse.streams.div_ceil(scale.rounds).max(1), ..scale.sse };
     for _ in 0..scale.rounds {
         for target in all {
             let outcome = sse::run(target, per_round).await?;
-            streams.entry(target.name).or_insert_with(sse::Outcome::empty).merge(&outcome);
+            streams.entry(target.name).or_default().push(outcome);
         }
     }
 
     // Every scenario must have produced numbers, or the report would show zeros as figures.
-    for ((rate_per_sec, name), outcome) in &fixed {
-        anyhow::ensure!(outcome.ok > 0, "no successful request to {name} at {rate_per_sec}/s");
+    for ((rate_per_sec, name), rounds) in &fixed {
+        anyhow::ensure!(merged(rounds).ok > 0, "no successful request to {name} at {rate_per_sec}/s");
     }
-    for (name, outcome) in &bad {
+    for (name, rounds) in &bad {
+        let outcome = merged(rounds);
         anyhow::ensure!(outcome.total() > 0 && outcome.ok == 0, "{name} let an invalid token through");
     }
-    for (name, outcome) in &streams {
-        anyhow::ensure!(!outcome.first_event.is_empty() && outcome.broken == 0, "broken SSE streams through {name}");
+    for (name, rounds) in &streams {
+        let broken: u64 = rounds.iter().map(|o| o.broken).sum();
+        anyhow::ensure!(
+            rounds.iter().all(|o| !o.first_event.is_empty()) && broken == 0,
+            "broken SSE streams through {name}"
+        );
     }
 
     // ---- Report ----
     let mut text = String::from("## Data plane against direct and nginx\n\n");
     text.push_str(&format!(
-        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile.\n\n",
+        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile, in the same round. Every figure is the median of the rounds, with the range over the rounds in brackets; ratios are of medians.\n\n",
         scale.rounds, scale.fixed_duration, scale.warmup, scale.connections
     ));
+    let none = Vec::new();
     for &rate_per_sec in &scale.rates {
-        let get = |name: &str| fixed.get(&(rate_per_sec, name)).cloned().unwrap_or_else(open_loop::Outcome::empty);
+        let get = |name: &'static str| fixed.get(&(rate_per_sec, name)).unwrap_or(&none);
         let (direct, nginx, aurora) = (get("direct"), get("nginx"), get("aurora"));
         let mut table = Table::new(&["figure", "direct", "nginx", "aurora", "aurora ÷ direct", "aurora ÷ nginx"]);
         for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-            let (d, n, a) = (direct.micros(q), nginx.micros(q), aurora.micros(q));
-            table.row(vec![format!("latency {label}"), us(d), us(n), us(a), ratio(a, d), ratio(a, n)]);
+            let (d, n, a) = (quantile(direct, q), quantile(nginx, q), quantile(aurora, q));
+            table.row(vec![
+                format!("latency {label}"),
+                d.us(),
+                n.us(),
+                a.us(),
+                ratio(a.median, d.median),
+                ratio(a.median, n.median),
+            ]);
+            let (n_added, a_added) = (added(nginx, direct, q), added(aurora, direct, q));
             table.row(vec![
                 format!("**added {label}**"),
                 "–".into(),
-                signed_us(n - d),
-                format!("**{}**", signed_us(a - d)),
+                n_added.signed_us(),
+                format!("**{}**", a_added.signed_us()),
                 "–".into(),
-                ratio(a - d, n - d),
+                ratio(a_added.median, n_added.median),
             ]);
         }
+        let (direct_all, nginx_all, aurora_all) = (merged(direct), merged(nginx), merged(aurora));
         let late = |o: &open_loop::Outcome| format!("{} / {} / {}", o.late, o.rejected, o.errors);
         table.row(vec![
-            "achieved rate".into(),
-            rate(direct.achieved_rate()),
-            rate(nginx.achieved_rate()),
-            rate(aurora.achieved_rate()),
+            "achieved rate (all rounds)".into(),
+            crate::report::rate(direct_all.achieved_rate()),
+            crate::report::rate(nginx_all.achieved_rate()),
+            crate::report::rate(aurora_all.achieved_rate()),
             "–".into(),
             "–".into(),
         ]);
         table.row(vec![
-            "late / non-2xx / errors".into(),
-            late(&direct),
-            late(&nginx),
-            late(&aurora),
+            "late / non-2xx / errors (all rounds)".into(),
+            late(&direct_all),
+            late(&nginx_all),
+            late(&aurora_all),
             "–".into(),
             "–".into(),
         ]);
         text.push_str(&format!("### {rate_per_sec} requests/s\n\n{}\n", table.render()));
 
+        let (a99, n99) = (added(aurora, direct, 0.99).median, added(nginx, direct, 0.99).median);
+        report.check(
+            &format!("added p99 at {rate_per_sec}/s no worse than nginx"),
+            format!("{} vs {}", us(a99), us(n99)),
+            a99 <= n99,
+        );
+        if rate_per_sec == 1_000 {
+            let (a999, n999) = (added(aurora, direct, 0.999).median, added(nginx, direct, 0.999).median);
+            report.check(
+                &format!("added p99.9 at {rate_per_sec}/s ≤ 2x nginx's"),
+                format!("{} vs {}", us(a999), us(n999)),
+                a999 <= 2.0 * n999.max(0.0),
+            );
+        }
         if rate_per_sec == top_rate {
-            let added = aurora.micros(0.99) - direct.micros(0.99);
-            let nginx_added = nginx.micros(0.99) - direct.micros(0.99);
             report.check(
                 &format!("added p99 at {rate_per_sec}/s ≤ 0.3 ms"),
-                format!("{} (nginx {})", us(added), us(nginx_added)),
-                added <= 300.0,
-            );
-            report.check(
-                &format!("added p99 at {rate_per_sec}/s no worse than nginx"),
-                format!("{} vs {}", us(added), us(nginx_added)),
-                added <= nginx_added,
+                format!("{} (nginx {})", us(a99), us(n99)),
+                a99 <= 300.0,
             );
         }
     }
 
-    let max_rate = |name: &str| median(saturated.get(name).map(Vec::as_slice).unwrap_or_default());
+    let max_rate = |name: &str| Spread::of(saturated.get(name).map(Vec::as_slice).unwrap_or_default());
     let (d, n, a) = (max_rate("direct"), max_rate("nginx"), max_rate("aurora"));
     let mut table = Table::new(&["figure", "direct", "nginx", "aurora", "aurora ÷ direct", "aurora ÷ nginx"]);
-    table.row(vec!["max throughput (median of rounds)".into(), rate(d), rate(n), rate(a), ratio(a, d), ratio(a, n)]);
-    let all_rounds = |name: &str| {
-        saturated
-            .get(name)
-            .map(|v| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default()
-    };
     table.row(vec![
-        "every round".into(),
-        all_rounds("direct"),
-        all_rounds("nginx"),
-        all_rounds("aurora"),
-        "–".into(),
-        "–".into(),
+        "max throughput".into(),
+        d.rate(),
+        n.rate(),
+        a.rate(),
+        ratio(a.median, d.median),
+        ratio(a.median, n.median),
     ]);
     let errors = |name: &str| saturation_errors.get(name).copied().unwrap_or(0).to_string();
     table.row(vec![
@@ -253,110 +272,144 @@ pub(crate) async fn run(
         "–".into(),
     ]);
     text.push_str(&format!(
-        "### Maximum throughput\n\nwrk, 1 thread, {} connections, {:?} per round, {} round(s) interleaved. wrk, the upstream and the gateway share the machine's 2 cores, so these are the throughput of the whole loop on this machine, comparable with each other, not a gateway's capacity on dedicated cores.\n\n{}\n",
+        "### Maximum throughput\n\nwrk, 1 thread, {} connections, {:?} per round, {} round(s) interleaved; median of the rounds (range). wrk, the upstream and the gateway share the machine's 2 cores, so these are the throughput of the whole loop on this machine, comparable with each other, not a gateway's capacity on dedicated cores.\n\n{}\n",
         scale.saturation_connections,
         scale.saturation_duration,
         scale.rounds,
         table.render()
     ));
-    report.check("max throughput ≥ 1.0x nginx", ratio(a, n), a >= n);
+    report.check("max throughput ≥ 1.0x nginx", ratio(a.median, n.median), a.median >= n.median);
 
     // Bad tokens.
-    let good = fixed.get(&(top_rate, "aurora")).cloned().unwrap_or_else(open_loop::Outcome::empty);
-    let (nb, ab) = (
-        bad.get("nginx").cloned().unwrap_or_else(open_loop::Outcome::empty),
-        bad.get("aurora").cloned().unwrap_or_else(open_loop::Outcome::empty),
-    );
-    let sat = |name: &str| median(bad_saturation.get(name).map(Vec::as_slice).unwrap_or_default());
+    let good = fixed.get(&(top_rate, "aurora")).unwrap_or(&none);
+    let (nb, ab) = (bad.get("nginx").unwrap_or(&none), bad.get("aurora").unwrap_or(&none));
+    let sat = |name: &str| Spread::of(bad_saturation.get(name).map(Vec::as_slice).unwrap_or_default());
     let mut table = Table::new(&["figure", "nginx", "aurora", "aurora ÷ nginx", "aurora, valid key (same rate)"]);
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let (n, a) = (quantile(nb, q), quantile(ab, q));
         table.row(vec![
             format!("rejection latency {label}"),
-            us(nb.micros(q)),
-            us(ab.micros(q)),
-            ratio(ab.micros(q), nb.micros(q)),
-            us(good.micros(q)),
+            n.us(),
+            a.us(),
+            ratio(a.median, n.median),
+            quantile(good, q).us(),
         ]);
     }
+    let (nb_all, ab_all) = (merged(nb), merged(ab));
     table.row(vec![
         "refused by the gateway".into(),
-        format!("{} of {}", nb.rejected, nb.total()),
-        format!("{} of {} ({} marked x-aurora-error)", ab.rejected, ab.total(), ab.gateway_answered),
+        format!("{} of {}", nb_all.rejected, nb_all.total()),
+        format!("{} of {} ({} marked x-aurora-error)", ab_all.rejected, ab_all.total(), ab_all.gateway_answered),
         "–".into(),
         "–".into(),
     ]);
+    let (n_sat, a_sat) = (sat("nginx"), sat("aurora"));
     table.row(vec![
         "max rejections/s (wrk)".into(),
-        rate(sat("nginx")),
-        rate(sat("aurora")),
-        ratio(sat("aurora"), sat("nginx")),
-        format!("{} valid", rate(a)),
+        n_sat.rate(),
+        a_sat.rate(),
+        ratio(a_sat.median, n_sat.median),
+        format!("{} valid", a.rate()),
     ]);
     text.push_str(&format!(
-        "### A flood of invalid tokens\n\n{top_rate} requests/s with an unknown `Bearer` token, {} round(s) interleaved, then wrk at saturation. Requests that reached the upstream during these runs: **{reached_upstream}**.\n\n{}\n",
+        "### A flood of invalid tokens\n\n{top_rate} requests/s with an unknown `Bearer` token, {} round(s) interleaved, then wrk at saturation ({} round(s)). Requests that reached the upstream during these runs: **{reached_upstream}**.\n\n{}\n",
+        scale.rounds,
         scale.rounds,
         table.render()
     ));
-    let cheap = ab.micros(0.99) <= good.micros(0.99) && reached_upstream == 0 && ab.rejected == ab.total();
+    report.check(
+        "invalid-token rejections/s ≥ 1.0x nginx",
+        ratio(a_sat.median, n_sat.median),
+        a_sat.median >= n_sat.median,
+    );
+    let (ab99, good99) = (quantile(ab, 0.99).median, quantile(good, 0.99).median);
+    let cheap = ab99 <= good99 && reached_upstream == 0 && ab_all.rejected == ab_all.total();
     report.check(
         "invalid-key rejection at least as fast as a successful request, never upstream",
-        format!(
-            "rejection p99 {} vs valid p99 {}; {reached_upstream} reached upstream",
-            us(ab.micros(0.99)),
-            us(good.micros(0.99))
-        ),
+        format!("rejection p99 {} vs valid p99 {}; {reached_upstream} reached upstream", us(ab99), us(good99)),
         cheap,
     );
 
     // SSE.
-    let get = |name: &str| streams.get(name).cloned().unwrap_or_else(sse::Outcome::empty);
+    let none_sse = Vec::new();
+    let get = |name: &str| streams.get(name).unwrap_or(&none_sse);
     let (d, n, a) = (get("direct"), get("nginx"), get("aurora"));
-    let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
     let mut table = Table::new(&["figure", "direct", "nginx", "aurora", "nginx added", "aurora added"]);
+    let mut aurora_added = Vec::new();
     for (label, pick) in [
-        ("time to first event", (|o: &sse::Outcome| o.first_event.clone()) as fn(&sse::Outcome) -> _),
-        ("event delivery delay", |o: &sse::Outcome| o.delivery.clone()),
+        (
+            "time to first event",
+            (|o: &sse::Outcome| &o.first_event) as fn(&sse::Outcome) -> &hdrhistogram::Histogram<u64>,
+        ),
+        ("event delivery delay", |o: &sse::Outcome| &o.delivery),
     ] {
-        for (pl, qq) in [("p50", 0.5), ("p99", 0.99)] {
-            let (dv, nv, av) = (q(&pick(&d), qq), q(&pick(&n), qq), q(&pick(&a), qq));
-            table.row(vec![format!("{label} {pl}"), us(dv), us(nv), us(av), signed_us(nv - dv), signed_us(av - dv)]);
+        for (pl, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let per_round = |rounds: &[sse::Outcome]| -> Vec<f64> {
+                rounds.iter().map(|o| pick(o).value_at_quantile(q) as f64 / 1_000.0).collect()
+            };
+            let (dv, nv, av) = (per_round(d), per_round(n), per_round(a));
+            let difference = |g: &[f64]| Spread::of(&g.iter().zip(&dv).map(|(g, d)| g - d).collect::<Vec<_>>());
+            let (n_added, a_added) = (difference(&nv), difference(&av));
+            aurora_added.push((label, pl, a_added.median));
+            table.row(vec![
+                format!("{label} {pl}"),
+                Spread::of(&dv).us(),
+                Spread::of(&nv).us(),
+                Spread::of(&av).us(),
+                n_added.signed_us(),
+                a_added.signed_us(),
+            ]);
         }
     }
+    let broken = |rounds: &[sse::Outcome]| rounds.iter().map(|o| o.broken).sum::<u64>();
     table.row(vec![
         "broken streams".into(),
-        d.broken.to_string(),
-        n.broken.to_string(),
-        a.broken.to_string(),
+        broken(d).to_string(),
+        broken(n).to_string(),
+        broken(a).to_string(),
         "–".into(),
         "–".into(),
     ]);
     text.push_str(&format!(
-        "### Server-sent events\n\n{} streams per target of {} events {:?} apart, interleaved. *Event delivery delay* is the time from the upstream writing an event to the client having read it whole (the upstream stamps each event; both run in the harness's process and share a clock), so the added delay is exactly what the gateway adds to every inter-event gap.\n\n{}\n",
+        "### Server-sent events\n\n{} streams per target of {} events {:?} apart, in {} interleaved round(s); median of the rounds (range). *Event delivery delay* is the time from the upstream writing an event to the client having read it whole (the upstream stamps each event; both run in the harness's process and share a clock), so the added delay is exactly what the gateway adds to every inter-event gap.\n\n{}\n",
         per_round.streams * scale.rounds,
         scale.sse.events,
         scale.sse.gap,
+        scale.rounds,
         table.render()
     ));
-    let ttfe_added = q(&a.first_event, 0.99) - q(&d.first_event, 0.99);
-    let gap_added = q(&a.delivery, 0.99) - q(&d.delivery, 0.99);
-    let ttfe_p50 = q(&a.first_event, 0.5) - q(&d.first_event, 0.5);
-    let gap_p50 = q(&a.delivery, 0.5) - q(&d.delivery, 0.5);
+    let pick_added = |label: &str, pl: &str| {
+        aurora_added.iter().find(|(l, p, _)| *l == label && *p == pl).map_or(0.0, |(_, _, v)| *v)
+    };
+    let (ttfe_added, gap_added) = (pick_added("time to first event", "p99"), pick_added("event delivery delay", "p99"));
+    let (ttfe_p50, gap_p50) = (pick_added("time to first event", "p50"), pick_added("event delivery delay", "p50"));
     report.check(
         "SSE adds < 1 ms to first event and to each gap (p99)",
         format!(
             "p99: first event {}, each event {} (p50: {}, {})",
-            signed_us(ttfe_added),
-            signed_us(gap_added),
-            signed_us(ttfe_p50),
-            signed_us(gap_p50)
+            crate::report::signed_us(ttfe_added),
+            crate::report::signed_us(gap_added),
+            crate::report::signed_us(ttfe_p50),
+            crate::report::signed_us(gap_p50)
         ),
-        ttfe_added < 1_000.0 && gap_added < 1_000.0 && a.broken == 0,
+        ttfe_added < 1_000.0 && gap_added < 1_000.0 && broken(a) == 0,
     );
 
     let mut table = Table::new(&["process", "idle", "peak under load (sampled every 50 ms)"]);
     table.row(vec!["aurora data plane".into(), mib(idle_aurora), mib(loaded_aurora)]);
     table.row(vec!["nginx (master + workers)".into(), mib(idle_nginx), mib(loaded_nginx)]);
     text.push_str(&format!("### Resident memory\n\n{}\n", table.render()));
+    report.check(
+        "idle and loaded RSS at or below nginx's",
+        format!(
+            "idle {} vs {}, loaded {} vs {}",
+            mib(idle_aurora),
+            mib(idle_nginx),
+            mib(loaded_aurora),
+            mib(loaded_nginx)
+        ),
+        idle_aurora <= idle_nginx && loaded_aurora <= loaded_nginx,
+    );
 
     text.push_str(&format!(
         "Upstream leak check: requests that reached the upstream without the injected credential or still carrying the client's `Authorization`: **{}** (of {}).\n\n",
@@ -367,8 +420,21 @@ pub(crate) async fn run(
     Ok(())
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+/// Every round's outcome merged (for counts, not for percentiles).
+pub(crate) fn merged(rounds: &[open_loop::Outcome]) -> open_loop::Outcome {
+    let mut all = open_loop::Outcome::empty();
+    for round in rounds {
+        all.merge(round);
+    }
+    all
+}
+
+/// The latency at `q`, per round.
+pub(crate) fn quantile(rounds: &[open_loop::Outcome], q: f64) -> Spread {
+    Spread::of(&rounds.iter().map(|o| o.micros(q)).collect::<Vec<_>>())
+}
+
+/// What `gateway` adds to `base` at `q`, round by round (the same round of each).
+pub(crate) fn added(gateway: &[open_loop::Outcome], base: &[open_loop::Outcome], q: f64) -> Spread {
+    Spread::of(&gateway.iter().zip(base).map(|(g, b)| g.micros(q) - b.micros(q)).collect::<Vec<_>>())
 }

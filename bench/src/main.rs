@@ -5,20 +5,25 @@
 //!
 //! Code map: [`upstream`] is the fake provider; [`load`] sends requests (fixed rate, wrk
 //! saturation, SSE); [`nginx`] and [`aurora`] start the gateways; [`gateway`] runs the
-//! side-by-side comparison; [`control_plane`] measures revocation, fan-out and resume;
-//! [`snapshot`] the million-key snapshot; [`report`] writes the markdown.
+//! side-by-side comparison; [`features`] what each request-path feature costs;
+//! [`instructions`] reads the callgrind counts of `scripts/bench-instructions`;
+//! [`control_plane`] measures revocation, fan-out and resume; [`snapshot`] the million-key
+//! snapshot; [`report`] writes the markdown, every per-round figure as a [`spread::Spread`].
 
 mod aurora;
 mod control_plane;
 mod cross_replica;
 mod durability;
+mod features;
 mod gateway;
+mod instructions;
 mod load;
 mod machine;
 mod nginx;
 mod procs;
 mod report;
 mod snapshot;
+mod spread;
 mod upstream;
 mod usage_ingest;
 
@@ -56,6 +61,9 @@ struct Args {
         hide_env_values = true
     )]
     postgres_url: String,
+    /// The output of `scripts/bench-instructions` (instructions per request), for the report.
+    #[arg(long, value_name = "FILE")]
+    instructions: Option<PathBuf>,
     /// The command line shown in the report as the one that regenerates it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -92,6 +100,7 @@ fn progress(message: &str) {
 /// Every scale in one place: the full run and the smoke run.
 struct Scales {
     gateway: gateway::Scale,
+    features: features::Scale,
     control_plane: control_plane::Scale,
     snapshot: snapshot::Scale,
     durability: durability::Scale,
@@ -110,6 +119,7 @@ fn scales(smoke: bool) -> Scales {
                 saturation_connections: 8,
                 sse: sse::Plan { streams: 3, events: 5, gap: Duration::from_millis(2) },
             },
+            features: features::Scale { rounds: 1, rate: 200, connections: 8, duration: Duration::from_secs(1) },
             control_plane: control_plane::Scale {
                 replicas: 3,
                 revocations: 2,
@@ -133,6 +143,7 @@ fn scales(smoke: bool) -> Scales {
             saturation_connections: 64,
             sse: sse::Plan { streams: 30, events: 20, gap: Duration::from_millis(5) },
         },
+        features: features::Scale { rounds: 3, rate: 1_000, connections: 64, duration: Duration::from_secs(5) },
         control_plane: control_plane::Scale {
             replicas: 20,
             revocations: 20,
@@ -201,6 +212,15 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     }
     progress("gateway comparison (direct, nginx, aurora)");
     gateway::run(&mut report, &targets, &scales.gateway, &upstream.counters, pids, scratch.path()).await?;
+    progress("feature cost");
+    let setup =
+        features::Setup { bin: &bin, control_plane: &control_plane.url(), on: &targets.aurora, token: &key.secret };
+    features::run(&mut report, &setup, scales.features, scratch.path()).await?;
+    let instructions = match &args.instructions {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => None,
+    };
+    instructions::section(&mut report, instructions.as_deref());
     drop(nginx);
     drop(dataplane);
     drop(control_plane);

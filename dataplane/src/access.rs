@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use aurora_core::ProviderKind;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Uri};
 
 use crate::auth::Principal;
 use crate::metering::Meter;
@@ -54,8 +54,10 @@ pub struct Exchange {
     started: Instant,
     request_id: HeaderValue,
     method: Method,
-    /// The request path without the query (which may carry anything).
-    path: String,
+    /// The request's URI, of which only the path is logged (the query may carry anything).
+    /// Kept whole because cloning it shares hyper's buffer, where `path().to_owned()` would
+    /// allocate and copy on every request.
+    uri: Uri,
     provider: Option<ProviderKind>,
     principal: Option<Principal>,
     response: Option<(StatusCode, Source)>,
@@ -73,7 +75,7 @@ impl Exchange {
         started: Instant,
         request_id: HeaderValue,
         method: Method,
-        path: String,
+        uri: Uri,
     ) -> Self {
         metrics.started();
         Exchange {
@@ -81,7 +83,7 @@ impl Exchange {
             started,
             request_id,
             method,
-            path,
+            uri,
             provider: None,
             principal: None,
             response: None,
@@ -170,7 +172,7 @@ impl Drop for Exchange {
             request_id = self.request_id.to_str().unwrap_or_default(),
             provider = self.provider.map_or("-", ProviderKind::as_str),
             method = self.method.as_str(),
-            path = self.path,
+            path = self.uri.path(),
             status = status.as_u16(),
             source = source.as_str(),
             outcome = end.as_str(),

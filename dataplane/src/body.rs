@@ -148,7 +148,13 @@ mod tests {
 
     fn exchange(metrics: &Metrics) -> Exchange {
         let id = HeaderValue::from_static("req-1");
-        Exchange::start(metrics.requests.clone(), Instant::now(), id, Method::POST, "/p/openai/v1/x".into())
+        Exchange::start(
+            metrics.requests.clone(),
+            Instant::now(),
+            id,
+            Method::POST,
+            http::Uri::from_static("/p/openai/v1/x"),
+        )
     }
 
     #[tokio::test]

@@ -66,10 +66,11 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
 /// Turns the client's request headers into the upstream request headers.
 pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id: &HeaderValue) {
     remove_connection_listed(headers);
-    for name in HOP_BY_HOP.iter().chain(&REQUEST_DENY) {
-        headers.remove(name);
-    }
-    remove_where(headers, |name| name.as_str().starts_with("x-forwarded-"));
+    // One pass over the few headers a request has, rather than a hash lookup for each of the
+    // eighteen names (which showed in the profile: `HeaderMap::remove` and its hashing).
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name) || REQUEST_DENY.contains(name) || name.as_str().starts_with("x-forwarded-")
+    });
 
     // Defaults only: a header the client sent wins. None of them can be a header the gateway
     // sets below (the admin API and the snapshot both refuse those names).
@@ -96,14 +97,10 @@ pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id:
 /// `retry-after` and `x-ratelimit-*` above all, passes through verbatim.
 pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     remove_connection_listed(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    // Provider cookies would be scoped to the gateway's host, never the provider's.
-    headers.remove(header::SET_COOKIE);
-    // Only this gateway's own errors carry it; an upstream (or a chained gateway) must not be
-    // able to pass its errors off as ours.
-    headers.remove(X_AURORA_ERROR);
+    // Provider cookies would be scoped to the gateway's host, never the provider's; only this
+    // gateway's own errors carry X-Aurora-Error, so an upstream (or a chained gateway) must not
+    // be able to pass its errors off as ours. One pass, as in `prepare_request`.
+    remove_where(headers, |name| HOP_BY_HOP.contains(name) || name == header::SET_COOKIE || name == X_AURORA_ERROR);
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 

@@ -89,7 +89,7 @@ impl Proxy {
             started,
             request_id.clone(),
             request.method().clone(),
-            request.uri().path().to_owned(),
+            request.uri().clone(),
         );
 
         let response = match self.forward(request, &request_id, &mut exchange).await {

@@ -33,12 +33,6 @@ impl Outcome {
     pub(crate) fn empty() -> Outcome {
         Outcome { first_event: histogram(), delivery: histogram(), broken: 0 }
     }
-
-    pub(crate) fn merge(&mut self, other: &Outcome) {
-        let _ = self.first_event.add(&other.first_event);
-        let _ = self.delivery.add(&other.delivery);
-        self.broken += other.broken;
-    }
 }
 
 /// Opens `plan.streams` streams one after another on one keep-alive connection.

@@ -201,12 +201,17 @@ impl SseScanner {
         self.oversized = false;
     }
 
-    /// Whether the event can tell anything not known yet. A JSON key is written `"usage"`
+    /// Whether the event can tell anything not known yet: it has a `"usage"` key whose value
+    /// is an object (OpenAI sends `"usage":null` in every chunk of a stream that asked for
+    /// usage), or names `"model"` while the model is unknown. A JSON key is written `"usage"`
     /// exactly; inside a string value those quotes would be escaped, so no usage is missed.
     fn worth_parsing(&self) -> bool {
         let data = self.event.as_slice();
-        memmem::find(data, b"\"usage\"").is_some()
-            || (self.seen.model.is_none() && memmem::find(data, b"\"model\"").is_some())
+        let usage_object = memmem::find_iter(data, b"\"usage\"").any(|at| {
+            let mut rest = data.get(at + 7..).unwrap_or_default().iter().filter(|b| !b.is_ascii_whitespace());
+            rest.next() == Some(&b':') && rest.next() == Some(&b'{')
+        });
+        usage_object || (self.seen.model.is_none() && memmem::find(data, b"\"model\"").is_some())
     }
 }
 

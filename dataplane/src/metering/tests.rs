@@ -400,3 +400,41 @@ data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\r\r";
     let usage = every_split(&sse(), stream.as_bytes());
     assert_eq!(usage, complete("claude-haiku-4-5", TokenCounts { input: 3, output: 2, ..TokenCounts::default() }));
 }
+
+/// The stage's cost, for callgrind (`cargo test --release -p aurora-dataplane --lib
+/// metering::tests::cost_harness -- --ignored`, with `METERING_HARNESS=json|stream`,
+/// `AURORA_USAGE_METERING=on|off`, `METERING_RESPONSES=N`): meters N responses as the proxy
+/// does (start, one `sent` per frame, end), so the instruction count with it on minus with it
+/// off, divided by N, is what metering adds per response.
+#[test]
+#[ignore = "a harness for callgrind, not a test"]
+fn cost_harness() {
+    let kind = std::env::var("METERING_HARNESS").unwrap_or_else(|_| "json".into());
+    let enabled = std::env::var("AURORA_USAGE_METERING").as_deref() != Ok("off");
+    let responses: usize = std::env::var("METERING_RESPONSES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let (headers, frames): (HeaderMap, Vec<bytes::Bytes>) = if kind == "stream" {
+        let mut frames: Vec<bytes::Bytes> = (0..50)
+            .map(|i| {
+                bytes::Bytes::from(format!(
+                    "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+                ))
+            })
+            .collect();
+        frames.push(bytes::Bytes::from_static(b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":50,\"total_tokens\":59}}\n\n"));
+        frames.push(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
+        (sse(), frames)
+    } else {
+        (json(), vec![bytes::Bytes::from_static(OPENAI_CHAT_JSON.as_bytes())])
+    };
+    let metering = Metering::new(enabled, Arc::new(crate::usage::DiscardUsage));
+    let mut outcomes = 0;
+    for _ in 0..responses {
+        let mut meter = metering.start(StatusCode::OK, &headers);
+        for frame in &frames {
+            meter.sent(frame);
+        }
+        let usage = meter.end(true, Principal::Anonymous, ProviderKind::OpenAi);
+        outcomes += usize::from(usage.outcome == UsageOutcome::Complete);
+    }
+    assert_eq!(outcomes, if enabled { responses } else { 0 });
+}

@@ -10,12 +10,6 @@ mod telemetry;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: the request path allocates and frees per request
-/// (hyper's header arrays among them), and callgrind counted 5% fewer instructions per proxied
-/// request with it (bench/NOTES.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "aurora", version, about = "Aurora: a self-hosted gateway for provider-native LLM traffic")]
 struct Cli {

@@ -371,3 +371,101 @@ async fn a_stream_abandoned_half_way_is_counted_with_the_tokens_seen_so_far() {
     assert_eq!(row["incomplete_requests"], 1, "{row}");
     assert_eq!((row["input_tokens"].as_u64(), row["output_tokens"].as_u64()), (Some(25), Some(1)), "{row}");
 }
+
+/// The one loss the delivery guarantee allows: a data plane killed with SIGKILL loses at most the
+/// usage of its last report interval (what it had not yet sealed into a spooled report). Traffic
+/// runs at a steady pace while the control plane is down, the data plane is SIGKILLed, started
+/// again from the same spool, and the control plane returns: every request older than one
+/// interval (plus scheduling slack) before the kill is counted, none twice, and the loss is
+/// printed as the measurement.
+#[tokio::test]
+async fn a_sigkill_loses_at_most_the_last_report_interval() {
+    use std::time::{Duration, Instant};
+
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const SLACK: Duration = Duration::from_millis(750);
+
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/anthropic/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
+        .mount(&upstream)
+        .await;
+    let base = format!("{}/anthropic/v1", upstream.uri());
+    let cp_dir = tempfile::tempdir().unwrap();
+    let cp_env = [
+        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
+        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
+    ];
+    let mut cp = TestControlplane::start_in(cp_dir.path(), &cp_env).await;
+    let created = cp.cli(&["keys", "create", "--name", "killed", "-o", "json"]).await.json();
+    let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+
+    let cache = tempfile::tempdir().unwrap();
+    let cache_path = cache.path().join("config.cache").display().to_string();
+    let env = [("AURORA_CONFIG_CACHE", cache_path.as_str()), ("AURORA_USAGE_REPORT_INTERVAL", "1s")];
+    let url = cp.url();
+    let mut dp = TestDataplane::subscribed(&url, "dp-killed", &env).await;
+    dp.wait_ready().await;
+    wait::until_async("the key reaches the data plane", || async {
+        let response = reqwest::Client::new()
+            .post(dp.url("/p/anthropic/v1/messages"))
+            .header("x-api-key", &secret)
+            .body("{}")
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let mut sent_at = vec![Instant::now()];
+
+    // The control plane goes down, so nothing is acknowledged: every sealed report waits in the
+    // spool. Traffic at about 20 requests per second for three intervals, then SIGKILL.
+    let grpc_addr = cp.addr.to_string();
+    cp.process.signal("TERM");
+    assert_eq!(cp.process.wait_exit().await, Some(0));
+    let started = Instant::now();
+    while started.elapsed() < INTERVAL * 3 {
+        call(&dp, &secret).await;
+        sent_at.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dp.process.signal("KILL");
+    let killed_at = Instant::now();
+    dp.process.wait_exit().await;
+
+    // Started again from the same spool; the control plane returns on the same address.
+    let restarted = TestDataplane::subscribed(&url, "dp-killed", &env).await;
+    restarted.wait_ready().await;
+    let mut back_env = cp_env.to_vec();
+    back_env.push(("AURORA_GRPC_LISTEN_ADDR", grpc_addr.as_str()));
+    cp = TestControlplane::start_in(cp_dir.path(), &back_env).await;
+    wait::until_async("the spooled reports are acknowledged", || async {
+        (pending(&restarted).await == Some(0) && spooled(cache.path()) == 0).then_some(())
+    })
+    .await;
+
+    let rows = usage_rows(&cp, &key_id).await;
+    let counted = rows.first().map_or(0, |row| row["requests"].as_u64().unwrap());
+    let sent = sent_at.len() as u64;
+    let must_count = sent_at.iter().filter(|at| killed_at.duration_since(**at) > INTERVAL + SLACK).count() as u64;
+    println!(
+        "SIGKILL after {sent} requests at ~20/s with a {INTERVAL:?} report interval: {counted} counted, {} lost",
+        sent - counted
+    );
+    assert!(counted <= sent, "never counted twice: {counted} counted of {sent} sent");
+    assert!(
+        counted >= must_count,
+        "everything older than one interval is kept: {counted} counted, {must_count} were older than {:?}",
+        INTERVAL + SLACK
+    );
+    if let Some(row) = rows.first() {
+        assert_eq!(row["input_tokens"], counted * 2095, "each counted request's tokens exactly");
+    }
+}

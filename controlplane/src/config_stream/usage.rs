@@ -289,7 +289,8 @@ mod tests {
     async fn reports_are_acknowledged_once_committed_and_counted_once() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         let metrics = UsageIngestMetrics::default();
         let ingest = UsageIngest::start(store.clone(), Duration::from_secs(365 * 24 * 3600), metrics.clone());
         let (reply, mut acks) = mpsc::channel(16);

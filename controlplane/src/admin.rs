@@ -7,6 +7,7 @@
 
 mod auth;
 mod convert;
+mod credentials;
 mod error;
 mod service;
 mod validate;

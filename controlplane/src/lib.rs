@@ -10,6 +10,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod config;
 pub mod config_stream;
+pub mod credential_health;
 pub mod fleet;
 pub mod fleet_share;
 pub mod grpc_limits;

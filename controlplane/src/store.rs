@@ -11,6 +11,7 @@
 //! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
 
 mod change;
+mod credentials;
 mod error;
 mod model;
 pub mod postgres;
@@ -28,6 +29,9 @@ use aurora_proto::v1::Delta;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use credentials::{
+    CredentialPatch, CredentialSet, DEFAULT_CREDENTIAL, MAX_CREDENTIALS, NamedCredential, NewCredential,
+};
 pub use error::{StorageFailure, StoreError};
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
@@ -92,6 +96,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         patch: ProviderPatch,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
     async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError>;
+
+    /// Adds a named credential to the provider's set, creating the provider's record if it has
+    /// none; fails with [`StoreError::CredentialNameTaken`] if the name is in use.
+    async fn add_credential(
+        &self,
+        kind: ProviderKind,
+        credential: NewCredential,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+    /// Changes a credential's enabled flag or weight.
+    async fn update_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        patch: CredentialPatch,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+    async fn remove_credential(&self, kind: ProviderKind, name: &str) -> Result<(ProviderRecord, Revision), StoreError>;
 
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;

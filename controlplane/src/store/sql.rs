@@ -25,9 +25,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::change::ChangeEntry;
+use super::credentials::{CredentialPatch, NewCredential};
 use super::error::describe;
 use super::model::{
-    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
+    ClientIdentity, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
     SettingsView, Snapshot,
 };
 use super::presence::PresenceTable;
@@ -70,7 +71,7 @@ pub trait Dialect: Database {
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     head: Arc<watch::Sender<Revision>>,
-    health: Arc<WriteHealth>,
+    pub(super) health: Arc<WriteHealth>,
     store_id: StoreId,
     /// A backend task (PostgreSQL's `LISTEN` connection) that ends when the store is closed or
     /// its last clone dropped.
@@ -199,7 +200,7 @@ where
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without
     /// committing rolls the revision back too.
-    async fn begin_write(&self) -> Result<(Tx<DB>, Revision), StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<(Tx<DB>, Revision), StoreError> {
         let mut tx = self.begin(DB::BEGIN_WRITE).await?;
         let revision: i64 =
             sqlx::query_scalar("UPDATE head SET revision = revision + 1 WHERE id = 1 RETURNING revision")
@@ -209,7 +210,7 @@ where
     }
 
     /// Appends `entries` to the change log under `revision`, commits, and tells watchers.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         mut tx: Tx<DB>,
         revision: Revision,
@@ -327,13 +328,14 @@ where
     }
 
     /// The providers with a record, in `ProviderKind::ALL` order.
-    async fn fetch_providers(conn: &mut DB::Connection) -> Result<Vec<ProviderRecord>, StoreError> {
+    pub(super) async fn fetch_providers(conn: &mut DB::Connection) -> Result<Vec<ProviderRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, enabled, base_url, credential, default_headers, client_cert, client_key, ca_pem, \
-             updated_at FROM providers",
+            "SELECT name, enabled, base_url, default_headers, client_cert, client_key, ca_pem, updated_at \
+             FROM providers",
         )
         .fetch_all(&mut *conn)
         .await?;
+        let credentials = Self::fetch_credentials(conn).await?;
         let mut records = rows
             .iter()
             .map(|row| {
@@ -344,7 +346,9 @@ where
                     enabled: row.try_get("enabled")?,
                     base_url: BaseUrl::parse(&base_url)
                         .map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
-                    credential: row.try_get::<Option<String>, _>("credential")?.map(Credential::new),
+                    credentials: super::credentials::CredentialSet::new(
+                        credentials.iter().filter(|(provider, _)| *provider == name).map(|(_, c)| c.clone()).collect(),
+                    ),
                     default_headers: DefaultHeaders::from_lines(&row.try_get::<String, _>("default_headers")?)
                         .map_err(|_| StoreError::Corrupt("providers.default_headers".into()))?,
                     client_identity: match (
@@ -364,19 +368,18 @@ where
         Ok(records)
     }
 
-    async fn write_provider(conn: &mut DB::Connection, record: &ProviderRecord) -> Result<(), StoreError> {
+    pub(super) async fn write_provider(conn: &mut DB::Connection, record: &ProviderRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO providers (name, enabled, base_url, credential, default_headers, client_cert, client_key, \
-             ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "INSERT INTO providers (name, enabled, base_url, default_headers, client_cert, client_key, \
+             ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
-             credential = excluded.credential, default_headers = excluded.default_headers, \
+             default_headers = excluded.default_headers, \
              client_cert = excluded.client_cert, client_key = excluded.client_key, ca_pem = excluded.ca_pem, \
              updated_at = excluded.updated_at",
         )
         .bind(record.kind.as_str())
         .bind(record.enabled)
         .bind(record.base_url.as_str().to_owned())
-        .bind(record.credential.as_ref().map(|c| c.expose().to_owned()))
         .bind(record.default_headers.to_lines())
         .bind(record.client_identity.as_ref().map(|c| c.certificate_pem.clone()))
         .bind(record.client_identity.as_ref().map(|c| c.expose_key().to_owned()))
@@ -384,6 +387,7 @@ where
         .bind(time::to_millis(record.updated_at))
         .execute(&mut *conn)
         .await?;
+        Self::write_credentials(conn, record.kind.as_str(), &record.credentials).await?;
         Ok(())
     }
 
@@ -567,7 +571,7 @@ where
                 let now = time::now();
                 let current = Self::fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
                 let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
-                patch.apply(&mut record);
+                patch.apply(&mut record, now);
                 record.updated_at = now;
                 Self::write_provider(&mut tx, &record).await?;
                 self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
@@ -575,6 +579,27 @@ where
             }
             .await,
         )
+    }
+
+    async fn add_credential(
+        &self,
+        kind: ProviderKind,
+        credential: NewCredential,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.add_credential_tx(kind, credential).await)
+    }
+
+    async fn update_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        patch: CredentialPatch,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.update_credential_tx(kind, name, patch).await)
+    }
+
+    async fn remove_credential(&self, kind: ProviderKind, name: &str) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.remove_credential_tx(kind, name).await)
     }
 
     async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError> {
@@ -586,6 +611,7 @@ where
                 if DB::rows_affected(&deleted) == 0 {
                     return Err(StoreError::ProviderNotFound(kind));
                 }
+                Self::delete_credentials(&mut tx, kind.as_str()).await?;
                 self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
                 Ok(revision)
             }

@@ -1,0 +1,24 @@
+-- Version 6: several upstream credentials per provider (as SQLite's 0007_credential_sets).
+--
+-- Each row is one named credential of a provider: `weight` is its share of the traffic among
+-- the enabled credentials that are not cooling down, `enabled` takes it out of rotation without
+-- forgetting it. `secret` is write-only through the admin API and sent only to data planes;
+-- every read and write of it goes through `store/credentials.rs` (`seal_secret`/`open_secret`).
+-- The single `providers.credential` of earlier versions becomes the credential named `default`
+-- (the one the product page's `<PROVIDER>_API_KEY` and `UpsertProvider.credential` set), and the
+-- old column is cleared so the secret lives in one place only.
+CREATE TABLE provider_credentials (
+    provider   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    weight     BIGINT NOT NULL,
+    enabled    BOOLEAN NOT NULL,
+    secret     TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (provider, name)
+);
+
+INSERT INTO provider_credentials (provider, name, weight, enabled, secret, created_at, updated_at)
+    SELECT name, 'default', 1, TRUE, credential, updated_at, updated_at FROM providers WHERE credential IS NOT NULL;
+
+UPDATE providers SET credential = NULL;

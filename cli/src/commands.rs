@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 pub(crate) mod controlplane;
+pub(crate) mod credentials;
 pub(crate) mod dataplane;
 pub(crate) mod dataplanes;
 pub(crate) mod keys;

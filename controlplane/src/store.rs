@@ -164,6 +164,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 }
 
 #[cfg(test)]
+mod credentials_suite;
+#[cfg(test)]
 mod suite;
 #[cfg(test)]
 pub(crate) mod test_db;

@@ -39,7 +39,7 @@ async fn migrations_create_the_schema_once_even_when_replicas_start_together() {
         .fetch_one(&stores[0].pool)
         .await
         .unwrap();
-    assert_eq!(applied, 3, "0001_initial, 0002_fleet_presence and 0003_provider_network");
+    assert_eq!(applied, 4, "0001_initial, 0002_fleet_presence, 0003_provider_network and 0006_credential_sets");
     assert_eq!(stores[0].head_revision().await.unwrap(), 0);
     assert_eq!(stores[0].oldest_retained_revision().await.unwrap(), 1);
     let store_id = stores[0].store_id();

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
+pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
 use crate::bootstrap::Bootstrap;
 
 /// One `#[tokio::test]` per contract test, on the databases `$db` (an async expression
@@ -29,6 +30,7 @@ macro_rules! store_suite {
             failed_mutations_are_precise_and_leave_no_gap,
             list_keys_pages_in_creation_order,
             watchers_learn_each_commit,
+            credential_sets_are_stored_streamed_and_replayed,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {

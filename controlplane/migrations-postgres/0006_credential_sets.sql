@@ -22,3 +22,22 @@ INSERT INTO provider_credentials (provider, name, weight, enabled, secret, creat
     SELECT name, 'default', 1, TRUE, credential, updated_at, updated_at FROM providers WHERE credential IS NOT NULL;
 
 UPDATE providers SET credential = NULL;
+
+-- Fleet-wide credential health across control-plane replicas (like fleet_presence): each
+-- replica rewrites its rows (its data planes' reports, summed per credential) every 250 ms and
+-- at once when one of its data planes reports a new cooldown; every replica reads the others'
+-- unexpired rows, adds them to `aurora providers get` and fans their cooldowns out to its own
+-- data planes. Runtime state, never a revision.
+CREATE TABLE credential_presence (
+    instance          TEXT NOT NULL,
+    provider          TEXT NOT NULL,
+    credential        TEXT NOT NULL,
+    requests          BIGINT NOT NULL,
+    throttled         BIGINT NOT NULL,
+    auth_failures     BIGINT NOT NULL,
+    cooldown_until_ms BIGINT NOT NULL,
+    failing           BOOLEAN NOT NULL,
+    replicas          BIGINT NOT NULL,
+    expires_at        BIGINT NOT NULL,
+    PRIMARY KEY (instance, provider, credential)
+);

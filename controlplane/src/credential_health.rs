@@ -25,6 +25,9 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
 
 type CredentialKey = (ProviderKind, String);
 
+/// One credential's summed health as replicas share it through the store.
+pub type CredentialRow = (ProviderKind, String, FleetCredentialHealth);
+
 /// One credential's health summed over the replicas that reported on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetCredentialHealth {
@@ -51,6 +54,8 @@ struct State {
     reports: HashMap<u64, HashMap<CredentialKey, CredentialHealth>>,
     /// The latest cooldown end fanned out per credential, so each is sent once.
     announced: HashMap<CredentialKey, i64>,
+    /// What the other control-plane replicas on this store publish, summed per credential.
+    remote: HashMap<CredentialKey, FleetCredentialHealth>,
 }
 
 /// A report that cannot be kept; the stream is refused with it.
@@ -91,26 +96,45 @@ impl CredentialBoard {
             health.cooldown_until_ms = health.cooldown_until_ms.min(ceiling);
             entries.insert((kind, health.credential.clone()), health);
         }
-        let mut fresh = Vec::new();
-        {
+        let fresh = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            for (key, health) in &entries {
-                if health.cooldown_until_ms <= now_ms {
-                    continue;
-                }
-                let announced = state.announced.entry(key.clone()).or_insert(0);
-                if health.cooldown_until_ms > *announced {
-                    *announced = health.cooldown_until_ms;
-                    fresh.push(CredentialCooldown {
-                        provider: key.0.as_str().to_owned(),
-                        credential: key.1.clone(),
-                        until_ms: health.cooldown_until_ms,
-                    });
-                }
-            }
-            state.announced.retain(|_, until| *until > now_ms);
+            let fresh = state.announce(entries.iter().map(|(key, h)| (key, h.cooldown_until_ms)), now_ms);
             state.reports.insert(stream, entries);
-        }
+            fresh
+        };
+        self.fan_out(fresh);
+        Ok(())
+    }
+
+    /// Every local stream's report summed per credential: what this replica shares.
+    pub fn local_rows(&self, now: SystemTime) -> Vec<CredentialRow> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys: Vec<&CredentialKey> = state.reports.values().flat_map(HashMap::keys).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().map(|key| (key.0, key.1.clone(), state.local_health(key, now))).collect()
+    }
+
+    /// Replaces what the other replicas share, and fans out the cooldowns they started.
+    pub fn set_remote(&self, rows: Vec<CredentialRow>, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let fresh = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut remote: HashMap<CredentialKey, FleetCredentialHealth> = HashMap::new();
+            for (kind, name, health) in rows {
+                let sum = remote.entry((kind, name)).or_default();
+                sum.add(&health);
+            }
+            let cooldowns: Vec<(CredentialKey, i64)> =
+                remote.iter().filter_map(|(key, h)| Some((key.clone(), unix_ms(h.cooldown_until?)))).collect();
+            let fresh = state.announce(cooldowns.iter().map(|(key, until)| (key, *until)), now_ms);
+            state.remote = remote;
+            fresh
+        };
+        self.fan_out(fresh);
+    }
+
+    fn fan_out(&self, fresh: Vec<CredentialCooldown>) {
         if !fresh.is_empty() {
             for cooldown in &fresh {
                 tracing::info!(provider = %cooldown.provider, credential = %cooldown.credential, until_ms = cooldown.until_ms, "credential cooling down fleet-wide");
@@ -118,7 +142,6 @@ impl CredentialBoard {
             // No receiver (no other stream) is fine: nobody needs telling.
             let _ = self.cooldowns.send(CredentialCooldowns { cooldowns: fresh });
         }
-        Ok(())
     }
 
     /// Forgets a stream's report once it ends: its counters leave the sums.
@@ -130,10 +153,35 @@ impl CredentialBoard {
     pub fn health(&self, kind: ProviderKind, name: &str, now: SystemTime) -> FleetCredentialHealth {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (kind, name.to_owned());
+        let mut sum = state.local_health(&key, now);
+        if let Some(remote) = state.remote.get(&key) {
+            sum.add(remote);
+        }
+        if sum.cooldown_until.is_some_and(|until| until <= now) {
+            sum.cooldown_until = None;
+        }
+        sum
+    }
+}
+
+impl FleetCredentialHealth {
+    fn add(&mut self, other: &FleetCredentialHealth) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.throttled = self.throttled.saturating_add(other.throttled);
+        self.auth_failures = self.auth_failures.saturating_add(other.auth_failures);
+        self.failing |= other.failing;
+        self.replicas = self.replicas.saturating_add(other.replicas);
+        self.cooldown_until = self.cooldown_until.max(other.cooldown_until);
+    }
+}
+
+impl State {
+    /// The local streams' reports on `key`, summed.
+    fn local_health(&self, key: &CredentialKey, now: SystemTime) -> FleetCredentialHealth {
         let mut sum = FleetCredentialHealth::default();
         let mut until = 0i64;
-        for report in state.reports.values() {
-            let Some(health) = report.get(&key) else { continue };
+        for report in self.reports.values() {
+            let Some(health) = report.get(key) else { continue };
             sum.requests = sum.requests.saturating_add(health.requests);
             sum.throttled = sum.throttled.saturating_add(health.throttled);
             sum.auth_failures = sum.auth_failures.saturating_add(health.auth_failures);
@@ -145,6 +193,32 @@ impl CredentialBoard {
             sum.cooldown_until = Some(UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0)));
         }
         sum
+    }
+
+    /// The cooldowns among `cooldowns` that end later than any announced for their credential;
+    /// records them as announced.
+    fn announce<'k>(
+        &mut self,
+        cooldowns: impl Iterator<Item = (&'k CredentialKey, i64)>,
+        now_ms: i64,
+    ) -> Vec<CredentialCooldown> {
+        let mut fresh = Vec::new();
+        for (key, until) in cooldowns {
+            if until <= now_ms {
+                continue;
+            }
+            let announced = self.announced.entry(key.clone()).or_insert(0);
+            if until > *announced {
+                *announced = until;
+                fresh.push(CredentialCooldown {
+                    provider: key.0.as_str().to_owned(),
+                    credential: key.1.clone(),
+                    until_ms: until,
+                });
+            }
+        }
+        self.announced.retain(|_, until| *until > now_ms);
+        fresh
     }
 }
 
@@ -193,6 +267,34 @@ mod tests {
     }
 
     #[test]
+    fn other_control_planes_add_to_the_sums_and_their_cooldowns_fan_out_here() {
+        let board = CredentialBoard::default();
+        let mut cooldowns = board.subscribe();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        board.report(1, &CredentialReport { credentials: vec![health("a", 3, 0)] }, now).unwrap();
+        let local = board.local_rows(now);
+        assert_eq!(local.len(), 1);
+        assert_eq!((local[0].2.requests, local[0].2.replicas), (3, 1));
+
+        let until = now + Duration::from_secs(2);
+        let remote = FleetCredentialHealth {
+            requests: 4,
+            cooldown_until: Some(until),
+            replicas: 2,
+            ..FleetCredentialHealth::default()
+        };
+        board.set_remote(vec![(ProviderKind::Anthropic, "a".into(), remote.clone())], now);
+        let sent = cooldowns.try_recv().unwrap();
+        assert_eq!(sent.cooldowns[0].until_ms, unix_ms(until));
+        let a = board.health(ProviderKind::Anthropic, "a", now);
+        assert_eq!((a.requests, a.replicas, a.cooldown_until), (7, 3, Some(until)));
+        // Read again a moment later: nothing new to fan out.
+        board.set_remote(vec![(ProviderKind::Anthropic, "a".into(), remote)], now);
+        assert!(cooldowns.try_recv().is_err());
+        assert_eq!(board.local_rows(now)[0].2.requests, 3, "only local streams are shared");
+    }
+
+    #[test]
     fn refuses_what_it_cannot_keep_and_caps_cooldowns() {
         let board = CredentialBoard::default();
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
@@ -203,7 +305,10 @@ mod tests {
         ));
         bad.credential = "a".into();
         bad.provider = "nope".into();
-        assert_eq!(board.report(1, &CredentialReport { credentials: vec![bad] }, now), Err(ReportError::UnknownProvider));
+        assert_eq!(
+            board.report(1, &CredentialReport { credentials: vec![bad] }, now),
+            Err(ReportError::UnknownProvider)
+        );
         board.report(1, &CredentialReport { credentials: vec![health("a", 1, i64::MAX)] }, now).unwrap();
         let until = board.health(ProviderKind::Anthropic, "a", now).cooldown_until.unwrap();
         assert_eq!(until, now + MAX_COOLDOWN);

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod config_stream;
 pub mod credential_health;
+pub mod credential_share;
 pub mod fleet;
 pub mod fleet_share;
 pub mod grpc_limits;

@@ -11,6 +11,7 @@
 //! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
 
 mod change;
+mod credential_presence;
 mod credentials;
 mod error;
 mod model;
@@ -111,7 +112,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         name: &str,
         patch: CredentialPatch,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
-    async fn remove_credential(&self, kind: ProviderKind, name: &str) -> Result<(ProviderRecord, Revision), StoreError>;
+    async fn remove_credential(&self, kind: ProviderKind, name: &str)
+    -> Result<(ProviderRecord, Revision), StoreError>;
 
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;

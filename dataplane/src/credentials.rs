@@ -276,7 +276,8 @@ mod tests {
         set.credentials[0].health.cool_down_until(5_000);
         set.credentials[1].health.cool_down_until(3_000);
         assert_eq!(&*set.pick(1_000).unwrap().name, "b");
-        let none = CredentialSet::new(vec![UpstreamCredential::new(ProviderKind::OpenAi, "x", "sk", 1, false).unwrap()]);
+        let none =
+            CredentialSet::new(vec![UpstreamCredential::new(ProviderKind::OpenAi, "x", "sk", 1, false).unwrap()]);
         assert!(none.pick(0).is_none(), "nothing enabled: nothing to send");
     }
 
@@ -292,10 +293,7 @@ mod tests {
         assert!(health.is_failing());
         health.observe(StatusCode::OK, &HeaderMap::new(), now);
         assert!(!health.is_failing());
-        assert_eq!(
-            (health.throttled.load(Ordering::Relaxed), health.auth_failures.load(Ordering::Relaxed)),
-            (1, 1)
-        );
+        assert_eq!((health.throttled.load(Ordering::Relaxed), health.auth_failures.load(Ordering::Relaxed)), (1, 1));
     }
 
     #[test]

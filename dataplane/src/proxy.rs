@@ -200,6 +200,9 @@ impl Proxy {
         let endpoint = route::normalize_endpoint(endpoint, snapshot.settings.v1_alias_enabled)
             .map_err(|err| (err.into(), shape))?;
         let credential = upstream.credentials().pick(crate::credentials::unix_ms(SystemTime::now()));
+        if credential.is_none() && !upstream.credentials().is_empty() {
+            return Err((GatewayError::CredentialsDisabled(kind), shape));
+        }
         if credential.is_none() && !kind.credential_optional() {
             return Err((GatewayError::CredentialMissing(kind), shape));
         }

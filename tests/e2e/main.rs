@@ -9,6 +9,7 @@ mod support;
 
 mod config_stream;
 mod controlplane;
+mod credential_sets;
 mod hardening;
 mod live_config;
 mod metrics;

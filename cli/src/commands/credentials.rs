@@ -32,11 +32,7 @@ pub(crate) enum CredentialsCommand {
     /// Take a credential out of rotation without forgetting it.
     Disable(NameArgs),
     /// Change a credential's weight.
-    SetWeight {
-        provider: String,
-        name: String,
-        weight: u32,
-    },
+    SetWeight { provider: String, name: String, weight: u32 },
 }
 
 #[derive(Debug, Args)]
@@ -101,10 +97,8 @@ pub(crate) async fn run(
     };
     let response = match command {
         CredentialsCommand::List { provider } => {
-            let list = client
-                .list_provider_credentials(pb::ListProviderCredentialsRequest { provider })
-                .await
-                .or_status()?;
+            let list =
+                client.list_provider_credentials(pb::ListProviderCredentialsRequest { provider }).await.or_status()?;
             return match args.output {
                 OutputFormat::Json => output::print_json(&json!({
                     "credentials": list.credentials.iter().map(credential_json).collect::<Vec<_>>(),

@@ -219,7 +219,9 @@ impl Session {
                 tracing::warn!(node_id = %self.node_id, missed, "credential cooldowns dropped for a slow stream");
                 Ok(())
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => Err(End::Internal("the cooldown feed stopped".into())),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                Err(End::Internal("the cooldown feed stopped".into()))
+            }
         }
     }
 

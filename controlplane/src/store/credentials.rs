@@ -12,8 +12,8 @@
 
 use std::time::SystemTime;
 
-use aurora_proto::v1::UpstreamCredential;
 use aurora_core::ProviderKind;
+use aurora_proto::v1::UpstreamCredential;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::change::ChangeEntry;
@@ -261,7 +261,11 @@ where
         name: &str,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
         self.change_credentials(kind, false, |record, _| {
-            record.credentials.remove(name).map(drop).ok_or_else(|| StoreError::CredentialNotFound(kind, name.to_owned()))
+            record
+                .credentials
+                .remove(name)
+                .map(drop)
+                .ok_or_else(|| StoreError::CredentialNotFound(kind, name.to_owned()))
         })
         .await
     }

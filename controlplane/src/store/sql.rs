@@ -28,8 +28,8 @@ use super::change::ChangeEntry;
 use super::credentials::{CredentialPatch, NewCredential};
 use super::error::describe;
 use super::model::{
-    ClientIdentity, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
-    SettingsView, Snapshot,
+    ClientIdentity, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
+    Snapshot,
 };
 use super::presence::PresenceTable;
 use super::tx::Tx;
@@ -598,7 +598,11 @@ where
         self.health.track(self.update_credential_tx(kind, name, patch).await)
     }
 
-    async fn remove_credential(&self, kind: ProviderKind, name: &str) -> Result<(ProviderRecord, Revision), StoreError> {
+    async fn remove_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
         self.health.track(self.remove_credential_tx(kind, name).await)
     }
 

@@ -32,7 +32,10 @@ async fn migrations_create_the_schema_from_empty() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), 1);
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(applied, 5, "0001_initial, 0002_store_id, 0003_write_probe, 0004_provider_network and 0007_credential_sets");
+    assert_eq!(
+        applied, 5,
+        "0001_initial, 0002_store_id, 0003_write_probe, 0004_provider_network and 0007_credential_sets"
+    );
     let store_id = store.store_id();
     assert_ne!(store_id, [0; 16], "a random history id is created with the store");
     // Opening again re-runs nothing and keeps the head and the history id.

@@ -12,9 +12,9 @@ use aurora_core::{KeyHash, KeySecret, ProductVars, ProviderKind, ProviderSet};
 use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, change};
 use uuid::Uuid;
 
+pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
-pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
 use crate::bootstrap::Bootstrap;
 
 /// One `#[tokio::test]` per contract test, on the databases `$db` (an async expression

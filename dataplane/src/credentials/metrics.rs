@@ -45,19 +45,19 @@ const GAUGES: [(&str, &str, Read); 2] = [
         "1 while this credential is skipped after a 429 (here or on another replica), else 0",
         |h, now_ms| u64::from(h.cooling_down(now_ms)),
     ),
-    ("aurora_dataplane_credential_failing", "1 if the last upstream answer for this credential was 401 or 403", |h, _| {
-        u64::from(h.is_failing())
-    }),
+    (
+        "aurora_dataplane_credential_failing",
+        "1 if the last upstream answer for this credential was 401 or 403",
+        |h, _| u64::from(h.is_failing()),
+    ),
 ];
 
 impl Collector for CredentialCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(snapshot) = self.state.load_full() else { return Ok(()) };
         let now_ms = unix_ms(SystemTime::now());
-        let series: Vec<_> = snapshot
-            .providers()
-            .flat_map(|u| u.credentials().iter().map(move |c| (u.kind.as_str(), c)))
-            .collect();
+        let series: Vec<_> =
+            snapshot.providers().flat_map(|u| u.credentials().iter().map(move |c| (u.kind.as_str(), c))).collect();
         if series.is_empty() {
             return Ok(());
         }

@@ -129,12 +129,10 @@ mod tests {
     fn snapshot() -> Snapshot {
         let kind = ProviderKind::Anthropic;
         let mut snapshot = Snapshot::new(1, Settings::default(), None);
-        let upstream = Upstream::new(kind, true, kind.default_base_url_parsed(), None)
-            .unwrap()
-            .with_credentials(vec![
-                super::super::UpstreamCredential::new(kind, "a", "sk-a", 1, true).unwrap(),
-                super::super::UpstreamCredential::new(kind, "b", "sk-b", 1, true).unwrap(),
-            ]);
+        let upstream = Upstream::new(kind, true, kind.default_base_url_parsed(), None).unwrap().with_credentials(vec![
+            super::super::UpstreamCredential::new(kind, "a", "sk-a", 1, true).unwrap(),
+            super::super::UpstreamCredential::new(kind, "b", "sk-b", 1, true).unwrap(),
+        ]);
         snapshot.set_provider(upstream);
         snapshot
     }

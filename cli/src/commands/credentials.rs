@@ -175,7 +175,7 @@ fn cooldown(health: &pb::ProviderCredentialHealth) -> Option<String> {
 }
 
 pub(crate) fn credential_json(credential: &pb::ProviderCredential) -> Value {
-    let health = credential.health.clone().unwrap_or_default();
+    let health = credential.health.unwrap_or_default();
     json!({
         "name": credential.name,
         "weight": credential.weight,
@@ -205,7 +205,7 @@ pub(crate) fn credential_table(credentials: &[pb::ProviderCredential]) -> Table 
         "COOLDOWN UNTIL",
     ]);
     for credential in credentials {
-        let health = credential.health.clone().unwrap_or_default();
+        let health = credential.health.unwrap_or_default();
         let state = match (credential.enabled, health.cooldown_until.is_some(), health.failing) {
             (false, _, _) => "disabled",
             (true, _, true) => "failing",

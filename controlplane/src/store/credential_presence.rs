@@ -35,7 +35,7 @@ pub(super) async fn publish(
         .bind(i64::try_from(health.requests).unwrap_or(i64::MAX))
         .bind(i64::try_from(health.throttled).unwrap_or(i64::MAX))
         .bind(i64::try_from(health.auth_failures).unwrap_or(i64::MAX))
-        .bind(health.cooldown_until.map_or(0, |at| time::to_millis(at)))
+        .bind(health.cooldown_until.map_or(0, time::to_millis))
         .bind(health.failing)
         .bind(i64::from(health.replicas))
         .bind(time::to_millis(now + ttl))

@@ -65,7 +65,8 @@ impl Reporter {
                 .wrapping_add(health.auth_failures.load(Ordering::Relaxed));
         }
         let interval_passed = self.last_sent.is_none_or(|at| now.duration_since(at) >= REPORT_INTERVAL);
-        if !new_cooldown && !(interval_passed && total != self.last_total) {
+        let counters_moved = interval_passed && total != self.last_total;
+        if !new_cooldown && !counters_moved {
             return None;
         }
         self.last_sent = Some(now);

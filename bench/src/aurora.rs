@@ -17,7 +17,9 @@ use crate::load::{Auth, Conn, Target};
 use crate::procs::Proc;
 use crate::upstream;
 
-pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key";
+pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key-0123456789abcdef";
+/// The key that encrypts credentials in the bench's stores (PostgreSQL requires one).
+pub(crate) const ENCRYPTION_KEY: &str = "YXVyb3JhLWJlbmNoLWVuY3J5cHRpb24ta2V5LTMyYnk=";
 pub(crate) const NODE_TOKEN: &str = "aurora-bench-node-token";
 
 /// The environment every `aurora` process gets: JSON logs at info without the per-request
@@ -70,6 +72,7 @@ impl ControlPlane {
             // Any free port: several control planes may run at once (cross-replica figure).
             ("AURORA_METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
             ("AURORA_MASTER_KEY", MASTER_KEY.into()),
+            ("AURORA_ENCRYPTION_KEY", ENCRYPTION_KEY.into()),
             ("AURORA_NODE_TOKEN", NODE_TOKEN.into()),
             ("ANTHROPIC_BASE_URL", format!("http://{upstream}/v1")),
             ("ANTHROPIC_API_KEY", upstream::CREDENTIAL.into()),

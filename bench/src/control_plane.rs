@@ -144,19 +144,30 @@ pub(crate) async fn run(
         .restart(&cp_dir, async || {
             // While the control plane is down, commit changes straight to its database: the
             // replicas must catch up on them from the change log when they reconnect.
-            let store = SqliteStore::open(&database_url).await.context("open the store offline")?;
+            // The key the control plane seals its credentials with.
+            let keyring = aurora_controlplane::store::Keyring::parse(crate::aurora::ENCRYPTION_KEY)?;
+            let store = SqliteStore::open(&database_url, keyring).await.context("open the store offline")?;
+            // Audited like any change: who (the benchmark), through which process.
+            let actor = aurora_controlplane::store::Actor {
+                identity: "bench".into(),
+                peer: String::new(),
+                replica: aurora_controlplane::replica::this_process(),
+            };
             for index in 0..commits {
                 let secret = format!("aur_bench_offline_{index}_{}", uuid::Uuid::new_v4().simple());
                 store
-                    .create_key(NewKey {
-                        name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
-                        description: String::new(),
-                        hash: KeyHash::of(&secret),
-                        redacted: "aur_…".into(),
-                        enabled: true,
-                        expires_at: None,
-                        allowed_providers: ProviderSet::empty(),
-                    })
+                    .create_key(
+                        NewKey {
+                            name: format!("bench-offline-{index}-{}", uuid::Uuid::new_v4().simple()),
+                            description: String::new(),
+                            hash: KeyHash::of(&secret),
+                            redacted: "aur_…".into(),
+                            enabled: true,
+                            expires_at: None,
+                            allowed_providers: ProviderSet::empty(),
+                        },
+                        &actor,
+                    )
                     .await?;
                 offline_secrets.push(secret);
             }
@@ -264,6 +275,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
             applied: sender,
             durability: aurora_dataplane::cache::writer::Durability::none(),
             metrics: Default::default(),
+            usage: None,
         };
         subscribers.spawn(subscriber.run(endpoints.clone()));
         applied.push(receiver);

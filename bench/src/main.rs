@@ -20,6 +20,7 @@ mod procs;
 mod report;
 mod snapshot;
 mod upstream;
+mod usage_ingest;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -208,6 +209,9 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     control_plane::run(&mut report, &bin, scratch.path(), upstream.addr, scales.control_plane).await?;
     progress("durable acknowledgements");
     durability::run(&mut report, scratch.path(), scales.durability).await?;
+    progress("usage ingest from 20 data planes");
+    usage_ingest::run(&mut report, &bin, scratch.path(), upstream.addr, usage_ingest::Scale::for_run(args.smoke))
+        .await?;
     progress("control planes on PostgreSQL: cross-replica revocation");
     cross_replica::run(&mut report, &bin, upstream.addr, &args.postgres_url, scales.control_plane)
         .await

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod audit;
 pub(crate) mod client;
 pub(crate) mod controlplane;
 pub(crate) mod credentials;
@@ -10,6 +11,7 @@ pub(crate) mod output;
 pub(crate) mod providers;
 pub(crate) mod settings;
 pub(crate) mod up;
+pub(crate) mod usage;
 
 use std::process::ExitCode;
 

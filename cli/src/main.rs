@@ -25,7 +25,7 @@ enum Command {
     /// Run a data-plane replica: the passthrough proxy on /p/{provider}/{endpoint}.
     Dataplane(Box<aurora_dataplane::Config>),
     /// Run the control plane: the durable store and the admin gRPC API.
-    Controlplane(Box<aurora_controlplane::Config>),
+    Controlplane(Box<commands::controlplane::ControlplaneArgs>),
     /// Manage gateway keys through the control plane.
     Keys(commands::keys::KeysArgs),
     /// Manage upstream providers through the control plane.
@@ -34,6 +34,10 @@ enum Command {
     Settings(commands::settings::SettingsArgs),
     /// List the data-plane replicas subscribed to the control plane (lagging ones marked).
     Dataplanes(commands::dataplanes::DataplanesArgs),
+    /// Token usage per key, provider and model, as data planes reported it.
+    Usage(commands::usage::UsageArgs),
+    /// List the audit trail of admin changes, or verify its hash chain (`aurora audit verify`).
+    Audit(commands::audit::AuditArgs),
     /// Start a complete gateway on this machine: a control plane and a data plane in one process.
     Up(Box<commands::up::UpArgs>),
 }
@@ -53,19 +57,24 @@ fn main() -> std::process::ExitCode {
                 config.control_plane.cache_key = secrets::read("AURORA_CACHE_KEY")?;
                 commands::dataplane::run(*config).await
             }
-            Command::Controlplane(mut config) => {
+            Command::Controlplane(mut args) => {
                 let _logs = telemetry::init(&cli.log)?;
+                let config = &mut args.config;
                 secrets::read_product(&mut config.product)?;
                 config.stream.node_token = secrets::read("AURORA_NODE_TOKEN")?;
-                commands::controlplane::run(*config).await
+                config.encryption_key = secrets::read("AURORA_ENCRYPTION_KEY")?;
+                commands::controlplane::run(*args).await
             }
             Command::Keys(args) => commands::keys::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Settings(args) => commands::settings::run(args).await,
             Command::Dataplanes(args) => commands::dataplanes::run(args).await,
+            Command::Usage(args) => commands::usage::run(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
             Command::Up(mut args) => {
                 let _logs = telemetry::init(&cli.log)?;
                 secrets::read_product(&mut args.product)?;
+                args.encryption_key = secrets::read("AURORA_ENCRYPTION_KEY")?;
                 commands::up::run(*args).await
             }
         }

@@ -5,11 +5,13 @@
 //! back to API messages ([`convert`]). Every failure becomes a gRPC status in exactly one place,
 //! [`error`].
 
+mod audit;
 mod auth;
 mod convert;
 mod credentials;
 mod error;
 mod service;
+mod usage;
 mod validate;
 
 pub use auth::AdminAuth;

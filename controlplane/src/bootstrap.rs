@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use aurora_core::{KeyHash, ProductVars, ProviderKind};
 
-use crate::store::{ProviderRecord, Revision, Settings, Store, StoreError};
+use crate::store::{Actor, ProviderRecord, Revision, Settings, Store, StoreError};
 
 /// The environment to apply, and the pure logic deciding what that means for a given state.
 #[derive(Debug, Clone)]
@@ -163,11 +163,16 @@ impl Bootstrap {
     }
 }
 
-/// Applies `vars` to `store` and logs what happened (variable names only, never values).
-pub async fn run(store: &dyn Store, vars: &ProductVars) -> Result<Option<Revision>, StoreError> {
+/// Applies `vars` to `store` and logs what happened (variable names only, never values). A
+/// revision it commits is audited as `bootstrap` through `replica`.
+pub async fn run(
+    store: &dyn Store,
+    vars: &ProductVars,
+    replica: std::sync::Arc<str>,
+) -> Result<Option<Revision>, StoreError> {
     let bootstrap = Bootstrap::new(vars.clone());
     let variables = bootstrap.set_variables().join(",");
-    let revision = store.bootstrap(&bootstrap).await?;
+    let revision = store.bootstrap(&bootstrap, &Actor::bootstrap(replica)).await?;
     match revision {
         Some(revision) => {
             tracing::info!(%variables, revision, "applied the environment to the store")

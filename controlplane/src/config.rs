@@ -44,6 +44,21 @@ pub struct Config {
     #[arg(long, env = "AURORA_STORE_PROBE_INTERVAL", default_value = "5s", value_parser = aurora_core::parse_positive_duration)]
     pub store_probe_interval: Duration,
 
+    /// How long usage totals are kept (hour buckets older than this are deleted, hourly);
+    /// report identities are kept a day longer, for exactly-once delivery.
+    #[arg(long, env = "AURORA_USAGE_RETENTION", default_value = "400d", value_parser = aurora_core::parse_positive_duration)]
+    pub usage_retention: Duration,
+    /// The key-encryption keys that seal upstream credentials in the store, current first
+    /// (`AURORA_ENCRYPTION_KEY` or the file `AURORA_ENCRYPTION_KEY_FILE` names; never a flag).
+    /// Required with PostgreSQL; with SQLite, a key file beside the database is generated when
+    /// unset (see `encryption.rs`).
+    #[arg(skip)]
+    pub encryption_key: Option<String>,
+    /// How long audit records are kept (e.g. `400d`); older ones are pruned from the start of
+    /// the chain, whose new anchor keeps `aurora audit verify` working. Unset: kept forever.
+    #[arg(long, env = "AURORA_AUDIT_RETENTION", value_parser = aurora_core::parse_positive_duration)]
+    pub audit_retention: Option<Duration>,
+
     /// The product page's variables, applied to the store at every startup (see bootstrap).
     #[command(flatten)]
     pub product: ProductVars,
@@ -67,6 +82,9 @@ impl std::fmt::Debug for Config {
             .field("database_max_connections", &self.database_max_connections)
             .field("database_connect_timeout", &self.database_connect_timeout)
             .field("store_probe_interval", &self.store_probe_interval)
+            .field("usage_retention", &self.usage_retention)
+            .field("encryption_key_set", &self.encryption_key.is_some())
+            .field("audit_retention", &self.audit_retention)
             .field("product", &self.product)
             .field("stream", &self.stream)
             .field("tls", &self.tls)
@@ -140,6 +158,9 @@ impl Config {
             database_max_connections: 10,
             database_connect_timeout: Duration::from_secs(5),
             store_probe_interval: Duration::from_secs(5),
+            usage_retention: Duration::from_secs(400 * 24 * 3600),
+            encryption_key: None,
+            audit_retention: None,
             product: ProductVars::default(),
             stream: StreamConfig {
                 node_token: Some(node_token.into()),
@@ -171,6 +192,7 @@ mod tests {
         assert_eq!(config.metrics_listen_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9091"));
         assert_eq!(config.database_url, "sqlite://aurora-data/aurora.db");
         assert_eq!(config.pg_pool(), crate::store::PgPoolConfig::default());
+        assert_eq!(config.usage_retention, Duration::from_secs(400 * 24 * 3600));
         assert!(Cli::try_parse_from(["x", "--grpc-listen-addr", "nowhere"]).is_err());
     }
 

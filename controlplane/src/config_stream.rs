@@ -13,8 +13,10 @@ pub mod feed;
 pub mod limits;
 pub mod service;
 pub mod snapshot;
+pub mod usage;
 
 pub use auth::NodeAuth;
 pub use feed::ChangeFeed;
 pub use service::ConfigStream;
 pub use snapshot::SnapshotSource;
+pub use usage::{UsageIngest, UsageIngestMetrics};

@@ -12,14 +12,16 @@ pub mod config;
 pub mod config_stream;
 pub mod credential_health;
 pub mod credential_share;
+pub mod encryption;
 pub mod fleet;
 pub mod fleet_share;
 pub mod grpc_limits;
 mod health;
 pub mod metrics;
+pub mod replica;
 pub mod server;
 pub mod store;
 mod time;
 
 pub use config::Config;
-pub use server::{ControlPlane, ServerError, run, start};
+pub use server::{ControlPlane, ServerError, reencrypt, run, start};

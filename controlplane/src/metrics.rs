@@ -42,6 +42,8 @@ pub struct Metrics {
     pub write_status: watch::Receiver<WriteStatus>,
     /// Connections to the gRPC port: open now, and refused at the limit.
     pub connections: ConnectionMetrics,
+    /// Usage reports ingested from the config stream.
+    pub usage: crate::config_stream::UsageIngestMetrics,
 }
 
 impl Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
             "Connections to the gRPC port closed at once because AURORA_GRPC_MAX_CONNECTIONS were open",
             connections.refused.clone(),
         );
+        let usage = crate::config_stream::UsageIngestMetrics::default();
+        usage.register(&mut registry);
         registry.register_collector(Box::new(FleetCollector {
             feed,
             fleet,
@@ -80,7 +84,7 @@ impl Metrics {
             oldest_retained: oldest_retained.clone(),
             write_status: write_status.clone(),
         }));
-        Metrics { registry, admin_calls, convergence, oldest_retained, write_status, connections }
+        Metrics { registry, admin_calls, convergence, oldest_retained, write_status, connections, usage }
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -182,10 +186,11 @@ mod tests {
     async fn a_scrape_shows_the_fleet_its_lag_and_admin_calls() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         for enabled in [false, true] {
             let patch = SettingsPatch { passthrough_enabled: Some(enabled), v1_alias_enabled: None };
-            store.update_settings(patch).await.unwrap();
+            store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let fleet = Fleet::new();
@@ -219,7 +224,8 @@ mod tests {
     async fn every_metric_is_documented_in_operations_md() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let text = Metrics::new(feed, Fleet::new(), store.write_status()).encode();
         let docs = include_str!("../../docs/OPERATIONS.md");

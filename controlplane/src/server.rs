@@ -16,7 +16,7 @@ use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminAuth};
 use crate::config::{Config, TlsConfig};
-use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource};
+use crate::config_stream::{ChangeFeed, ConfigStream, NodeAuth, SnapshotSource, UsageIngest};
 use crate::fleet::Fleet;
 use crate::grpc_limits::{self, GrpcLimits};
 use crate::metrics::{AdminCalls, Metrics};
@@ -29,6 +29,8 @@ const FEED_POLL: Duration = Duration::from_secs(1);
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Revisions kept in memory for resuming replicas (the store may keep more).
 const FEED_CAPACITY: u64 = 10_000;
+/// How often usage older than `AURORA_USAGE_RETENTION` is deleted.
+const USAGE_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why the control plane could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,25 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    EncryptionKey(#[from] crate::encryption::EncryptionKeyError),
+    #[error(
+        "the store holds credentials sealed under encryption key {key_id}, but neither AURORA_ENCRYPTION_KEY nor \
+         AURORA_ENCRYPTION_KEY_FILE is set and there is no {} beside the database: set AURORA_ENCRYPTION_KEY to the \
+         key they were sealed with",
+        crate::encryption::KEY_FILE_NAME
+    )]
+    EncryptionKeyMissing { key_id: crate::store::KeyId },
+    #[error(
+        "AURORA_MASTER_KEY is {length} characters long; it must have at least {MIN_MASTER_KEY_LEN}: generate one with \
+         `openssl rand -base64 32`"
+    )]
+    MasterKeyTooShort { length: usize },
 }
+
+/// The shortest master key the control plane accepts: it guards every admin call, so it must
+/// not be guessable even by an offline search.
+pub const MIN_MASTER_KEY_LEN: usize = 32;
 
 /// A control plane whose store is open and bootstrapped and whose port is bound, not yet
 /// serving. Tests bind port 0 and read [`ControlPlane::local_addr`].
@@ -57,7 +77,7 @@ pub struct ControlPlane {
     listener: TcpListener,
     local_addr: SocketAddr,
     store: Arc<dyn Store>,
-    master_key: Option<aurora_core::KeyHash>,
+    admin_auth: AdminAuth,
     node_auth: NodeAuth,
     tls: Option<ServerTlsConfig>,
     feed: Arc<ChangeFeed>,
@@ -68,6 +88,10 @@ pub struct ControlPlane {
     retention: u64,
     probe_interval: Duration,
     limits: GrpcLimits,
+    usage_retention: Duration,
+    /// This process's id in audit records and the presence table.
+    replica: Arc<str>,
+    audit_retention: Option<Duration>,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -76,8 +100,15 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         config.stream.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(ServerError::NodeTokenMissing)?;
     let node_auth = NodeAuth::new(node_token);
     let tls = tls_config(&config.tls)?;
-    let store = crate::store::open(&config.database_url, config.pg_pool()).await?;
-    crate::bootstrap::run(store.as_ref(), &config.product).await?;
+    if let Some(key) = config.product.master_key() {
+        let length = key.chars().count();
+        if length < MIN_MASTER_KEY_LEN {
+            return Err(ServerError::MasterKeyTooShort { length });
+        }
+    }
+    let store = open_store(&config).await?;
+    let replica = crate::replica::this_process();
+    crate::bootstrap::run(store.as_ref(), &config.product, replica.clone()).await?;
     let capacity = usize::try_from(config.stream.change_log_retention.min(FEED_CAPACITY)).unwrap_or(usize::MAX);
     let feed = ChangeFeed::start(store.clone(), capacity, FEED_POLL).await?;
     let addr = config.grpc_listen_addr;
@@ -98,7 +129,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         listener,
         local_addr,
         store,
-        master_key: config.product.master_key_hash(),
+        admin_auth: AdminAuth::new(config.product.master_key()),
         node_auth,
         tls,
         feed,
@@ -109,7 +140,41 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         retention: config.stream.change_log_retention,
         probe_interval: config.store_probe_interval,
         limits: config.grpc_limits,
+        usage_retention: config.usage_retention,
+        replica,
+        audit_retention: config.audit_retention,
     })
+}
+
+/// Opens the store with the keyring `config` resolves to (see `encryption.rs`).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    use crate::encryption::KeySource;
+    use crate::store::SealError;
+
+    let (keyring, source) = crate::encryption::resolve(config.encryption_key.as_deref(), &config.database_url)?;
+    match crate::store::open(&config.database_url, config.pg_pool(), keyring).await {
+        Ok(store) => Ok(store),
+        Err(err) => {
+            if let KeySource::Generated(path) = &source {
+                // A key made for a store it cannot open is of no use; the next start must not
+                // mistake it for the store's.
+                let _ = std::fs::remove_file(path);
+                if let StoreError::Sealed { source: SealError::UnknownKey(key_id), .. } = &err {
+                    return Err(ServerError::EncryptionKeyMissing { key_id: *key_id });
+                }
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// `aurora controlplane re-encrypt`: opens the store `config` names, re-wraps every credential's
+/// data key under the current `AURORA_ENCRYPTION_KEY`, and closes it. Safe while replicas run.
+pub async fn reencrypt(config: &Config) -> Result<crate::store::Reencrypted, ServerError> {
+    let store = open_store(config).await?;
+    let report = store.reencrypt().await;
+    store.close().await;
+    Ok(report?)
 }
 
 /// [`start`], then [`ControlPlane::serve`] until `shutdown` resolves.
@@ -150,11 +215,12 @@ impl ControlPlane {
         }
         background.spawn(self.metrics.convergence.clone().track(self.feed.clone(), self.fleet.clone()));
         let oldest = self.metrics.oldest_retained.clone();
-        background.spawn(compact(self.store.clone(), self.retention, oldest));
+        background.spawn(compact(self.store.clone(), self.retention, self.audit_retention, oldest));
         background.spawn(crate::health::probe_writes(self.store.clone(), self.probe_interval));
+        background.spawn(prune_usage(self.store.clone(), self.usage_retention));
         // Several replicas on one database: each sees every replica's data planes.
         let presence = self.store.presence_table();
-        let instance = uuid::Uuid::new_v4().to_string();
+        let instance = self.replica.to_string();
         if let Some(table) = &presence {
             let timing = crate::fleet_share::Timing::default();
             background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
@@ -190,14 +256,17 @@ impl ControlPlane {
 
         // Probes and reflection work without a token; the admin API needs the master key and
         // the config stream the node token.
-        let admin = AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone()))
-            .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
-        let admin = tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(self.master_key));
+        let admin =
+            AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone(), self.replica.clone()))
+                .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
+        let admin = tonic::service::interceptor::InterceptedService::new(admin, self.admin_auth.clone());
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
         let (closing, closed) = tokio::sync::watch::channel(false);
         let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
-        let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed);
+        let usage = UsageIngest::start(self.store.clone(), self.usage_retention, self.metrics.usage.clone());
+        let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed)
+            .with_usage(usage);
         let config = ConfigServiceServer::new(stream).max_decoding_message_size(grpc_limits::CONFIG_STREAM_MAX_MESSAGE);
         let config = tonic::service::interceptor::InterceptedService::new(config, self.node_auth);
 
@@ -263,11 +332,23 @@ fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServerError
 }
 
 /// Trims the change log to its retention now and then; replicas further behind get snapshots.
-/// Also reports where the log now starts, for the change-log length metric.
-async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<AtomicU64>) {
+/// Also reports where the log now starts, for the change-log length metric, and prunes the
+/// audit trail to `AURORA_AUDIT_RETENTION` when one is set (never otherwise).
+async fn compact(
+    store: Arc<dyn Store>,
+    retention: u64,
+    audit_retention: Option<Duration>,
+    oldest_retained: Arc<AtomicU64>,
+) {
     let mut interval = tokio::time::interval(COMPACTION_INTERVAL);
     loop {
         interval.tick().await;
+        if let Some(keep) = audit_retention {
+            let before = std::time::SystemTime::now().checked_sub(keep).unwrap_or(std::time::UNIX_EPOCH);
+            if let Err(err) = store.prune_audit(before).await {
+                tracing::warn!(error = %err, "cannot prune the audit trail");
+            }
+        }
         match store.compact_changes(retention).await {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, retention, "compacted the change log"),
@@ -275,6 +356,21 @@ async fn compact(store: Arc<dyn Store>, retention: u64, oldest_retained: Arc<Ato
         }
         if let Ok(oldest) = store.oldest_retained_revision().await {
             oldest_retained.store(oldest, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Deletes usage older than the retention, hourly (each replica on PostgreSQL does too: the
+/// deletes are idempotent).
+async fn prune_usage(store: Arc<dyn Store>, retention: Duration) {
+    let mut interval = tokio::time::interval(USAGE_PRUNE_INTERVAL);
+    loop {
+        interval.tick().await;
+        let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        match store.prune_usage(cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, ?retention, "pruned usage older than the retention"),
+            Err(err) => tracing::warn!(error = %err, "cannot prune usage"),
         }
     }
 }

@@ -9,7 +9,11 @@
 //! commit order, whichever process the writer lives in. The change log is a redo log: each row's
 //! payload is an encoded `aurora.v1.Change` with the object's state after the mutation, so
 //! replaying [`Store::changes_since`] over an empty state yields [`Store::load_snapshot`].
+//! Secrets are the exception: they are sealed in their tables and never in the log, whose
+//! entries are completed with the current secrets when read (`store/at_rest.rs`).
 
+mod at_rest;
+pub mod audit;
 mod change;
 mod credential_presence;
 mod credentials;
@@ -17,9 +21,11 @@ mod error;
 mod model;
 pub mod postgres;
 mod presence;
+mod sealed;
 mod sql;
 pub mod sqlite;
 mod tx;
+mod usage;
 mod write_health;
 
 use std::sync::Arc;
@@ -30,6 +36,8 @@ use aurora_proto::v1::Delta;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use at_rest::Reencrypted;
+pub use audit::{Actor, AuditLog};
 pub use credentials::{
     CredentialPatch, CredentialSet, DEFAULT_CREDENTIAL, MAX_CREDENTIALS, NamedCredential, NewCredential,
 };
@@ -40,22 +48,32 @@ pub use model::{
 };
 pub use postgres::{PgPoolConfig, PgStore};
 pub use presence::{Presence, PresenceTable};
+pub use sealed::{ENCRYPTION_KEY_VAR, KeyId, Keyring, KeyringError, SealError};
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use usage::{
+    IngestOutcome, TimeGrouping, UsageBucket, UsageCounts, UsageQuery, UsageReportRecord, UsageStore, UsageTotal,
+};
 pub use write_health::WriteStatus;
 
 use crate::bootstrap::Bootstrap;
 
 /// Opens the store at `url`: `postgres://…` (or `postgresql://…`) for PostgreSQL, shared by
-/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`.
-pub async fn open(url: &str, pool: PgPoolConfig) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(PgStore::open(url, pool).await?)
+/// several control-plane replicas, connecting as `pool` says; otherwise `sqlite://PATH`. Every
+/// credential in it is sealed and opened with `keyring` (see `store/sealed.rs`).
+pub async fn open(url: &str, pool: PgPoolConfig, keyring: Keyring) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if is_postgres(url) {
+        Arc::new(PgStore::open(url, pool, keyring).await?)
     } else {
-        Arc::new(SqliteStore::open(url).await?)
+        Arc::new(SqliteStore::open(url, keyring).await?)
     };
     tracing::info!(database = %redacted_url(url), "store opened");
     Ok(store)
+}
+
+/// Whether `url` names a PostgreSQL database (else SQLite).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// `url` as logs and `Debug` may show it: without user info (`user:password@`) or a query
@@ -73,19 +91,23 @@ pub type StoreId = [u8; 16];
 
 /// The control plane's durable state. Implementations must be safe to share between tasks and
 /// between control-plane processes pointing at the same database.
+/// Usage (reports and their totals) is the [`UsageStore`] supertrait, in `store/usage.rs`.
+///
+/// Every mutation takes the [`Actor`] behind it and commits, with its revision, one audit
+/// record ([`AuditLog`]).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static {
     /// Creates a key; fails with [`StoreError::KeyNameTaken`] if the name is in use.
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError>;
     /// Up to `limit` keys with ids greater than `after`, in id (creation) order.
     async fn list_keys(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
     /// Applies the fields set in `patch`. Enabling a revoked key fails with
     /// [`StoreError::KeyRevoked`].
-    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn update_key(&self, id: Uuid, patch: KeyPatch, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
     /// Disables the key for good and stamps `revoked_at`.
-    async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError>;
-    async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError>;
+    async fn revoke_key(&self, id: Uuid, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
+    async fn delete_key(&self, id: Uuid, actor: &Actor) -> Result<Revision, StoreError>;
 
     /// The providers that have a record, in [`ProviderKind::ALL`] order.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
@@ -95,8 +117,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         kind: ProviderKind,
         patch: ProviderPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
-    async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError>;
+    async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError>;
 
     /// Adds a named credential to the provider's set, creating the provider's record if it has
     /// none; fails with [`StoreError::CredentialNameTaken`] if the name is in use.
@@ -104,6 +127,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         kind: ProviderKind,
         credential: NewCredential,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
     /// Changes a credential's enabled flag or weight.
     async fn update_credential(
@@ -111,17 +135,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: ProviderKind,
         name: &str,
         patch: CredentialPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError>;
-    async fn remove_credential(&self, kind: ProviderKind, name: &str)
-    -> Result<(ProviderRecord, Revision), StoreError>;
+    async fn remove_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
 
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;
-    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError>;
+    async fn update_settings(
+        &self,
+        patch: SettingsPatch,
+        actor: &Actor,
+    ) -> Result<(SettingsView, Revision), StoreError>;
 
     /// Applies the environment at startup in one transaction. Returns the revision it committed,
     /// or `None` when the store already matched and nothing was written.
-    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError>;
+    async fn bootstrap(&self, bootstrap: &Bootstrap, actor: &Actor) -> Result<Option<Revision>, StoreError>;
 
     /// The last committed revision.
     async fn head_revision(&self) -> Result<Revision, StoreError>;
@@ -132,10 +165,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// replica at revision `r` can catch up from deltas alone iff `r + 1 >= this`.
     async fn oldest_retained_revision(&self) -> Result<Revision, StoreError>;
     /// Drops change-log entries older than the newest `keep_revisions` revisions; returns how
-    /// many revisions were dropped. Never touches the objects themselves.
+    /// many revisions were dropped. Never touches the objects themselves or the audit trail.
     async fn compact_changes(&self, keep_revisions: u64) -> Result<u64, StoreError>;
     /// Every key, provider, the settings and the master-key hash at one consistent revision.
     async fn load_snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Re-wraps every credential's data key under the keyring's current key, under the head
+    /// row's lock (safe while other replicas run); allocates no revision.
+    async fn reencrypt(&self) -> Result<Reencrypted, StoreError>;
 
     /// Closes the store consistently at shutdown (for SQLite: checkpoint the WAL, then close
     /// every connection). Calls after it fail.
@@ -166,8 +203,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 }
 
 #[cfg(test)]
+mod audit_suite;
+#[cfg(test)]
 mod credentials_suite;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 pub(crate) mod test_db;
+#[cfg(test)]
+mod usage_suite;

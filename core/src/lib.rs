@@ -16,6 +16,7 @@ mod product_vars;
 mod provider;
 mod settings;
 pub mod text;
+mod usage;
 
 pub use base_url::{BaseUrl, BaseUrlError, HostScope};
 pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential};
@@ -34,3 +35,4 @@ pub use product_vars::{
 };
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};
 pub use settings::Settings;
+pub use usage::{ANONYMOUS_USAGE_ID, MASTER_KEY_USAGE_ID, MODEL_MAX_BYTES, OTHER_MODEL, UNREADABLE_MODEL, usage_model};

@@ -6,18 +6,23 @@
 //! Whichever way the request ends (the body finished, the upstream failed mid-stream, the
 //! client hung up before or after the headers), the exchange is dropped exactly once, and its
 //! `Drop` writes the record with the total duration and the bytes each way. Nothing here ever
-//! holds a key secret: the log names a key by its id.
+//! holds a key secret: the log names a key by its id. A request that reached an upstream also
+//! carries the response's [`Meter`]: the exchange feeds it the frames sent and ends it in the
+//! same `Drop`, so each upstream response yields exactly one [`crate::usage::Usage`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aurora_core::ProviderKind;
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::auth::Principal;
+use crate::metering::Meter;
 use crate::metrics::labels::Source;
 use crate::metrics::{Completed, RequestMetrics};
+use crate::usage::UsageOutcome;
 
 /// How the response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,7 @@ pub struct Exchange {
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     end: Option<End>,
+    meter: Option<Meter>,
 }
 
 impl Exchange {
@@ -83,6 +89,7 @@ impl Exchange {
             bytes_in: Arc::default(),
             bytes_out: 0,
             end: None,
+            meter: None,
         }
     }
 
@@ -112,8 +119,17 @@ impl Exchange {
         }
     }
 
-    pub fn sent(&mut self, bytes: usize) {
-        self.bytes_out += bytes as u64;
+    /// The upstream's response is metered: every frame sent from now on is fed to `meter`.
+    pub fn meter(&mut self, meter: Meter) {
+        self.meter = Some(meter);
+    }
+
+    /// A data frame is on its way to the client.
+    pub fn sent(&mut self, data: &Bytes) {
+        self.bytes_out += data.len() as u64;
+        if let Some(meter) = &mut self.meter {
+            meter.sent(data);
+        }
     }
 
     /// Records how the response ended; the first call wins.
@@ -134,6 +150,12 @@ impl Drop for Exchange {
         if self.stream {
             self.metrics.stream_closed();
         }
+        let usage = self.meter.take().zip(self.provider).map(|(meter, provider)| {
+            let usage = meter.end(end == End::Complete, self.principal.unwrap_or(Principal::Anonymous), provider);
+            self.metrics.usage(provider, &usage);
+            usage
+        });
+        let known = usage.as_ref().filter(|u| u.outcome != UsageOutcome::Unknown);
         self.metrics.completed(&Completed {
             provider: self.provider,
             method: &self.method,
@@ -161,6 +183,12 @@ impl Drop for Exchange {
                 Principal::MasterKey => "master".to_owned(),
                 Principal::Anonymous => "-".to_owned(),
             }),
+            usage = usage.as_ref().map(|u| u.outcome.as_str()),
+            model = usage.as_ref().and_then(|u| u.model.as_deref()),
+            input_tokens = known.map(|u| u.tokens.input),
+            output_tokens = known.map(|u| u.tokens.output),
+            cache_read_input_tokens = known.map(|u| u.tokens.cache_read_input),
+            cache_creation_input_tokens = known.map(|u| u.tokens.cache_creation_input),
             "request"
         );
     }

@@ -108,7 +108,7 @@ impl<B: Body<Data = Bytes>> Body for Metered<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.exchange.sent(data.len());
+                    this.exchange.sent(data);
                     *this.sent += data.len() as u64;
                 }
                 // hyper stops polling once it has written a known length (or `is_end_stream`

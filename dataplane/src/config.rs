@@ -39,10 +39,30 @@ pub struct Config {
     #[command(flatten)]
     pub shutdown: ShutdownConfig,
 
+    /// Read the token usage each provider reports out of its responses (`on`), or not (`off`:
+    /// every upstream response counts with its usage unknown; for comparing the cost).
+    #[arg(long = "usage-metering", env = "AURORA_USAGE_METERING", value_enum, default_value_t = Switch::On)]
+    pub usage_metering: Switch,
+    #[command(flatten)]
+    pub usage: crate::usage_report::UsageReportConfig,
+
     /// Without a config file, the gateway configuration comes from the product page's
     /// variables (AURORA_MASTER_KEY, ANTHROPIC_API_KEY, ENABLED_PASSTHROUGH_PROVIDERS, ...).
     #[command(flatten)]
     pub static_config: ProductVars,
+}
+
+/// A feature switch, spelled `on` or `off`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
 }
 
 #[derive(Args, Debug, Clone)]

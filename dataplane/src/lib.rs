@@ -25,6 +25,7 @@ pub mod egress;
 pub mod error;
 pub mod fdlimit;
 pub mod headers;
+pub mod metering;
 pub mod metrics;
 pub mod proxy;
 pub mod request_id;
@@ -35,6 +36,7 @@ pub mod state;
 pub mod subscription;
 pub mod upstream;
 pub mod usage;
+pub mod usage_report;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +48,7 @@ pub use snapshot::Snapshot;
 use crate::admin::Admin;
 use crate::cache::writer::Durability;
 use crate::cache::{CacheKey, ConfigCache};
+use crate::metering::Metering;
 use crate::metrics::{ConfigMetrics, Metrics};
 use crate::proxy::Proxy;
 use crate::snapshot::{InvalidCredential, SnapshotFile, SnapshotFileError};
@@ -72,6 +75,8 @@ pub enum StartError {
     NodeTokenInvalid,
     #[error("AURORA_CONTROL_PLANE_URL names no control plane")]
     NoControlPlaneUrl,
+    #[error(transparent)]
+    UsageSpool(#[from] usage_report::spool::SpoolError),
 }
 
 /// Runs a data plane until `shutdown` resolves, then drains and returns.
@@ -95,6 +100,8 @@ pub struct Dataplane {
     limits: config::Limits,
     connections: config::ConnectionConfig,
     shutdown: config::ShutdownConfig,
+    /// Flushed at shutdown, once requests have drained.
+    usage: Option<Arc<usage_report::UsageReporter>>,
 }
 
 /// The admin listener's connection cap: probes and scrapes need a handful, and a fixed bound
@@ -115,9 +122,18 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     let mut feeders = tokio::task::JoinSet::new();
     let subscribed = !config.control_plane.urls.is_empty();
     let config_metrics = subscribed.then(ConfigMetrics::new);
-    let metrics = Arc::new(Metrics::new(state.clone(), config_metrics.clone()));
+    let mut metrics = Metrics::new(state.clone(), config_metrics.clone());
+    let usage_metrics = usage_report::UsageReportMetrics::default();
+    metrics.register_usage(&usage_metrics);
+    let metrics = Arc::new(metrics);
+    let mut usage_reporter = None;
+    let mut usage_sink: Arc<dyn usage::UsageSink> = Arc::new(usage::DiscardUsage);
     if let Some(config_metrics) = config_metrics {
-        subscribe(&config.control_plane, &state, config_metrics, &mut feeders)?;
+        let (aggregator, reporter) = usage_reporting(&config, usage_metrics)?;
+        usage_sink = aggregator;
+        feeders.spawn(reporter.clone().run(config.usage.interval));
+        subscribe(&config.control_plane, &state, config_metrics, reporter.clone(), &mut feeders)?;
+        usage_reporter = Some(reporter);
     } else {
         let (snapshot, source) = match &config.config_file {
             Some(path) => (SnapshotFile::load(path)?, "config file"),
@@ -134,8 +150,16 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     }
 
     let upstreams = upstream::build(&config.upstream)?;
-    let proxy =
-        Arc::new(Proxy::new(state.clone(), upstreams, metrics.requests.clone(), &config.upstream, &config.limits));
+    // Without a control plane usage is logged and counted, not kept.
+    let metering = Metering::new(config.usage_metering.is_on(), usage_sink);
+    let proxy = Arc::new(Proxy::new(
+        state.clone(),
+        upstreams,
+        metrics.requests.clone(),
+        &config.upstream,
+        &config.limits,
+        metering,
+    ));
     let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =
@@ -150,7 +174,34 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         limits: config.limits,
         connections: config.connections,
         shutdown: config.shutdown,
+        usage: usage_reporter,
     })
+}
+
+/// The usage aggregate and its reporter, spooling to `AURORA_USAGE_SPOOL_DIR` or next to the
+/// configuration cache.
+fn usage_reporting(
+    config: &Config,
+    metrics: usage_report::UsageReportMetrics,
+) -> Result<(Arc<usage_report::Aggregator>, Arc<usage_report::UsageReporter>), StartError> {
+    let spool_dir = config.usage.spool_dir.clone().or_else(|| {
+        let cache = config.control_plane.config_cache.as_deref()?;
+        Some(cache.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned())
+    });
+    let spool = spool_dir.as_deref().map(usage_report::Spool::open).transpose()?;
+    match &spool {
+        Some(spool) => {
+            tracing::info!(spool = %spool.dir().display(), interval = ?config.usage.interval, "usage reporting")
+        }
+        None => tracing::warn!(
+            "usage reporting without a spool (set AURORA_USAGE_SPOOL_DIR or AURORA_CONFIG_CACHE): reports not yet acknowledged when the data plane stops are lost"
+        ),
+    }
+    let aggregator = Arc::new(usage_report::Aggregator::new(usage_report::aggregate::system_clock()));
+    let node_id = config.control_plane.node_id.clone().unwrap_or_else(default_node_id);
+    let max_pending = usize::try_from(config.usage.max_pending).unwrap_or(usize::MAX);
+    let reporter = usage_report::UsageReporter::new(node_id, aggregator.clone(), spool, max_pending, metrics);
+    Ok((aggregator, Arc::new(reporter)))
 }
 
 impl Dataplane {
@@ -198,6 +249,11 @@ impl Dataplane {
         };
         server::serve(passthrough_listener, self.proxy, settings, stop_accepting).await;
 
+        // Every request has ended, so its usage is in the aggregate: deliver it (or spool it)
+        // while the config stream is still up.
+        if let Some(usage) = &self.usage {
+            usage.flush(usage_report::FLUSH_DEADLINE).await;
+        }
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         self.feeders.shutdown().await;
@@ -211,6 +267,7 @@ fn subscribe(
     config: &config::ControlPlaneConfig,
     state: &Arc<ConfigState>,
     metrics: ConfigMetrics,
+    usage: Arc<usage_report::UsageReporter>,
     feeders: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     let node_token = config.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(StartError::NodeTokenMissing)?;
@@ -246,6 +303,7 @@ fn subscribe(
         applied,
         durability,
         metrics,
+        usage: Some(usage),
     };
     tracing::info!(node_id = %subscriber.node_id, control_planes = ?config.urls, "subscribing to the control plane");
     feeders.spawn(subscriber.run(endpoints));

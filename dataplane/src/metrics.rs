@@ -23,9 +23,10 @@ use prometheus_client::registry::{Registry, Unit};
 pub use self::config::ConfigMetrics;
 use self::family::Family;
 use self::histogram::Histogram;
-use self::labels::{AUTH_REASONS, METHODS, PROVIDERS, SOURCES, STATUS_CLASSES, Source};
+use self::labels::{AUTH_REASONS, DIRECTIONS, METHODS, PROVIDERS, SOURCES, STATUS_CLASSES, Source, USAGE_OUTCOMES};
 use crate::auth::AuthError;
 use crate::state::ConfigState;
+use crate::usage::Usage;
 
 /// The content type of the OpenMetrics text format, which Prometheus negotiates and parses.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,6 +68,8 @@ pub struct RequestMetrics {
     request_bytes: Arc<Family<Counter, 1>>,
     response_bytes: Arc<Family<Counter, 1>>,
     auth_failures: Arc<Family<Counter, 2>>,
+    tokens: Arc<Family<Counter, 2>>,
+    usage_requests: Arc<Family<Counter, 2>>,
     in_flight: Gauge,
     streams_open: Gauge,
 }
@@ -138,6 +141,20 @@ impl Metrics {
                 [provider, ("reason", AUTH_REASONS)],
                 Counter::default,
             )),
+            tokens: Arc::new(Family::new(
+                "aurora_dataplane_usage_tokens",
+                "Tokens the providers reported in their responses, by provider and direction.",
+                None,
+                [provider, ("direction", DIRECTIONS)],
+                Counter::default,
+            )),
+            usage_requests: Arc::new(Family::new(
+                "aurora_dataplane_usage_requests",
+                "Upstream responses metered, by provider and how much of their usage was read.",
+                None,
+                [provider, ("outcome", USAGE_OUTCOMES)],
+                Counter::default,
+            )),
             in_flight: Gauge::default(),
             streams_open: Gauge::default(),
         };
@@ -151,6 +168,8 @@ impl Metrics {
         registry.register_collector(Box::new(requests.request_bytes.clone()));
         registry.register_collector(Box::new(requests.response_bytes.clone()));
         registry.register_collector(Box::new(requests.auth_failures.clone()));
+        registry.register_collector(Box::new(requests.tokens.clone()));
+        registry.register_collector(Box::new(requests.usage_requests.clone()));
         registry.register(
             "aurora_dataplane_requests_in_flight",
             "Requests received whose response has not finished yet (streams included)",
@@ -181,6 +200,11 @@ impl Metrics {
             .register_collector(Box::new(crate::credentials::metrics::CredentialCollector { state: state.clone() }));
         registry.register_collector(Box::new(config::ConfigCollector { state, metrics: config }));
         Metrics { registry, requests: Arc::new(requests), connections }
+    }
+
+    /// Adds the usage-delivery metrics (see `usage_report`).
+    pub fn register_usage(&mut self, usage: &crate::usage_report::UsageReportMetrics) {
+        usage.register(&mut self.registry);
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -241,6 +265,20 @@ impl RequestMetrics {
 
     pub fn auth_failure(&self, provider: ProviderKind, err: AuthError) {
         self.auth_failures.get([labels::provider(Some(provider)), labels::auth_reason(err)]).inc();
+    }
+
+    /// An upstream response's usage was metered.
+    pub fn usage(&self, provider: ProviderKind, usage: &Usage) {
+        let provider = labels::provider(Some(provider));
+        self.usage_requests.get([provider, labels::usage_outcome(usage.outcome)]).inc();
+        let tokens = &usage.tokens;
+        for (direction, count) in
+            [tokens.input, tokens.output, tokens.cache_read_input, tokens.cache_creation_input].into_iter().enumerate()
+        {
+            if count > 0 {
+                self.tokens.get([provider, direction]).inc_by(count);
+            }
+        }
     }
 
     /// A request finished (or was abandoned); it is no longer in flight.
@@ -304,6 +342,23 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+        // Usage: tokens by direction, responses by outcome; zero counts add no series.
+        use crate::usage::{TokenCounts, UsageOutcome};
+        let tokens = TokenCounts { input: 7, output: 3, cache_read_input: 2, ..TokenCounts::default() };
+        requests.usage(ProviderKind::Anthropic, &Usage { model: None, tokens, outcome: UsageOutcome::Incomplete });
+        let unknown = Usage { model: None, tokens: TokenCounts::default(), outcome: UsageOutcome::Unknown };
+        requests.usage(ProviderKind::Vllm, &unknown);
+        let text = metrics.encode();
+        for expected in [
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"input\"} 7\n",
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"output\"} 3\n",
+            "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"cache_read_input\"} 2\n",
+            "aurora_dataplane_usage_requests_total{provider=\"anthropic\",outcome=\"incomplete\"} 1\n",
+            "aurora_dataplane_usage_requests_total{provider=\"vllm\",outcome=\"unknown\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(text.lines().filter(|l| l.starts_with("aurora_dataplane_usage_tokens_total{")).count(), 3);
         // Bounded: only the label sets above exist, whatever the traffic.
         let request_series = text.lines().filter(|l| l.starts_with("aurora_dataplane_requests_total{")).count();
         assert_eq!(request_series, 3);

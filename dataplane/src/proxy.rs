@@ -26,6 +26,7 @@ use crate::config::{Limits, UpstreamConfig};
 use crate::credentials::CredentialHealth;
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
+use crate::metering::Metering;
 use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
 use crate::snapshot::{ProviderTls, Snapshot};
@@ -39,6 +40,7 @@ pub struct Proxy {
     state: Arc<ConfigState>,
     upstreams: Upstreams,
     metrics: Arc<RequestMetrics>,
+    metering: Metering,
     response_header_timeout: Duration,
     idle_timeout: Duration,
     max_request_body_bytes: u64,
@@ -66,11 +68,13 @@ impl Proxy {
         metrics: Arc<RequestMetrics>,
         upstream: &UpstreamConfig,
         limits: &Limits,
+        metering: Metering,
     ) -> Self {
         Proxy {
             state,
             upstreams,
             metrics,
+            metering,
             response_header_timeout: upstream.response_header_timeout,
             idle_timeout: upstream.idle_timeout,
             max_request_body_bytes: limits.max_request_body_bytes,
@@ -94,6 +98,8 @@ impl Proxy {
         let response = match self.forward(request, &request_id, &mut exchange).await {
             Ok(response) => {
                 exchange.respond(response.status(), Source::Upstream, is_event_stream(&response));
+                // The metering stage reads a copy of every frame sent (see `metering`).
+                exchange.meter(self.metering.start(response.status(), response.headers()));
                 response
             }
             Err((err, shape)) => {

@@ -34,6 +34,8 @@ pub struct Subscriber {
     pub durability: Durability,
     /// Stream state for `/metrics`: connected, and when the last message arrived.
     pub metrics: ConfigMetrics,
+    /// Delivers usage reports on each session's stream; `None`: usage is not reported.
+    pub usage: Option<Arc<crate::usage_report::UsageReporter>>,
 }
 
 impl std::fmt::Debug for Subscriber {

@@ -37,6 +37,17 @@ pub enum UsageOutcome {
     Unknown,
 }
 
+impl UsageOutcome {
+    /// How the access log and the `outcome` metric label spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageOutcome::Complete => "complete",
+            UsageOutcome::Incomplete => "incomplete",
+            UsageOutcome::Unknown => "unknown",
+        }
+    }
+}
+
 /// One request's usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod audit;
 mod config_stream;
 mod controlplane;
 mod credential_sets;
@@ -19,9 +20,12 @@ mod provider_network;
 
 mod sdk;
 mod secrets;
+mod secrets_at_rest;
 mod shutdown;
 mod store_faults;
 mod tls;
 mod untrusted_input;
 mod up;
 mod upstream_network;
+mod usage;
+mod usage_metering;

@@ -321,8 +321,10 @@ def test_defaults():
     assert not by_kind(docs, "NetworkPolicy")
     secret = one(docs, "Secret")
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert set(data) == {"AURORA_MASTER_KEY", "AURORA_NODE_TOKEN"}
+    assert set(data) == {"AURORA_MASTER_KEY", "AURORA_NODE_TOKEN", "AURORA_ENCRYPTION_KEY"}
     assert all(len(v) >= 32 for v in data.values())
+    assert len(data["AURORA_MASTER_KEY"]) == 48, "the generated master key keeps its full length"
+    assert len(base64.b64decode(data["AURORA_ENCRYPTION_KEY"])) == 32, "32 random bytes, base64"
     assert data["AURORA_MASTER_KEY"] != data["AURORA_NODE_TOKEN"]
     config = one(docs, "ConfigMap", "-controlplane")["data"]
     assert not any(k.startswith(("ENABLE", "ALLOW_", "OPENAI", "ANTHROPIC")) for k in config), (
@@ -417,6 +419,21 @@ def test_both_roles_have_cpu_and_memory_limits_by_default():
     for role in ("controlplane", "dataplane"):
         limits = container(deployment(docs, role))["resources"]["limits"]
         assert {"cpu", "memory"} <= set(limits), f"{role} has no {'cpu' if 'memory' in limits else 'memory'} limit"
+
+
+@pytest.mark.parametrize("value_set", GOOD_SETS)
+def test_the_encryption_key_reaches_only_the_control_plane_as_a_file(value_set):
+    docs = render(value_set)
+    cp, dp = deployment(docs, "controlplane"), deployment(docs, "dataplane")
+    assert env_of(cp)["AURORA_ENCRYPTION_KEY_FILE"]["value"] == "/etc/aurora/encryption/encryption-key"
+    assert "AURORA_ENCRYPTION_KEY" not in env_of(cp), "the key is a file, not a variable"
+    volume = next(v for v in cp["spec"]["template"]["spec"]["volumes"] if v["name"] == "encryption-key")
+    assert volume["secret"]["items"] == [{"key": "AURORA_ENCRYPTION_KEY", "path": "encryption-key"}]
+    assert volume["secret"]["defaultMode"] == 0o400
+    mounts = {m["name"]: m for m in container(cp)["volumeMounts"]}
+    assert mounts["encryption-key"]["mountPath"] == "/etc/aurora/encryption" and mounts["encryption-key"]["readOnly"]
+    assert "encryption-key" not in {v["name"] for v in dp["spec"]["template"]["spec"].get("volumes", [])}
+    assert not any("ENCRYPTION" in name for name in env_of(dp))
 
 
 def test_existing_secret_is_used_and_none_is_created():

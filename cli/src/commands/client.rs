@@ -15,6 +15,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::output::OutputFormat;
 
+/// What `-o` accepts; only `aurora usage` prints CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FormatArg {
+    Table,
+    Json,
+    Csv,
+}
+
 /// Options every admin command takes, before or after its subcommand.
 #[derive(Args, Clone)]
 pub(crate) struct ClientArgs {
@@ -27,9 +35,9 @@ pub(crate) struct ClientArgs {
     )]
     url: String,
 
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
-    pub(crate) output: OutputFormat,
+    /// Output format (csv: `aurora usage` only).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = FormatArg::Table, global = true)]
+    output: FormatArg,
 
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
@@ -136,6 +144,20 @@ impl Interceptor for BearerToken {
 }
 
 impl ClientArgs {
+    /// The output format of a command that prints tables or JSON.
+    pub(crate) fn output(&self) -> anyhow::Result<OutputFormat> {
+        match self.output {
+            FormatArg::Table => Ok(OutputFormat::Table),
+            FormatArg::Json => Ok(OutputFormat::Json),
+            FormatArg::Csv => anyhow::bail!("-o csv is only for `aurora usage`; use table or json"),
+        }
+    }
+
+    /// The output format as given, CSV included.
+    pub(crate) fn format(&self) -> FormatArg {
+        self.output
+    }
+
     /// Connects to the control plane; fails with one clear line when it is unreachable or no
     /// token is configured.
     pub(crate) async fn connect(&self) -> anyhow::Result<AdminClient> {

@@ -92,6 +92,8 @@ pub(crate) async fn run(
     secret: Option<String>,
     args: &ClientArgs,
 ) -> anyhow::Result<()> {
+    // Checked before anything changes: `-o csv` is refused here.
+    let format = args.output()?;
     let update = |provider: String, name: String, enabled: Option<bool>, weight: Option<u32>| {
         pb::UpdateProviderCredentialRequest { provider, name, enabled, weight }
     };
@@ -99,7 +101,7 @@ pub(crate) async fn run(
         CredentialsCommand::List { provider } => {
             let list =
                 client.list_provider_credentials(pb::ListProviderCredentialsRequest { provider }).await.or_status()?;
-            return match args.output {
+            return match format {
                 OutputFormat::Json => output::print_json(&json!({
                     "credentials": list.credentials.iter().map(credential_json).collect::<Vec<_>>(),
                 })),
@@ -135,15 +137,16 @@ pub(crate) async fn run(
             client.update_provider_credential(update(provider, name, None, Some(weight))).await.or_status()?
         }
     };
-    print_mutation(&response, args.output)?;
+    print_mutation(&response, format)?;
     args.wait.settle(client, response.revision).await
 }
 
 /// `aurora providers get PROVIDER`.
 pub(crate) async fn get(client: &mut AdminClient, name: String, args: &ClientArgs) -> anyhow::Result<()> {
+    let format = args.output()?;
     let got = client.get_provider(pb::GetProviderRequest { name }).await.or_status()?;
     let provider = got.provider.unwrap_or_default();
-    match args.output {
+    match format {
         OutputFormat::Json => {
             let mut value = output::provider_json(&provider);
             value["credentials"] = Value::Array(got.credentials.iter().map(credential_json).collect());

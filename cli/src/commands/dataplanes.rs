@@ -36,7 +36,7 @@ pub(crate) async fn run(args: DataplanesArgs) -> anyhow::Result<()> {
     let mut client = args.client.connect().await?;
     let fleet = fetch_all(&mut client, args.page_size).await?;
     let head = fleet.head_revision;
-    match args.client.output {
+    match args.client.output()? {
         OutputFormat::Json => output::print_json(&json!({
             "head_revision": head,
             "data_planes": fleet.data_planes.iter().map(|dp| json!({

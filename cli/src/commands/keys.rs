@@ -145,7 +145,7 @@ fn too_late() -> String {
 }
 
 pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let format = args.client.output;
+    let format = args.client.output()?;
     let mut client = args.client.connect().await?;
     match args.command {
         KeysCommand::Create(create) => {
@@ -177,7 +177,18 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
         KeysCommand::List(list) => list_keys(&mut client, list, format).await,
         KeysCommand::Get { id } => {
             let key = client.get_key(pb::GetKeyRequest { id }).await.or_status()?;
-            print_key(&key, None, format)
+            let (usage_json, usage_line) = super::usage::key_totals(&mut client, &key.id).await?;
+            match format {
+                OutputFormat::Json => {
+                    let mut value = output::key_json(&key);
+                    value["usage"] = usage_json;
+                    output::print_json(&value)
+                }
+                OutputFormat::Table => {
+                    print_key(&key, None, format)?;
+                    output::print(&usage_line)
+                }
+            }
         }
         KeysCommand::Update(update) => {
             let expiry = if update.no_expiry {

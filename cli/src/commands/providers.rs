@@ -223,7 +223,7 @@ impl SetInputs {
 }
 
 pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
-    let format = args.client.output;
+    let format = args.client.output()?;
     // Read the credential and files before connecting, so a missing one fails fast and offline.
     let inputs = match &args.command {
         ProvidersCommand::Set(set) => Some(SetInputs::read(set)?),

@@ -37,7 +37,7 @@ struct SetArgs {
 }
 
 pub(crate) async fn run(args: SettingsArgs) -> anyhow::Result<()> {
-    let format = args.client.output;
+    let format = args.client.output()?;
     let mut client = args.client.connect().await?;
     let (settings, revision) = match args.command {
         SettingsCommand::Get => (client.get_settings(pb::GetSettingsRequest {}).await.or_status()?, None),

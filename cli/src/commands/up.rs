@@ -3,7 +3,9 @@
 //! Runs a control plane (SQLite in the data directory) and one data plane subscribed to it over
 //! real gRPC on loopback, exactly as separate processes would be. The master key and node token
 //! are generated on first run and kept in the data directory (mode 0600), so restarts keep the
-//! same credentials; `AURORA_MASTER_KEY` overrides the stored master key.
+//! same credentials; `AURORA_MASTER_KEY` overrides the stored master key. So is the key that
+//! encrypts the credentials in the database (`encryption.key`), unless `AURORA_ENCRYPTION_KEY`
+//! is set.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use anyhow::Context;
 use aurora_core::{KeySecret, ProductVars, ProviderKind};
 use clap::{Args, Parser};
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct UpArgs {
     /// Where the database, generated credentials and config cache live.
     #[arg(long, env = "AURORA_DATA_DIR", default_value = "aurora-data")]
@@ -34,6 +36,11 @@ pub(crate) struct UpArgs {
     /// Provider credentials, base URLs and settings, as for `aurora controlplane`.
     #[command(flatten)]
     pub(crate) product: ProductVars,
+
+    /// `AURORA_ENCRYPTION_KEY` (or its file), read by the secrets module; without it the store's
+    /// key is generated in the data directory (`encryption.key`, mode 0600).
+    #[arg(skip)]
+    pub(crate) encryption_key: Option<String>,
 }
 
 /// Parses the data plane's configuration with its own defaults, as `aurora dataplane` would.
@@ -61,6 +68,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut control_plane_config =
         aurora_controlplane::Config::new(args.grpc_listen_addr, database_url, node_token.clone());
     control_plane_config.product = ProductVars { master_key: Some(master_key.clone()), ..args.product.clone() };
+    control_plane_config.encryption_key = args.encryption_key.clone();
     let control_plane = aurora_controlplane::start(control_plane_config).await?;
     let grpc_addr = control_plane.local_addr();
 

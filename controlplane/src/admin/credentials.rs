@@ -11,7 +11,7 @@ use aurora_proto::v1 as pb;
 use super::error::AdminError;
 use super::validate::{self, FieldError};
 use crate::credential_health::CredentialBoard;
-use crate::store::{CredentialPatch, NamedCredential, NewCredential, ProviderRecord, Store, StoreError};
+use crate::store::{Actor, CredentialPatch, NamedCredential, NewCredential, ProviderRecord, Store, StoreError};
 
 fn name(raw: &str) -> Result<String, FieldError> {
     validate_credential_name(raw)
@@ -105,6 +105,7 @@ pub(crate) async fn add(
     store: &dyn Store,
     board: &CredentialBoard,
     req: pb::AddProviderCredentialRequest,
+    actor: &Actor,
 ) -> Result<pb::ProviderCredentialMutationResponse, AdminError> {
     // The request holds a secret: it is consumed here and never logged.
     let kind = validate::provider("provider", &req.provider)?;
@@ -115,7 +116,7 @@ pub(crate) async fn add(
         secret: secret(&req.secret)?,
     };
     let name = new.name.clone();
-    let (record, revision) = store.add_credential(kind, new).await?;
+    let (record, revision) = store.add_credential(kind, new, actor).await?;
     tracing::info!(provider = %kind, credential = %name, revision, "provider credential added");
     Ok(mutation(&record, &name, revision, board))
 }
@@ -124,11 +125,12 @@ pub(crate) async fn update(
     store: &dyn Store,
     board: &CredentialBoard,
     req: pb::UpdateProviderCredentialRequest,
+    actor: &Actor,
 ) -> Result<pb::ProviderCredentialMutationResponse, AdminError> {
     let kind = validate::provider("provider", &req.provider)?;
     let name = name(&req.name)?;
     let patch = CredentialPatch { enabled: req.enabled, weight: req.weight.map(weight).transpose()? };
-    let (record, revision) = store.update_credential(kind, &name, patch).await?;
+    let (record, revision) = store.update_credential(kind, &name, patch, actor).await?;
     tracing::info!(provider = %kind, credential = %name, revision, enabled = ?patch.enabled, weight = ?patch.weight, "provider credential updated");
     Ok(mutation(&record, &name, revision, board))
 }
@@ -137,10 +139,11 @@ pub(crate) async fn remove(
     store: &dyn Store,
     board: &CredentialBoard,
     req: pb::RemoveProviderCredentialRequest,
+    actor: &Actor,
 ) -> Result<pb::ProviderCredentialMutationResponse, AdminError> {
     let kind = validate::provider("provider", &req.provider)?;
     let name = name(&req.name)?;
-    let (record, revision) = store.remove_credential(kind, &name).await?;
+    let (record, revision) = store.remove_credential(kind, &name, actor).await?;
     tracing::info!(provider = %kind, credential = %name, revision, "provider credential removed");
     Ok(mutation(&record, &name, revision, board))
 }

@@ -45,7 +45,9 @@ impl From<AdminError> for Status {
                     }
                     None => internal(&err),
                 },
-                StoreError::Corrupt(_) | StoreError::Open(_) | StoreError::Migrate(_) => internal(&err),
+                StoreError::Corrupt(_) | StoreError::Open(_) | StoreError::Migrate(_) | StoreError::Sealed { .. } => {
+                    internal(&err)
+                }
             },
         }
     }

@@ -9,20 +9,27 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{convert, credentials, validate};
+use super::{audit, convert, credentials, validate};
 use crate::fleet::Fleet;
-use crate::store::{KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
+use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
 /// The admin API over a [`Store`].
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     store: Arc<dyn Store>,
     fleet: Arc<Fleet>,
+    /// This control-plane process, named in every audit record it commits.
+    replica: Arc<str>,
 }
 
 impl AdminApi {
-    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>) -> Self {
-        AdminApi { store, fleet }
+    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>, replica: Arc<str>) -> Self {
+        AdminApi { store, fleet, replica }
+    }
+
+    /// Who is behind `request`, for the audit record of the mutation it asks for.
+    fn actor<T>(&self, request: &Request<T>) -> Actor {
+        audit::actor(request, &self.replica)
     }
 }
 
@@ -36,6 +43,7 @@ fn reply<T>(result: Result<T, AdminError>) -> Reply<T> {
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_key(&self, request: Request<pb::CreateKeyRequest>) -> Reply<pb::CreateKeyResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
@@ -50,7 +58,7 @@ impl AdminService for AdminApi {
                     expires_at: req.expires_at.as_ref().map(|t| validate::expires_at(t, now)).transpose()?,
                     allowed_providers: validate::providers("allowed_providers", &req.allowed_providers)?,
                 };
-                let (record, revision) = self.store.create_key(new).await?;
+                let (record, revision) = self.store.create_key(new, &actor).await?;
                 tracing::info!(key_id = %record.id, revision, "key created");
                 Ok(pb::CreateKeyResponse { key: Some(convert::key(&record)), secret: secret.into_exposed(), revision })
             }
@@ -90,6 +98,7 @@ impl AdminService for AdminApi {
     }
 
     async fn update_key(&self, request: Request<pb::UpdateKeyRequest>) -> Reply<pb::KeyMutationResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
@@ -111,7 +120,7 @@ impl AdminService for AdminApi {
                         .map(|list| validate::providers("allowed_providers", &list.providers))
                         .transpose()?,
                 };
-                let (record, revision) = self.store.update_key(id, patch).await?;
+                let (record, revision) = self.store.update_key(id, patch, &actor).await?;
                 tracing::info!(key_id = %id, revision, "key updated");
                 Ok(pb::KeyMutationResponse { key: Some(convert::key(&record)), revision })
             }
@@ -120,11 +129,12 @@ impl AdminService for AdminApi {
     }
 
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Reply<pb::KeyMutationResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
-                let (record, revision) = self.store.revoke_key(id).await?;
+                let (record, revision) = self.store.revoke_key(id, &actor).await?;
                 tracing::info!(key_id = %id, revision, "key revoked");
                 Ok(pb::KeyMutationResponse { key: Some(convert::key(&record)), revision })
             }
@@ -133,11 +143,12 @@ impl AdminService for AdminApi {
     }
 
     async fn delete_key(&self, request: Request<pb::DeleteKeyRequest>) -> Reply<pb::DeleteResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
-                let revision = self.store.delete_key(id).await?;
+                let revision = self.store.delete_key(id, &actor).await?;
                 tracing::info!(key_id = %id, revision, "key deleted");
                 Ok(pb::DeleteResponse { revision })
             }
@@ -153,21 +164,24 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::AddProviderCredentialRequest>,
     ) -> Reply<pb::ProviderCredentialMutationResponse> {
-        reply(credentials::add(&*self.store, self.fleet.credential_health(), request.into_inner()).await)
+        let actor = self.actor(&request);
+        reply(credentials::add(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
     }
 
     async fn update_provider_credential(
         &self,
         request: Request<pb::UpdateProviderCredentialRequest>,
     ) -> Reply<pb::ProviderCredentialMutationResponse> {
-        reply(credentials::update(&*self.store, self.fleet.credential_health(), request.into_inner()).await)
+        let actor = self.actor(&request);
+        reply(credentials::update(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
     }
 
     async fn remove_provider_credential(
         &self,
         request: Request<pb::RemoveProviderCredentialRequest>,
     ) -> Reply<pb::ProviderCredentialMutationResponse> {
-        reply(credentials::remove(&*self.store, self.fleet.credential_health(), request.into_inner()).await)
+        let actor = self.actor(&request);
+        reply(credentials::remove(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
     }
 
     async fn list_provider_credentials(
@@ -192,6 +206,7 @@ impl AdminService for AdminApi {
         request: Request<pb::UpsertProviderRequest>,
     ) -> Reply<pb::ProviderMutationResponse> {
         // The request holds a credential: it is consumed here and never logged.
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
@@ -230,7 +245,7 @@ impl AdminService for AdminApi {
                     .map(str::to_owned)
                     .into_iter()
                     .collect();
-                let (record, revision) = self.store.upsert_provider(kind, patch).await?;
+                let (record, revision) = self.store.upsert_provider(kind, patch, &actor).await?;
                 tracing::info!(provider = %kind, revision, "provider upserted");
                 for warning in &warnings {
                     tracing::warn!(provider = %kind, base_url = %record.base_url, "{warning}");
@@ -242,11 +257,12 @@ impl AdminService for AdminApi {
     }
 
     async fn delete_provider(&self, request: Request<pb::DeleteProviderRequest>) -> Reply<pb::DeleteResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
                 let kind = validate::provider("name", &req.name)?;
-                let revision = self.store.delete_provider(kind).await?;
+                let revision = self.store.delete_provider(kind, &actor).await?;
                 tracing::info!(provider = %kind, revision, "provider deleted");
                 Ok(pb::DeleteResponse { revision })
             }
@@ -262,6 +278,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::UpdateSettingsRequest>,
     ) -> Reply<pb::SettingsMutationResponse> {
+        let actor = self.actor(&request);
         let req = request.into_inner();
         reply(
             async {
@@ -269,7 +286,7 @@ impl AdminService for AdminApi {
                     passthrough_enabled: req.passthrough_enabled,
                     v1_alias_enabled: req.v1_alias_enabled,
                 };
-                let (view, revision) = self.store.update_settings(patch).await?;
+                let (view, revision) = self.store.update_settings(patch, &actor).await?;
                 tracing::info!(revision, "settings updated");
                 Ok(pb::SettingsMutationResponse { settings: Some(convert::settings(&view)), revision })
             }
@@ -321,6 +338,18 @@ impl AdminService for AdminApi {
             }
             .await,
         )
+    }
+
+    async fn query_usage(&self, request: Request<pb::QueryUsageRequest>) -> Reply<pb::QueryUsageResponse> {
+        reply(super::usage::query(self.store.as_ref(), request.into_inner()).await)
+    }
+
+    async fn list_audit(&self, request: Request<pb::ListAuditRequest>) -> Reply<pb::ListAuditResponse> {
+        reply(audit::list(self.store.as_ref(), request.into_inner()).await)
+    }
+
+    async fn verify_audit(&self, _request: Request<pb::VerifyAuditRequest>) -> Reply<pb::VerifyAuditResponse> {
+        reply(audit::verify(self.store.as_ref()).await)
     }
 }
 

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::Config;
 
-pub(super) const MASTER_KEY: &str = "test-master-key";
+pub(super) const MASTER_KEY: &str = "test-master-key-of-at-least-32-characters";
 
 pub(super) struct Running {
     pub(super) channel: Channel,

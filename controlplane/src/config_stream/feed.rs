@@ -156,7 +156,7 @@ mod tests {
     async fn commit(store: &dyn Store, times: usize) {
         for i in 0..times {
             let patch = SettingsPatch { passthrough_enabled: Some(i % 2 == 0), v1_alias_enabled: None };
-            store.update_settings(patch).await.unwrap();
+            store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
     }
 
@@ -168,7 +168,8 @@ mod tests {
     async fn serves_every_revision_it_read_and_refuses_older_ones() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         commit(store.as_ref(), 5).await;
         let feed = ChangeFeed::start(store.clone(), 3, Duration::from_secs(3600)).await.unwrap();
         assert_eq!(feed.head(), 5);
@@ -183,8 +184,9 @@ mod tests {
     async fn a_log_compacted_by_another_process_leaves_no_hole() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let ours: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-        let theirs = SqliteStore::open(&url).await.unwrap();
+        let ours: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
+        let theirs = SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap();
         commit(ours.as_ref(), 2).await;
         // As `start` does: the floor comes from the log as it is now (nothing compacted)...
         let feed = ChangeFeed::empty(ours.clone(), 100).await.unwrap();

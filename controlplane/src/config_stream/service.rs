@@ -28,6 +28,8 @@ pub struct ConfigStream {
     /// Turns true when the control plane shuts down: every stream closes at once so replicas
     /// reconnect to another control plane instead of waiting for a drain that never ends.
     closing: watch::Receiver<bool>,
+    /// Where usage reports go; without it they stay unacknowledged (the replica keeps them).
+    usage: Option<Arc<super::UsageIngest>>,
 }
 
 impl ConfigStream {
@@ -38,7 +40,13 @@ impl ConfigStream {
         heartbeat: Duration,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        ConfigStream { feed, snapshots, fleet, heartbeat, closing }
+        ConfigStream { feed, snapshots, fleet, heartbeat, closing, usage: None }
+    }
+
+    /// Accepts usage reports on the streams and commits them through `ingest`.
+    pub fn with_usage(mut self, ingest: Arc<super::UsageIngest>) -> Self {
+        self.usage = Some(ingest);
+        self
     }
 }
 
@@ -187,6 +195,11 @@ impl Session {
                     }
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::CredentialReport(report)) })) => {
                         self.credential_report(&report)?;
+                    }
+                    Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::UsageReport(report)) })) => {
+                        if let Some(usage) = &self.stream.usage {
+                            usage.submit(&self.node_id, report, &self.outbound);
+                        }
                     }
                     Ok(Some(_)) => return Err(End::ProtocolError("unexpected message: only Ack, Nack and reports may follow the Hello")),
                     Ok(None) => return Err(End::ReplicaClosed),

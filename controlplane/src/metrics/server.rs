@@ -101,7 +101,8 @@ mod tests {
     async fn server() -> (std::net::SocketAddr, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();
         let metrics = Arc::new(Metrics::new(feed, Fleet::new(), store.write_status()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

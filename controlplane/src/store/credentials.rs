@@ -7,8 +7,11 @@
 //! credential interfaces set (`UpsertProvider.credential`, the product page's
 //! `<PROVIDER>_API_KEY`), so a one-credential provider works exactly as before.
 //!
-//! Every read and write of a secret column goes through [`seal_secret`] and [`open_secret`]:
-//! the one place encryption at rest applies.
+//! Every read and write of a secret goes through [`seal_secret`] and [`open_secret`]: each
+//! credential is sealed in `secret_sealed` (envelope encryption, `at_rest.rs`) bound to its
+//! provider and its name, so a sealed value copied to another row does not open. The plaintext
+//! `secret` column only ever holds what migration 0007 (PostgreSQL 0006) copied from an older
+//! store's `providers.credential`, until `seal_at_rest` seals it at the same start.
 
 use std::time::SystemTime;
 
@@ -16,8 +19,11 @@ use aurora_core::ProviderKind;
 use aurora_proto::v1::UpstreamCredential;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
+use super::at_rest;
+use super::audit::{Actor, AuditEvent};
 use super::change::ChangeEntry;
 use super::model::{Credential, ProviderRecord};
+use super::sealed::Keyring;
 use super::{Dialect, Revision, SqlStore, StoreError};
 use crate::time;
 
@@ -163,14 +169,38 @@ pub struct CredentialPatch {
     pub weight: Option<u32>,
 }
 
-/// What goes into the `secret` column for `credential`. The one write path of a secret.
-pub(crate) fn seal_secret(credential: &Credential) -> String {
-    credential.expose().to_owned()
+/// The column string a credential's sealed secret is bound to: the credential's name is part of
+/// it, so one credential's sealed value never opens as another's.
+pub(super) fn sealed_column(name: &str) -> String {
+    format!("secret_sealed:{name}")
 }
 
-/// The credential a `secret` column holds. The one read path of a secret.
-pub(crate) fn open_secret(stored: String) -> Result<Credential, StoreError> {
-    Ok(Credential::new(stored))
+/// What goes into the `secret_sealed` column for credential `name` of `provider`. The one write
+/// path of a secret.
+pub(super) fn seal_secret(
+    keyring: &Keyring,
+    provider: &str,
+    name: &str,
+    credential: &Credential,
+) -> Result<Vec<u8>, StoreError> {
+    at_rest::seal_text(keyring, provider, &sealed_column(name), credential.expose())
+}
+
+/// The credential a row holds: its sealed secret, or the plaintext one migration 0007 copied
+/// from an older store (sealed by `seal_at_rest` before the store serves). The one read path
+/// of a secret.
+pub(super) fn open_secret(
+    keyring: &Keyring,
+    provider: &str,
+    name: &str,
+    sealed: Option<Vec<u8>>,
+    plaintext: Option<String>,
+) -> Result<Credential, StoreError> {
+    match (sealed, plaintext) {
+        (Some(sealed), _) => at_rest::open_text(keyring, provider, &sealed_column(name), &sealed).map(Credential::new),
+        (None, Some(plaintext)) => Ok(Credential::new(plaintext)),
+        (None, None) => Err(StoreError::Corrupt(format!("provider_credentials.secret_sealed of {provider}/{name}"))),
+    }
 }
 
 // The same bounds as `sql.rs` (see there why they repeat).
@@ -191,26 +221,27 @@ where
     for<'q> Option<Vec<u8>>: Encode<'q, DB>,
 {
     /// Loads the provider's record (or a new default one when `create`), lets `change` edit its
-    /// credentials, writes it back and commits one provider change: every data plane receives
-    /// the whole new set at this revision.
+    /// credentials and say what it did (the audit event), writes it back and commits one
+    /// provider change: every data plane receives the whole new set at this revision.
     async fn change_credentials(
         &self,
         kind: ProviderKind,
         create: bool,
-        change: impl FnOnce(&mut ProviderRecord, std::time::SystemTime) -> Result<(), StoreError>,
+        actor: &Actor,
+        change: impl FnOnce(&mut ProviderRecord, std::time::SystemTime) -> Result<AuditEvent, StoreError>,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
         let (mut tx, revision) = self.begin_write().await?;
         let now = time::now();
-        let current = Self::fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
+        let current = Self::fetch_providers(&self.keyring, &mut tx).await?.into_iter().find(|p| p.kind == kind);
         let mut record = match current {
             Some(record) => record,
             None if create => ProviderRecord::new_default(kind, now),
             None => return Err(StoreError::ProviderNotFound(kind)),
         };
-        change(&mut record, now)?;
+        let event = change(&mut record, now)?;
         record.updated_at = now;
-        Self::write_provider(&mut tx, &record).await?;
-        self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
+        Self::write_provider(&self.keyring, &mut tx, &record).await?;
+        self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now, actor, event).await?;
         Ok((record, revision))
     }
 
@@ -218,16 +249,20 @@ where
         &self,
         kind: ProviderKind,
         new: NewCredential,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.change_credentials(kind, true, |record, now| {
-            record.credentials.add(NamedCredential {
+        self.change_credentials(kind, true, actor, |record, now| {
+            let credential = NamedCredential {
                 name: new.name,
                 weight: new.weight,
                 enabled: new.enabled,
                 secret: new.secret,
                 created_at: now,
                 updated_at: now,
-            })
+            };
+            let event = AuditEvent::credential_added(kind, &credential);
+            record.credentials.add(credential)?;
+            Ok(event)
         })
         .await
     }
@@ -237,12 +272,14 @@ where
         kind: ProviderKind,
         name: &str,
         patch: CredentialPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.change_credentials(kind, false, |record, now| {
+        self.change_credentials(kind, false, actor, |record, now| {
             let credential = record
                 .credentials
                 .get_mut(name)
                 .ok_or_else(|| StoreError::CredentialNotFound(kind, name.to_owned()))?;
+            let before = credential.clone();
             if let Some(enabled) = patch.enabled {
                 credential.enabled = enabled;
             }
@@ -250,7 +287,7 @@ where
                 credential.weight = weight;
             }
             credential.updated_at = now;
-            Ok(())
+            Ok(AuditEvent::credential_updated(kind, &before, credential))
         })
         .await
     }
@@ -259,62 +296,67 @@ where
         &self,
         kind: ProviderKind,
         name: &str,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.change_credentials(kind, false, |record, _| {
-            record
-                .credentials
-                .remove(name)
-                .map(drop)
-                .ok_or_else(|| StoreError::CredentialNotFound(kind, name.to_owned()))
+        self.change_credentials(kind, false, actor, |record, _| {
+            let removed =
+                record.credentials.remove(name).ok_or_else(|| StoreError::CredentialNotFound(kind, name.to_owned()))?;
+            Ok(AuditEvent::credential_removed(kind, &removed))
         })
         .await
     }
 
-    /// Every provider's credentials, by provider name.
+    /// Every provider's credentials, by provider name, opened with `keyring`.
     pub(super) async fn fetch_credentials(
+        keyring: &Keyring,
         conn: &mut DB::Connection,
     ) -> Result<Vec<(String, NamedCredential)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT provider, name, weight, enabled, secret, created_at, updated_at FROM provider_credentials",
+            "SELECT provider, name, weight, enabled, secret, secret_sealed, created_at, updated_at \
+             FROM provider_credentials",
         )
         .fetch_all(&mut *conn)
         .await?;
         rows.iter()
             .map(|row| {
+                let provider: String = row.try_get("provider")?;
+                let name: String = row.try_get("name")?;
                 let weight: i64 = row.try_get("weight")?;
-                Ok((
-                    row.try_get("provider")?,
-                    NamedCredential {
-                        name: row.try_get("name")?,
-                        weight: u32::try_from(weight)
-                            .map_err(|_| StoreError::Corrupt("provider_credentials.weight".into()))?,
-                        enabled: row.try_get("enabled")?,
-                        secret: open_secret(row.try_get("secret")?)?,
-                        created_at: time::from_millis(row.try_get("created_at")?),
-                        updated_at: time::from_millis(row.try_get("updated_at")?),
-                    },
-                ))
+                let secret =
+                    open_secret(keyring, &provider, &name, row.try_get("secret_sealed")?, row.try_get("secret")?)?;
+                let credential = NamedCredential {
+                    weight: u32::try_from(weight)
+                        .map_err(|_| StoreError::Corrupt("provider_credentials.weight".into()))?,
+                    enabled: row.try_get("enabled")?,
+                    secret,
+                    created_at: time::from_millis(row.try_get("created_at")?),
+                    updated_at: time::from_millis(row.try_get("updated_at")?),
+                    name,
+                };
+                Ok((provider, credential))
             })
             .collect()
     }
 
-    /// Replaces the stored credentials of `provider` with `set`.
+    /// Replaces the stored credentials of `provider` with `set`, each sealed.
     pub(super) async fn write_credentials(
+        keyring: &Keyring,
         conn: &mut DB::Connection,
         provider: &str,
         set: &CredentialSet,
     ) -> Result<(), StoreError> {
         Self::delete_credentials(conn, provider).await?;
         for credential in set.iter() {
+            let sealed = seal_secret(keyring, provider, &credential.name, &credential.secret)?;
             sqlx::query(
-                "INSERT INTO provider_credentials (provider, name, weight, enabled, secret, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO provider_credentials (provider, name, weight, enabled, secret, secret_sealed, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
             )
             .bind(provider)
             .bind(credential.name.clone())
             .bind(i64::from(credential.weight))
             .bind(credential.enabled)
-            .bind(seal_secret(&credential.secret))
+            .bind(sealed)
             .bind(time::to_millis(credential.created_at))
             .bind(time::to_millis(credential.updated_at))
             .execute(&mut *conn)

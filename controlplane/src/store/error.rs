@@ -36,6 +36,10 @@ pub enum StoreError {
     Unreachable(String),
     #[error("cannot migrate the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A credential could not be sealed or opened (`store/sealed.rs`): the keyring lacks the
+    /// key it was sealed under, or the stored blob is damaged. Names the column, never a value.
+    #[error("{what}: {source}")]
+    Sealed { what: String, source: super::sealed::SealError },
 }
 
 /// Why the database could not carry out an operation, when the cause is the database's

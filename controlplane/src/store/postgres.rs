@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::error::describe;
 use super::presence::{PgPresence, PresenceTable};
+use super::sealed::Keyring;
 use super::sql::{Dialect, SqlStore, observe, to_revision};
 use super::{Revision, StoreError};
 
@@ -86,7 +87,7 @@ impl SqlStore<Postgres> {
     /// commit falls between the two.
     ///
     /// Errors never include the URL: it may carry a password.
-    pub async fn open(url: &str, config: PgPoolConfig) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, config: PgPoolConfig, keyring: Keyring) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Open("invalid PostgreSQL URL (expected postgres://USER@HOST/DATABASE)".into()))?
             .application_name("aurora-controlplane");
@@ -102,7 +103,7 @@ impl SqlStore<Postgres> {
         let mut listener = PgListener::connect_with(&listen_pool).await?;
         listener.listen(HEAD_CHANNEL).await?;
         MIGRATOR.run(&pool).await?;
-        let mut store = SqlStore::new(pool).await?;
+        let mut store = SqlStore::new(pool, keyring).await?;
         let task = tokio::spawn(follow_notifications(listener, store.pool.clone(), store.head_sender()));
         store.set_background(task.abort_handle());
         Ok(store)

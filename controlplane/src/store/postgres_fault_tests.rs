@@ -10,15 +10,15 @@ use sqlx::Connection;
 
 use super::tests::terminate_others;
 use super::*;
-use crate::store::suite::new_key;
+use crate::store::suite::{actor, new_key};
 use crate::store::test_db::{PgDatabase, TestDb};
 use crate::store::{StorageFailure, Store, StoreError, WriteStatus};
 
 #[tokio::test]
 async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_next_one_succeeds() {
     let TestDb::Postgres(db) = TestDb::postgres().await else { unreachable!() };
-    let store = PgStore::open(&db.url(), PgPoolConfig::default()).await.unwrap();
-    let (_, first) = store.create_key(new_key("first").0).await.unwrap();
+    let store = PgStore::open(&db.url(), PgPoolConfig::default(), crate::store::test_db::test_keyring()).await.unwrap();
+    let (_, first) = store.create_key(new_key("first").0, &actor()).await.unwrap();
 
     // Another session holds the head row, so the store's next write waits on it, mid-transaction,
     // while the server terminates the store's connections.
@@ -26,7 +26,7 @@ async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_nex
     sqlx::raw_sql("BEGIN; SELECT revision FROM head WHERE id = 1 FOR UPDATE").execute(&mut admin).await.unwrap();
     let writer = {
         let store = store.clone();
-        tokio::spawn(async move { store.create_key(new_key("cut").0).await })
+        tokio::spawn(async move { store.create_key(new_key("cut").0, &actor()).await })
     };
     wait_until_waiting_on_a_lock(&mut admin, &db).await;
     terminate_others(&mut admin, &db).await;
@@ -37,7 +37,7 @@ async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_nex
     sqlx::raw_sql("ROLLBACK").execute(&mut admin).await.unwrap();
 
     // The next write gets a fresh connection: it works, and no revision was lost or skipped.
-    let (_, next) = store.create_key(new_key("next").0).await.unwrap();
+    let (_, next) = store.create_key(new_key("next").0, &actor()).await.unwrap();
     assert_eq!(next, first + 1, "the failed write's revision rolled back");
     assert!(store.write_status().borrow().is_writable());
     admin.close().await.unwrap();
@@ -47,15 +47,15 @@ async fn a_write_whose_connection_is_terminated_fails_as_unavailable_and_the_nex
 async fn writes_fail_fast_while_the_database_refuses_connections_and_work_once_it_accepts_them() {
     let TestDb::Postgres(db) = TestDb::postgres().await else { unreachable!() };
     let config = PgPoolConfig { connect_timeout: Duration::from_secs(1), ..PgPoolConfig::default() };
-    let store = PgStore::open(&db.url(), config).await.unwrap();
-    store.create_key(new_key("before").0).await.unwrap();
+    let store = PgStore::open(&db.url(), config, crate::store::test_db::test_keyring()).await.unwrap();
+    store.create_key(new_key("before").0, &actor()).await.unwrap();
 
     // As good as down for this store: no new connection is accepted, and the open ones are gone.
     let mut admin = db.connect_server().await;
     set_allow_connections(&mut admin, &db, false).await;
     terminate_others(&mut admin, &db).await;
     let started = Instant::now();
-    let err = store.create_key(new_key("during").0).await.unwrap_err();
+    let err = store.create_key(new_key("during").0, &actor()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(4), "fails within the connect timeout: {:?}", started.elapsed());
     assert_eq!(err.storage_failure(), Some(StorageFailure::CannotWrite), "{err}");
     let read = store.list_keys(None, 10).await.unwrap_err();
@@ -68,7 +68,7 @@ async fn writes_fail_fast_while_the_database_refuses_connections_and_work_once_i
     set_allow_connections(&mut admin, &db, true).await;
     store.probe_write().await.unwrap();
     assert!(store.write_status().borrow().is_writable());
-    let (_, revision) = store.create_key(new_key("after").0).await.unwrap();
+    let (_, revision) = store.create_key(new_key("after").0, &actor()).await.unwrap();
     assert_eq!(revision, 2);
     admin.close().await.unwrap();
 }

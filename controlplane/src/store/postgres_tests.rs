@@ -9,14 +9,17 @@ use sqlx::Connection;
 
 use super::*;
 use crate::store::Store;
-use crate::store::suite::{new_key, store_suite};
+use crate::store::audit_suite::audit_suite;
+use crate::store::suite::{actor, new_key, store_suite};
 use crate::store::test_db::{PgDatabase, TestDb};
 
 store_suite!(TestDb::postgres().await);
+crate::store::usage_suite::usage_suite!(TestDb::postgres().await);
+audit_suite!(TestDb::postgres().await);
 
 async fn database() -> (TestDb, PgStore) {
     let db = TestDb::postgres().await;
-    let store = PgStore::open(&db.url(), PgPoolConfig::default()).await.unwrap();
+    let store = PgStore::open(&db.url(), PgPoolConfig::default(), crate::store::test_db::test_keyring()).await.unwrap();
     (db, store)
 }
 
@@ -33,13 +36,15 @@ async fn migrations_create_the_schema_once_even_when_replicas_start_together() {
     // Four replicas starting at once on an empty database: sqlx's migrator serializes them on
     // an advisory lock, so each migration is applied once and every replica opens.
     let url = db.url();
-    let opens = (0..4).map(|_| PgStore::open(&url, PgPoolConfig::default()));
+    let opens = (0..4).map(|_| PgStore::open(&url, PgPoolConfig::default(), crate::store::test_db::test_keyring()));
     let stores: Vec<PgStore> = futures_util::future::join_all(opens).await.into_iter().map(Result::unwrap).collect();
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&stores[0].pool)
         .await
         .unwrap();
-    assert_eq!(applied, 4, "0001_initial, 0002_fleet_presence, 0003_provider_network and 0006_credential_sets");
+    // Every migration the binary carries, each applied once.
+    assert_eq!(applied as usize, super::MIGRATOR.iter().count());
+    assert!(applied >= 5);
     assert_eq!(stores[0].head_revision().await.unwrap(), 0);
     assert_eq!(stores[0].oldest_retained_revision().await.unwrap(), 1);
     let store_id = stores[0].store_id();
@@ -52,18 +57,18 @@ async fn migrations_create_the_schema_once_even_when_replicas_start_together() {
 #[tokio::test]
 async fn a_commit_on_one_replica_reaches_the_head_watch_of_another_at_once() {
     let (db, a) = database().await;
-    let b = PgStore::open(&db.url(), PgPoolConfig::default()).await.unwrap();
+    let b = PgStore::open(&db.url(), PgPoolConfig::default(), crate::store::test_db::test_keyring()).await.unwrap();
     let mut head = b.watch_head();
     assert_eq!(*head.borrow_and_update(), 0);
     for _ in 0..3 {
         let (key, _) = new_key(&format!("k{}", uuid::Uuid::now_v7()));
-        let (_, revision) = a.create_key(key).await.unwrap();
+        let (_, revision) = a.create_key(key, &actor()).await.unwrap();
         // No read on B: only the notification can advance its watch, well within the feed's
         // one-second poll.
         tokio::time::timeout(Duration::from_millis(500), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     }
     // A rolled-back write announces nothing.
-    assert!(a.delete_key(uuid::Uuid::now_v7()).await.is_err());
+    assert!(a.delete_key(uuid::Uuid::now_v7(), &actor()).await.is_err());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!head.has_changed().unwrap());
 }
@@ -71,17 +76,17 @@ async fn a_commit_on_one_replica_reaches_the_head_watch_of_another_at_once() {
 #[tokio::test]
 async fn a_lost_listen_connection_comes_back_and_re_reads_the_head() {
     let (db, a) = database().await;
-    let b = PgStore::open(&db.url(), PgPoolConfig::default()).await.unwrap();
+    let b = PgStore::open(&db.url(), PgPoolConfig::default(), crate::store::test_db::test_keyring()).await.unwrap();
     let mut head = b.watch_head();
     // Every connection but the test's own goes: B's LISTEN connection with them.
     let mut admin = pg(&db).connect().await;
     terminate_others(&mut admin, pg(&db)).await;
     let (key, _) = new_key("after-the-cut");
-    let (_, revision) = a.create_key(key).await.unwrap();
+    let (_, revision) = a.create_key(key, &actor()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     // And it listens again: the next commit arrives by notification.
     let (key, _) = new_key("next");
-    let (_, revision) = a.create_key(key).await.unwrap();
+    let (_, revision) = a.create_key(key, &actor()).await.unwrap();
     tokio::time::timeout(Duration::from_millis(500), head.wait_for(|h| *h >= revision)).await.unwrap().unwrap();
     admin.close().await.unwrap();
 }
@@ -90,7 +95,7 @@ async fn a_lost_listen_connection_comes_back_and_re_reads_the_head() {
 async fn only_one_replica_compacts_at_a_time() {
     let (db, a) = database().await;
     for i in 0..5 {
-        a.create_key(new_key(&format!("k{i}")).0).await.unwrap();
+        a.create_key(new_key(&format!("k{i}")).0, &actor()).await.unwrap();
     }
     // Another replica in the middle of compacting holds the lock in its transaction.
     let mut other = pg(&db).connect().await;

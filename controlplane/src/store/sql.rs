@@ -24,6 +24,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::at_rest;
+use super::audit::{Actor, AuditEvent};
 use super::change::ChangeEntry;
 use super::credentials::{CredentialPatch, NewCredential};
 use super::error::describe;
@@ -32,6 +34,7 @@ use super::model::{
     Snapshot,
 };
 use super::presence::PresenceTable;
+use super::sealed::Keyring;
 use super::tx::Tx;
 use super::write_health::{WriteHealth, WriteStatus};
 use super::{Revision, Store, StoreError, StoreId};
@@ -73,6 +76,8 @@ pub struct SqlStore<DB: Database> {
     head: Arc<watch::Sender<Revision>>,
     pub(super) health: Arc<WriteHealth>,
     store_id: StoreId,
+    /// Seals and opens every credential the store holds (`sealed.rs`, `at_rest.rs`).
+    pub(super) keyring: Keyring,
     /// A backend task (PostgreSQL's `LISTEN` connection) that ends when the store is closed or
     /// its last clone dropped.
     background: Option<Arc<Background>>,
@@ -85,6 +90,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
             head: Arc::clone(&self.head),
             health: Arc::clone(&self.health),
             store_id: self.store_id,
+            keyring: self.keyring.clone(),
             background: self.background.clone(),
         }
     }
@@ -154,20 +160,24 @@ where
     for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Option<Vec<u8>>: Encode<'q, DB>,
 {
-    /// Wraps a migrated pool: reads the head and the store id.
-    pub(super) async fn new(pool: Pool<DB>) -> Result<Self, StoreError> {
+    /// Wraps a migrated pool: reads the head and the store id, then makes sure every credential
+    /// is sealed under a key of `keyring` (sealing any left in plaintext by an older version).
+    pub(super) async fn new(pool: Pool<DB>, keyring: Keyring) -> Result<Self, StoreError> {
         let mut conn = pool.acquire().await?;
         let head = Self::read_head(&mut conn).await?;
         let id: Vec<u8> = sqlx::query_scalar("SELECT store_id FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
         let store_id = StoreId::try_from(id.as_slice()).map_err(|_| StoreError::Corrupt("head.store_id".into()))?;
         drop(conn);
-        Ok(SqlStore {
+        let store = SqlStore {
             pool,
             head: Arc::new(watch::channel(head).0),
             health: Arc::new(WriteHealth::new()),
             store_id,
+            keyring,
             background: None,
-        })
+        };
+        store.seal_at_rest().await?;
+        Ok(store)
     }
 
     /// Makes the database self-contained, then closes every connection. Calls after the first
@@ -185,7 +195,7 @@ where
 
     /// Takes a connection from the pool. A server that cannot give one is named unreachable:
     /// that is what readiness and the admin API must say (not "internal", not "busy").
-    async fn conn(&self) -> Result<PoolConnection<DB>, StoreError> {
+    pub(super) async fn conn(&self) -> Result<PoolConnection<DB>, StoreError> {
         self.pool.acquire().await.map_err(|err| match err {
             sqlx::Error::PoolClosed => StoreError::Database(err),
             err if DB::IS_SERVER => StoreError::Unreachable(describe(&err)),
@@ -194,8 +204,13 @@ where
     }
 
     /// Takes a connection and starts a transaction on it.
-    async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
+    pub(super) async fn begin(&self, begin: &'static str) -> Result<Tx<DB>, StoreError> {
         Ok(Tx::begin(self.conn().await?, begin).await?)
+    }
+
+    /// Feeds a write's outcome to the store's write status (for writes outside this file).
+    pub(super) fn track_write<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.track(result)
     }
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without
@@ -209,13 +224,17 @@ where
         Ok((tx, to_revision(revision)?))
     }
 
-    /// Appends `entries` to the change log under `revision`, commits, and tells watchers.
+    /// Appends `entries` to the change log and the revision's audit record (what `actor` did:
+    /// `event`) under `revision`, commits, logs the record and tells watchers. The only way a
+    /// revision commits, so none commits without its audit record.
     pub(super) async fn commit(
         &self,
         mut tx: Tx<DB>,
         revision: Revision,
         entries: &[ChangeEntry],
         now: SystemTime,
+        actor: &Actor,
+        event: AuditEvent,
     ) -> Result<(), StoreError> {
         for (seq, entry) in entries.iter().enumerate() {
             sqlx::query(
@@ -232,16 +251,18 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        let record = Self::append_audit(&mut tx, revision, now, actor, &event).await?;
         if let Some(notify) = DB::NOTIFY_COMMIT {
             // Delivered by the database on commit, never for a transaction that rolls back.
             sqlx::query(notify).bind(revision.to_string()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        super::audit::log(&record);
         self.observe(revision);
         Ok(())
     }
 
-    async fn read_head(conn: &mut DB::Connection) -> Result<Revision, StoreError> {
+    pub(super) async fn read_head(conn: &mut DB::Connection) -> Result<Revision, StoreError> {
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM head WHERE id = 1").fetch_one(&mut *conn).await?;
         to_revision(revision)
     }
@@ -328,19 +349,30 @@ where
     }
 
     /// The providers with a record, in `ProviderKind::ALL` order.
-    pub(super) async fn fetch_providers(conn: &mut DB::Connection) -> Result<Vec<ProviderRecord>, StoreError> {
+    pub(super) async fn fetch_providers(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, enabled, base_url, default_headers, client_cert, client_key, ca_pem, updated_at \
-             FROM providers",
+            "SELECT name, enabled, base_url, default_headers, client_cert, client_key, client_key_sealed, ca_pem, \
+             updated_at FROM providers",
         )
         .fetch_all(&mut *conn)
         .await?;
-        let credentials = Self::fetch_credentials(conn).await?;
+        let credentials = Self::fetch_credentials(keyring, conn).await?;
         let mut records = rows
             .iter()
             .map(|row| {
                 let name: String = row.try_get("name")?;
                 let base_url: String = row.try_get("base_url")?;
+                // The sealed column, or the plaintext one an older version wrote, until
+                // `at_rest::seal_at_rest` seals it at the next start.
+                let open = |column: &str, plain: &str| -> Result<Option<String>, StoreError> {
+                    match row.try_get::<Option<Vec<u8>>, _>(column)? {
+                        Some(sealed) => at_rest::open_text(keyring, &name, column, &sealed).map(Some),
+                        None => Ok(row.try_get::<Option<String>, _>(plain)?),
+                    }
+                };
                 Ok(ProviderRecord {
                     kind: name.parse().map_err(|_| StoreError::Corrupt("providers.name".into()))?,
                     enabled: row.try_get("enabled")?,
@@ -353,7 +385,7 @@ where
                         .map_err(|_| StoreError::Corrupt("providers.default_headers".into()))?,
                     client_identity: match (
                         row.try_get::<Option<String>, _>("client_cert")?,
-                        row.try_get::<Option<String>, _>("client_key")?,
+                        open("client_key_sealed", "client_key")?,
                     ) {
                         (Some(cert), Some(key)) => Some(ClientIdentity::new(cert, key)),
                         (None, None) => None,
@@ -368,42 +400,61 @@ where
         Ok(records)
     }
 
-    pub(super) async fn write_provider(conn: &mut DB::Connection, record: &ProviderRecord) -> Result<(), StoreError> {
+    /// Writes the record with its secrets sealed (its credential set too, `credentials.rs`); the
+    /// plaintext columns of older versions are left NULL.
+    pub(super) async fn write_provider(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+        record: &ProviderRecord,
+    ) -> Result<(), StoreError> {
+        let name = record.kind.as_str();
+        let client_key = record
+            .client_identity
+            .as_ref()
+            .map(|identity| at_rest::seal_text(keyring, name, "client_key_sealed", identity.expose_key()))
+            .transpose()?;
         sqlx::query(
             "INSERT INTO providers (name, enabled, base_url, default_headers, client_cert, client_key, \
-             ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             client_key_sealed, ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8) \
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
-             default_headers = excluded.default_headers, \
-             client_cert = excluded.client_cert, client_key = excluded.client_key, ca_pem = excluded.ca_pem, \
+             default_headers = excluded.default_headers, client_cert = excluded.client_cert, client_key = NULL, \
+             client_key_sealed = excluded.client_key_sealed, ca_pem = excluded.ca_pem, \
              updated_at = excluded.updated_at",
         )
-        .bind(record.kind.as_str())
+        .bind(name)
         .bind(record.enabled)
         .bind(record.base_url.as_str().to_owned())
         .bind(record.default_headers.to_lines())
         .bind(record.client_identity.as_ref().map(|c| c.certificate_pem.clone()))
-        .bind(record.client_identity.as_ref().map(|c| c.expose_key().to_owned()))
+        .bind(client_key)
         .bind(record.ca_pem.clone())
         .bind(time::to_millis(record.updated_at))
         .execute(&mut *conn)
         .await?;
-        Self::write_credentials(conn, record.kind.as_str(), &record.credentials).await?;
+        Self::write_credentials(keyring, conn, name, &record.credentials).await?;
         Ok(())
     }
 
-    async fn fetch_settings(conn: &mut DB::Connection) -> Result<(Settings, Option<KeyHash>), StoreError> {
+    pub(super) async fn fetch_settings(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+    ) -> Result<(Settings, Option<KeyHash>), StoreError> {
         let row =
-            sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash FROM settings WHERE id = 1")
+            sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash, master_key_sealed FROM settings WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
         let settings = Settings {
             passthrough_enabled: row.try_get("passthrough_enabled")?,
             v1_alias_enabled: row.try_get("v1_alias_enabled")?,
         };
-        let hash = row
-            .try_get::<Option<Vec<u8>>, _>("master_key_hash")?
+        let bytes = match row.try_get::<Option<Vec<u8>>, _>("master_key_sealed")? {
+            Some(sealed) => Some(at_rest::open_bytes(keyring, "settings", "master_key_sealed", &sealed)?),
+            // Written by an older version; sealed at the next start.
+            None => row.try_get::<Option<Vec<u8>>, _>("master_key_hash")?,
+        };
+        let hash = bytes
             .map(|bytes| {
-                KeyHash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt("settings.master_key_hash".into()))
+                KeyHash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt("settings.master_key_sealed".into()))
             })
             .transpose()?;
         Ok((settings, hash))
@@ -421,10 +472,14 @@ where
         Ok(())
     }
 
-    async fn settings_view(conn: &mut DB::Connection, revision: Revision) -> Result<SettingsView, StoreError> {
-        let (settings, _) = Self::fetch_settings(conn).await?;
+    async fn settings_view(
+        keyring: &Keyring,
+        conn: &mut DB::Connection,
+        revision: Revision,
+    ) -> Result<SettingsView, StoreError> {
+        let (settings, _) = Self::fetch_settings(keyring, conn).await?;
         let enabled_providers =
-            Self::fetch_providers(conn).await?.into_iter().filter(|p| p.enabled).map(|p| p.kind).collect();
+            Self::fetch_providers(keyring, conn).await?.into_iter().filter(|p| p.enabled).map(|p| p.kind).collect();
         Ok(SettingsView { settings, enabled_providers, revision })
     }
 }
@@ -446,7 +501,7 @@ where
     for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Option<Vec<u8>>: Encode<'q, DB>,
 {
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -466,7 +521,8 @@ where
                     revoked_at: None,
                 };
                 Self::insert_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_created(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
@@ -488,11 +544,12 @@ where
         rows.iter().map(Self::key_from_row).collect()
     }
 
-    async fn update_key(&self, id: Uuid, patch: KeyPatch) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn update_key(&self, id: Uuid, patch: KeyPatch, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let mut record = Self::fetch_key(&mut tx, id).await?;
+                let before = record.clone();
                 if patch.enabled == Some(true) && record.revoked_at.is_some() {
                     return Err(StoreError::KeyRevoked(id));
                 }
@@ -515,14 +572,15 @@ where
                 let now = time::now();
                 record.updated_at = now;
                 Self::write_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_updated(&before, &record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
         )
     }
 
-    async fn revoke_key(&self, id: Uuid) -> Result<(KeyRecord, Revision), StoreError> {
+    async fn revoke_key(&self, id: Uuid, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -535,20 +593,22 @@ where
                 record.revoked_at = Some(now);
                 record.updated_at = now;
                 Self::write_key(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now).await?;
+                let event = AuditEvent::key_revoked(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
         )
     }
 
-    async fn delete_key(&self, id: Uuid) -> Result<Revision, StoreError> {
+    async fn delete_key(&self, id: Uuid, actor: &Actor) -> Result<Revision, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let record = Self::fetch_key(&mut tx, id).await?;
                 sqlx::query("DELETE FROM keys WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
-                self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now()).await?;
+                let event = AuditEvent::key_deleted(&record);
+                self.commit(tx, revision, &[ChangeEntry::key_delete(&record)], time::now(), actor, event).await?;
                 Ok(revision)
             }
             .await,
@@ -557,24 +617,26 @@ where
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        Self::fetch_providers(&mut conn).await
+        Self::fetch_providers(&self.keyring, &mut conn).await
     }
 
     async fn upsert_provider(
         &self,
         kind: ProviderKind,
         patch: ProviderPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
                 let now = time::now();
-                let current = Self::fetch_providers(&mut tx).await?.into_iter().find(|p| p.kind == kind);
-                let mut record = current.unwrap_or_else(|| ProviderRecord::new_default(kind, now));
+                let current = Self::fetch_providers(&self.keyring, &mut tx).await?.into_iter().find(|p| p.kind == kind);
+                let mut record = current.clone().unwrap_or_else(|| ProviderRecord::new_default(kind, now));
                 patch.apply(&mut record, now);
                 record.updated_at = now;
-                Self::write_provider(&mut tx, &record).await?;
-                self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now).await?;
+                Self::write_provider(&self.keyring, &mut tx, &record).await?;
+                let event = AuditEvent::provider_upserted(current.as_ref(), &record);
+                self.commit(tx, revision, &[ChangeEntry::provider_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
             }
             .await,
@@ -585,8 +647,9 @@ where
         &self,
         kind: ProviderKind,
         credential: NewCredential,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.health.track(self.add_credential_tx(kind, credential).await)
+        self.health.track(self.add_credential_tx(kind, credential, actor).await)
     }
 
     async fn update_credential(
@@ -594,19 +657,21 @@ where
         kind: ProviderKind,
         name: &str,
         patch: CredentialPatch,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.health.track(self.update_credential_tx(kind, name, patch).await)
+        self.health.track(self.update_credential_tx(kind, name, patch, actor).await)
     }
 
     async fn remove_credential(
         &self,
         kind: ProviderKind,
         name: &str,
+        actor: &Actor,
     ) -> Result<(ProviderRecord, Revision), StoreError> {
-        self.health.track(self.remove_credential_tx(kind, name).await)
+        self.health.track(self.remove_credential_tx(kind, name, actor).await)
     }
 
-    async fn delete_provider(&self, kind: ProviderKind) -> Result<Revision, StoreError> {
+    async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
@@ -616,7 +681,8 @@ where
                     return Err(StoreError::ProviderNotFound(kind));
                 }
                 Self::delete_credentials(&mut tx, kind.as_str()).await?;
-                self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now()).await?;
+                let event = AuditEvent::provider_deleted(kind);
+                self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now(), actor, event).await?;
                 Ok(revision)
             }
             .await,
@@ -626,36 +692,42 @@ where
     async fn get_settings(&self) -> Result<SettingsView, StoreError> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let revision = Self::read_head(&mut tx).await?;
-        let view = Self::settings_view(&mut tx, revision).await?;
+        let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;
         tx.commit().await?;
         Ok(view)
     }
 
-    async fn update_settings(&self, patch: SettingsPatch) -> Result<(SettingsView, Revision), StoreError> {
+    async fn update_settings(
+        &self,
+        patch: SettingsPatch,
+        actor: &Actor,
+    ) -> Result<(SettingsView, Revision), StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
-                let (mut settings, _) = Self::fetch_settings(&mut tx).await?;
+                let (mut settings, _) = Self::fetch_settings(&self.keyring, &mut tx).await?;
+                let before = settings;
                 patch.apply(&mut settings);
                 let now = time::now();
                 Self::write_settings(&mut tx, settings, now).await?;
-                let view = Self::settings_view(&mut tx, revision).await?;
-                self.commit(tx, revision, &[ChangeEntry::settings(settings)], now).await?;
+                let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;
+                let event = AuditEvent::settings_updated(before, settings);
+                self.commit(tx, revision, &[ChangeEntry::settings(settings)], now, actor, event).await?;
                 Ok((view, revision))
             }
             .await,
         )
     }
 
-    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<Option<Revision>, StoreError> {
+    async fn bootstrap(&self, bootstrap: &Bootstrap, actor: &Actor) -> Result<Option<Revision>, StoreError> {
         self.health.track(
             async {
                 let (mut tx, revision) = self.begin_write().await?;
-                let (settings, master_key_hash) = Self::fetch_settings(&mut tx).await?;
+                let (settings, master_key_hash) = Self::fetch_settings(&self.keyring, &mut tx).await?;
                 let state = BootstrapState {
                     first_start: revision == 1,
                     settings,
-                    providers: Self::fetch_providers(&mut tx).await?,
+                    providers: Self::fetch_providers(&self.keyring, &mut tx).await?,
                     master_key_hash,
                 };
                 let now = time::now();
@@ -666,23 +738,28 @@ where
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                let event =
+                    AuditEvent::bootstrap(state.settings, &state.providers, state.master_key_hash.is_some(), &writes);
                 let mut entries = Vec::new();
                 if let Some(settings) = writes.settings {
                     Self::write_settings(&mut tx, settings, now).await?;
                     entries.push(ChangeEntry::settings(settings));
                 }
                 for record in &writes.providers {
-                    Self::write_provider(&mut tx, record).await?;
+                    Self::write_provider(&self.keyring, &mut tx, record).await?;
                     entries.push(ChangeEntry::provider_upsert(record));
                 }
                 if let Some(hash) = writes.master_key_hash {
-                    sqlx::query("UPDATE settings SET master_key_hash = $1 WHERE id = 1")
-                        .bind(hash.map(|h| h.as_bytes().to_vec()))
+                    let sealed = hash
+                        .map(|h| at_rest::seal_bytes(&self.keyring, "settings", "master_key_sealed", h.as_bytes()))
+                        .transpose()?;
+                    sqlx::query("UPDATE settings SET master_key_hash = NULL, master_key_sealed = $1 WHERE id = 1")
+                        .bind(sealed)
                         .execute(&mut *tx)
                         .await?;
-                    entries.push(ChangeEntry::master_key_hash(hash));
+                    entries.push(ChangeEntry::master_key_changed());
                 }
-                self.commit(tx, revision, &entries, now).await?;
+                self.commit(tx, revision, &entries, now, actor, event).await?;
                 Ok(Some(revision))
             }
             .await,
@@ -697,24 +774,30 @@ where
 
     async fn changes_since(&self, after: Revision, limit: u32) -> Result<Vec<Delta>, StoreError> {
         let upper = after.saturating_add(u64::from(limit));
+        // One snapshot: the entries and the current secrets they are completed with (see
+        // `at_rest::Secrets`) are read at the same revision.
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let rows = sqlx::query(
             "SELECT revision, payload FROM changes WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq",
         )
         .bind(to_i64(after))
         .bind(to_i64(upper))
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *tx)
         .await?;
+        let mut secrets = at_rest::Secrets::default();
         let mut deltas: Vec<Delta> = Vec::new();
         for row in rows {
             let revision = to_revision(row.try_get("revision")?)?;
             let payload: Vec<u8> = row.try_get("payload")?;
-            let change = Change::decode(payload.as_slice())
+            let mut change = Change::decode(payload.as_slice())
                 .map_err(|_| StoreError::Corrupt(format!("changes.payload of revision {revision}")))?;
+            self.complete(&mut secrets, &mut tx, &mut change).await?;
             match deltas.last_mut() {
                 Some(delta) if delta.revision == revision => delta.changes.push(change),
                 _ => deltas.push(Delta { revision, changes: vec![change] }),
             }
         }
+        tx.commit().await?;
         Ok(deltas)
     }
 
@@ -760,8 +843,8 @@ where
         // One snapshot transaction: it sees exactly the commits before its first read.
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT).await?;
         let revision = Self::read_head(&mut tx).await?;
-        let (settings, master_key_hash) = Self::fetch_settings(&mut tx).await?;
-        let providers = Self::fetch_providers(&mut tx).await?;
+        let (settings, master_key_hash) = Self::fetch_settings(&self.keyring, &mut tx).await?;
+        let providers = Self::fetch_providers(&self.keyring, &mut tx).await?;
         let rows =
             sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY id")).fetch_all(&mut *tx).await?;
         tx.commit().await?;
@@ -777,6 +860,10 @@ where
 
     async fn close(&self) {
         self.close_pool().await;
+    }
+
+    async fn reencrypt(&self) -> Result<super::Reencrypted, StoreError> {
+        self.reencrypt_all().await
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ use sqlx::{Pool, Sqlite};
 
 use super::StoreError;
 use super::presence::PresenceTable;
+use super::sealed::Keyring;
 use super::sql::{Dialect, SqlStore};
 
 /// The schema migrations in `controlplane/migrations`, embedded in the binary.
@@ -110,7 +111,7 @@ impl Dialect for Sqlite {
 impl SqlStore<Sqlite> {
     /// Opens (creating it and its parent directory if needed) the database at `url`, a
     /// `sqlite://PATH` URL, and applies pending migrations.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, keyring: Keyring) -> Result<Self, StoreError> {
         if !url.starts_with("sqlite:") {
             // The URL is not echoed: a PostgreSQL URL may carry a password.
             return Err(StoreError::Open("unsupported database URL: expected sqlite://PATH".into()));
@@ -120,14 +121,17 @@ impl SqlStore<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and overwritten content (a replaced credential's old sealed blob, the
+            // plaintext an older version stored) is zeroed in the file, not left in free space.
+            .pragma("secure_delete", "ON");
         let file = options.get_filename();
         if file != Path::new(":memory:") {
             create_owner_only(file)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        SqlStore::new(pool).await
+        SqlStore::new(pool, keyring).await
     }
 }
 

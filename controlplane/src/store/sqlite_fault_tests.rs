@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::*;
-use crate::store::suite::new_key;
+use crate::store::suite::{actor, new_key};
 use crate::store::{NewKey, StorageFailure, Store, WriteStatus};
 
 /// A small tmpfs mounted for one test, unmounted when dropped (also when the test panics).
@@ -78,15 +78,20 @@ fn described_key(name: &str) -> NewKey {
 #[tokio::test]
 async fn a_full_disk_fails_writes_precisely_and_they_work_again_once_space_is_freed() {
     let Some(fs) = SmallFilesystem::mount("2m") else { return };
-    let store = SqliteStore::open(&format!("sqlite://{}", fs.path().join("aurora.db").display())).await.unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", fs.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     let status = store.write_status();
-    let (victim, _) = store.create_key(new_key("victim").0).await.unwrap();
+    let (victim, _) = store.create_key(new_key("victim").0, &actor()).await.unwrap();
     let filler = fs.fill();
 
     // Writes fail once the write-ahead log cannot grow; each failure is a storage failure.
     let mut failures = 0;
     for i in 0..500 {
-        match store.create_key(described_key(&format!("k{i}"))).await {
+        match store.create_key(described_key(&format!("k{i}")), &actor()).await {
             Ok(_) => assert_eq!(failures, 0, "a write succeeded between failures on a full disk"),
             Err(err) => {
                 assert_eq!(err.storage_failure(), Some(StorageFailure::CannotWrite), "{err}");
@@ -107,10 +112,10 @@ async fn a_full_disk_fails_writes_precisely_and_they_work_again_once_space_is_fr
 
     // Space is back: the very next write (a revocation) works, on whichever pooled connection.
     std::fs::remove_file(filler).unwrap();
-    let (revoked, _) = store.revoke_key(victim.id).await.unwrap();
+    let (revoked, _) = store.revoke_key(victim.id, &actor()).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     for i in 0..8 {
-        store.create_key(new_key(&format!("after{i}")).0).await.unwrap();
+        store.create_key(new_key(&format!("after{i}")).0, &actor()).await.unwrap();
     }
     assert!(status.borrow().is_writable());
     store.close().await;
@@ -118,12 +123,18 @@ async fn a_full_disk_fails_writes_precisely_and_they_work_again_once_space_is_fr
 
 #[tokio::test]
 async fn the_probe_finds_a_full_disk_without_any_other_write_and_sees_it_freed() {
-    let Some(fs) = SmallFilesystem::mount("1m") else { return };
-    let store = SqliteStore::open(&format!("sqlite://{}", fs.path().join("aurora.db").display())).await.unwrap();
+    // 2 MB: each write also appends its audit record, which repeats the long description.
+    let Some(fs) = SmallFilesystem::mount("2m") else { return };
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", fs.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     store.probe_write().await.unwrap();
     // Leave the write-ahead log with no free frames, then fill the disk.
     for i in 0..20 {
-        store.create_key(described_key(&format!("k{i}"))).await.unwrap();
+        store.create_key(described_key(&format!("k{i}")), &actor()).await.unwrap();
     }
     let filler = fs.fill();
     let mut failed = false;
@@ -146,7 +157,12 @@ async fn the_probe_finds_a_full_disk_without_any_other_write_and_sees_it_freed()
 #[tokio::test]
 async fn a_database_that_cannot_grow_leaves_no_poisoned_connection_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("aurora.db").display())).await.unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", dir.path().join("aurora.db").display()),
+        crate::store::test_db::test_keyring(),
+    )
+    .await
+    .unwrap();
     // Every pooled connection gets the cap, so whichever runs the next write hits it.
     let mut conns = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
@@ -161,7 +177,7 @@ async fn a_database_that_cannot_grow_leaves_no_poisoned_connection_behind() {
     // inside a transaction; its replacement has no cap, so writes recover by themselves.
     let mut failures = 0;
     for i in 0..(4 * MAX_CONNECTIONS) {
-        if let Err(err) = store.create_key(described_key(&format!("k{i}"))).await {
+        if let Err(err) = store.create_key(described_key(&format!("k{i}")), &actor()).await {
             assert_eq!(err.storage_failure(), Some(StorageFailure::CannotWrite), "{err}");
             failures += 1;
         }
@@ -171,7 +187,7 @@ async fn a_database_that_cannot_grow_leaves_no_poisoned_connection_behind() {
         "{failures} failed writes: the cap never applied or a poisoned connection stayed in the pool"
     );
     for i in 0..8 {
-        store.create_key(new_key(&format!("later{i}")).0).await.unwrap();
+        store.create_key(new_key(&format!("later{i}")).0, &actor()).await.unwrap();
     }
     store.close().await;
 }
@@ -184,12 +200,15 @@ async fn a_cancelled_write_leaves_the_pool_clean() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aurora.db");
-    let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), crate::store::test_db::test_keyring())
+        .await
+        .unwrap();
     let mut holder = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
 
     for i in 0..MAX_CONNECTIONS {
-        let write = store.create_key(new_key(&format!("cancelled{i}")).0);
+        let who = actor();
+        let write = store.create_key(new_key(&format!("cancelled{i}")).0, &who);
         assert!(tokio::time::timeout(Duration::from_millis(50), write).await.is_err(), "the lock is held");
     }
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
@@ -197,7 +216,10 @@ async fn a_cancelled_write_leaves_the_pool_clean() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for i in 0..(2 * MAX_CONNECTIONS) {
-        tokio::time::timeout_at(deadline, store.create_key(new_key(&format!("after{i}")).0)).await.unwrap().unwrap();
+        tokio::time::timeout_at(deadline, store.create_key(new_key(&format!("after{i}")).0, &actor()))
+            .await
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(store.list_keys(None, 100).await.unwrap().len() as u32, 2 * MAX_CONNECTIONS);
     store.close().await;

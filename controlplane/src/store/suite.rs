@@ -58,16 +58,21 @@ pub(crate) fn new_key(name: &str) -> (NewKey, KeySecret) {
     (key, secret)
 }
 
+/// The actor of every mutation in these tests.
+pub(crate) fn actor() -> super::Actor {
+    super::Actor::for_tests()
+}
+
 pub(crate) fn credential_patch(secret: &str) -> ProviderPatch {
     ProviderPatch { credential: Some(Some(Credential::new(secret))), ..ProviderPatch::default() }
 }
 
 pub(super) async fn restart_keeps_everything(db: TestDb) {
     let store = db.open().await;
-    store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap();
+    store.bootstrap(&Bootstrap::new(ProductVars::default()), &actor()).await.unwrap();
     let (key, _) = new_key("ci");
-    let (key, _) = store.create_key(key).await.unwrap();
-    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret")).await.unwrap();
+    let (key, _) = store.create_key(key, &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret"), &actor()).await.unwrap();
     let network = ProviderPatch {
         default_headers: Some(
             aurora_core::DefaultHeaders::from_pairs([("HTTP-Referer", "https://example.com"), ("X-Title", "a: b")])
@@ -77,8 +82,11 @@ pub(super) async fn restart_keeps_everything(db: TestDb) {
         ca_pem: Some(Some("CA PEM".into())),
         ..Default::default()
     };
-    store.upsert_provider(ProviderKind::OpenRouter, network).await.unwrap();
-    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
+    store.upsert_provider(ProviderKind::OpenRouter, network, &actor()).await.unwrap();
+    store
+        .update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }, &actor())
+        .await
+        .unwrap();
     let before = store.load_snapshot().await.unwrap();
     let openrouter = before.providers.iter().find(|p| p.name == "openrouter").unwrap();
     assert_eq!(openrouter.default_headers.len(), 2);
@@ -104,11 +112,14 @@ pub(super) async fn revisions_are_gap_free_under_concurrent_writers(db: TestDb) 
             let mut committed = 0u64;
             for i in 0..10 {
                 let (key, _) = new_key(&format!("key-{task}-{i}"));
-                let (record, _) = store.create_key(key).await.unwrap();
+                let (record, _) = store.create_key(key, &actor()).await.unwrap();
                 // A failing mutation in between: its revision must roll back, not leave a hole.
                 let (duplicate, _) = new_key(&format!("key-{task}-{i}"));
-                assert!(matches!(store.create_key(duplicate).await, Err(StoreError::KeyNameTaken(_))));
-                store.update_key(record.id, KeyPatch { enabled: Some(false), ..KeyPatch::default() }).await.unwrap();
+                assert!(matches!(store.create_key(duplicate, &actor()).await, Err(StoreError::KeyNameTaken(_))));
+                store
+                    .update_key(record.id, KeyPatch { enabled: Some(false), ..KeyPatch::default() }, &actor())
+                    .await
+                    .unwrap();
                 committed += 2;
             }
             committed
@@ -164,45 +175,52 @@ pub(super) async fn bootstrap_with_the_same_environment_writes_nothing(db: TestD
     let vars =
         ProductVars { master_key: Some("mk".into()), enable_passthrough_routes: Some(false), ..ProductVars::default() };
     let store = db.open().await;
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars.clone())).await.unwrap(), Some(1));
+    assert_eq!(store.bootstrap(&Bootstrap::new(vars.clone()), &actor()).await.unwrap(), Some(1));
     let first = store.changes_since(0, 10).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].changes.len(), 7, "settings, five providers and the master-key hash");
     store.close().await;
 
     let store = db.open().await;
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars)).await.unwrap(), None);
+    assert_eq!(store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap(), None);
     assert_eq!(store.head_revision().await.unwrap(), 1);
     assert_eq!(store.list_providers().await.unwrap().len(), 5);
     // The API's change survives a restart that does not set the variable...
-    store.update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }).await.unwrap();
-    assert_eq!(store.bootstrap(&Bootstrap::new(ProductVars::default())).await.unwrap(), Some(3), "only the master key");
+    store
+        .update_settings(SettingsPatch { v1_alias_enabled: Some(false), ..Default::default() }, &actor())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bootstrap(&Bootstrap::new(ProductVars::default()), &actor()).await.unwrap(),
+        Some(3),
+        "only the master key"
+    );
     assert!(!store.get_settings().await.unwrap().settings.v1_alias_enabled);
     // ...and a set variable overrides it.
     let vars = ProductVars { allow_passthrough_v1_alias: Some(true), ..ProductVars::default() };
-    assert_eq!(store.bootstrap(&Bootstrap::new(vars)).await.unwrap(), Some(4));
+    assert_eq!(store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap(), Some(4));
     assert!(store.get_settings().await.unwrap().settings.v1_alias_enabled);
 }
 
 pub(super) async fn failed_mutations_are_precise_and_leave_no_gap(db: TestDb) {
     let store = db.open().await;
     let (key, _) = new_key("a");
-    let (a, r1) = store.create_key(key).await.unwrap();
+    let (a, r1) = store.create_key(key, &actor()).await.unwrap();
     let (key, _) = new_key("b");
-    let (b, _) = store.create_key(key).await.unwrap();
+    let (b, _) = store.create_key(key, &actor()).await.unwrap();
 
     let missing = Uuid::now_v7();
     assert!(matches!(store.get_key(missing).await, Err(StoreError::KeyNotFound(id)) if id == missing));
-    assert!(matches!(store.delete_key(missing).await, Err(StoreError::KeyNotFound(_))));
-    assert!(matches!(store.delete_provider(ProviderKind::Zai).await, Err(StoreError::ProviderNotFound(_))));
+    assert!(matches!(store.delete_key(missing, &actor()).await, Err(StoreError::KeyNotFound(_))));
+    assert!(matches!(store.delete_provider(ProviderKind::Zai, &actor()).await, Err(StoreError::ProviderNotFound(_))));
     let rename = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
-    assert!(matches!(store.update_key(a.id, rename).await, Err(StoreError::KeyNameTaken(_))));
+    assert!(matches!(store.update_key(a.id, rename, &actor()).await, Err(StoreError::KeyNameTaken(_))));
     let keep_name = KeyPatch { name: Some("b".into()), ..KeyPatch::default() };
-    store.update_key(b.id, keep_name).await.unwrap();
-    store.revoke_key(a.id).await.unwrap();
-    assert!(matches!(store.revoke_key(a.id).await, Err(StoreError::KeyAlreadyRevoked(_))));
+    store.update_key(b.id, keep_name, &actor()).await.unwrap();
+    store.revoke_key(a.id, &actor()).await.unwrap();
+    assert!(matches!(store.revoke_key(a.id, &actor()).await, Err(StoreError::KeyAlreadyRevoked(_))));
     let enable = KeyPatch { enabled: Some(true), ..KeyPatch::default() };
-    assert!(matches!(store.update_key(a.id, enable).await, Err(StoreError::KeyRevoked(_))));
+    assert!(matches!(store.update_key(a.id, enable, &actor()).await, Err(StoreError::KeyRevoked(_))));
 
     let head = store.head_revision().await.unwrap();
     assert_eq!(head, r1 + 3, "create b, rename b, revoke a");
@@ -215,7 +233,7 @@ pub(super) async fn list_keys_pages_in_creation_order(db: TestDb) {
     let mut created = Vec::new();
     for i in 0..7 {
         let (key, _) = new_key(&format!("k{i}"));
-        created.push(store.create_key(key).await.unwrap().0.id);
+        created.push(store.create_key(key, &actor()).await.unwrap().0.id);
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -235,11 +253,11 @@ pub(super) async fn watchers_learn_each_commit(db: TestDb) {
     let mut head = store.watch_head();
     assert_eq!(*head.borrow_and_update(), 0);
     let (key, _) = new_key("w");
-    let (_, revision) = store.create_key(key).await.unwrap();
+    let (_, revision) = store.create_key(key, &actor()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), head.changed()).await.unwrap().unwrap();
     assert_eq!(*head.borrow(), revision);
     // A failed mutation notifies nobody.
-    assert!(store.delete_key(Uuid::now_v7()).await.is_err());
+    assert!(store.delete_key(Uuid::now_v7(), &actor()).await.is_err());
     assert!(!head.has_changed().unwrap());
 }
 
@@ -291,26 +309,29 @@ impl Replayed {
 /// Exercises every kind of mutation.
 async fn mutate_everything(store: &dyn Store) {
     let vars = ProductVars { master_key: Some("mk-1".into()), ..ProductVars::default() };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
         let (mut key, _) = new_key(&format!("k{i}"));
         key.expires_at = Some(SystemTime::now() + Duration::from_secs(3600));
         key.allowed_providers = ProviderSet::parse_list("anthropic,zai").unwrap();
-        ids.push(store.create_key(key).await.unwrap().0.id);
+        ids.push(store.create_key(key, &actor()).await.unwrap().0.id);
     }
-    store.update_key(ids[0], KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() }).await.unwrap();
-    store.update_key(ids[1], KeyPatch { expires_at: Some(None), ..KeyPatch::default() }).await.unwrap();
-    store.revoke_key(ids[2]).await.unwrap();
-    store.delete_key(ids[3]).await.unwrap();
-    store.upsert_provider(ProviderKind::Vllm, credential_patch("vllm-token")).await.unwrap();
-    store.delete_provider(ProviderKind::OpenRouter).await.unwrap();
-    store.update_settings(SettingsPatch { passthrough_enabled: Some(false), ..Default::default() }).await.unwrap();
+    store.update_key(ids[0], KeyPatch { name: Some("renamed".into()), ..KeyPatch::default() }, &actor()).await.unwrap();
+    store.update_key(ids[1], KeyPatch { expires_at: Some(None), ..KeyPatch::default() }, &actor()).await.unwrap();
+    store.revoke_key(ids[2], &actor()).await.unwrap();
+    store.delete_key(ids[3], &actor()).await.unwrap();
+    store.upsert_provider(ProviderKind::Vllm, credential_patch("vllm-token"), &actor()).await.unwrap();
+    store.delete_provider(ProviderKind::OpenRouter, &actor()).await.unwrap();
+    store
+        .update_settings(SettingsPatch { passthrough_enabled: Some(false), ..Default::default() }, &actor())
+        .await
+        .unwrap();
     // A restart with another master key and an env override records one more revision.
     let vars = ProductVars {
         master_key: Some("mk-2".into()),
         enabled_passthrough_providers: Some(ProviderSet::parse_list("openai").unwrap()),
         ..ProductVars::default()
     };
-    store.bootstrap(&Bootstrap::new(vars)).await.unwrap();
+    store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
 }

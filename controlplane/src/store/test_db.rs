@@ -10,7 +10,15 @@ use std::sync::Arc;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-use super::{PgPoolConfig, Store};
+use super::{Keyring, PgPoolConfig, Store};
+
+/// The key-encryption key every store test seals with (32 bytes of base64, like a real one).
+pub(crate) const TEST_ENCRYPTION_KEY: &str = "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU=";
+
+/// A keyring with [`TEST_ENCRYPTION_KEY`].
+pub(crate) fn test_keyring() -> Keyring {
+    Keyring::parse(TEST_ENCRYPTION_KEY).unwrap()
+}
 
 /// The server the PostgreSQL tests create their databases on.
 fn server_url() -> String {
@@ -42,7 +50,7 @@ impl TestDb {
 
     /// Opens a store on the database; opening again is another process on the same database.
     pub(crate) async fn open(&self) -> Arc<dyn Store> {
-        super::open(&self.url(), PgPoolConfig::default()).await.unwrap()
+        super::open(&self.url(), PgPoolConfig::default(), test_keyring()).await.unwrap()
     }
 }
 

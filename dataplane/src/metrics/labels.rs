@@ -70,6 +70,22 @@ pub fn auth_reason(err: crate::auth::AuthError) -> usize {
     }
 }
 
+/// `direction`: which of a response's token counts (cache reads and writes are counted apart
+/// from `input` where the provider reports them apart; see README's "Usage metering").
+pub const DIRECTIONS: &[&str] = &["input", "output", "cache_read_input", "cache_creation_input"];
+
+/// `outcome`: how much of a response's usage was read, as [`crate::usage::UsageOutcome`] spells it.
+pub const USAGE_OUTCOMES: &[&str] = &["complete", "incomplete", "unknown"];
+
+pub fn usage_outcome(outcome: crate::usage::UsageOutcome) -> usize {
+    use crate::usage::UsageOutcome;
+    match outcome {
+        UsageOutcome::Complete => 0,
+        UsageOutcome::Incomplete => 1,
+        UsageOutcome::Unknown => 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +110,9 @@ mod tests {
         assert_eq!(STATUS_CLASSES[status_class(StatusCode::from_u16(499).unwrap())], "4xx");
         assert_eq!(STATUS_CLASSES[status_class(StatusCode::SWITCHING_PROTOCOLS)], "1xx");
         assert_eq!(METHODS[method(&Method::from_bytes(b"PROPFIND").unwrap())], "OTHER");
+        use crate::usage::UsageOutcome;
+        for outcome in [UsageOutcome::Complete, UsageOutcome::Incomplete, UsageOutcome::Unknown] {
+            assert_eq!(USAGE_OUTCOMES[usage_outcome(outcome)], outcome.as_str());
+        }
     }
 }

@@ -66,6 +66,8 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
     subscriber.metrics.set_connected(true);
     subscriber.metrics.message_received();
 
+    // Pending usage reports go out on this stream until it ends (see `usage_report`).
+    let _usage = subscriber.usage.as_ref().map(|usage| AbortOnDrop(usage.attach(outbound.clone())));
     let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
     let mut reporter = credentials::report::Reporter::new();
     loop {
@@ -93,8 +95,22 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
             Some(subscribe_response::Message::CredentialCooldowns(cooldowns)) => {
                 credentials::report::apply_cooldowns(&subscriber.state, &cooldowns, std::time::SystemTime::now());
             }
+            Some(subscribe_response::Message::UsageAck(ack)) => {
+                if let Some(usage) = &subscriber.usage {
+                    usage.acknowledged(&ack);
+                }
+            }
             None => {}
         }
+    }
+}
+
+/// Stops a session's task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

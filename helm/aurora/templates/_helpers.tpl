@@ -92,6 +92,9 @@ restart on the first `helm upgrade`.
 {{- range $name := list "AURORA_MASTER_KEY" "AURORA_NODE_TOKEN" }}
 {{- $_ := set $data $name (get $stored $name | default (randAlphaNum 48 | b64enc)) }}
 {{- end }}
+{{- /* The key that encrypts upstream credentials in the store: 32 random bytes, base64 (sprig's
+randBytes), as `openssl rand -base64 32` prints it. Kept across upgrades like the others. */}}
+{{- $_ := set $data "AURORA_ENCRYPTION_KEY" (get $stored "AURORA_ENCRYPTION_KEY" | default (randBytes 32 | b64enc)) }}
 {{- range $provider := list "openai" "anthropic" "openrouter" "zai" "vllm" }}
 {{- with index $.Values.providers $provider "apiKey" }}
 {{- $_ := set $data (printf "%s_API_KEY" (upper $provider)) (b64enc .) }}

@@ -11,7 +11,11 @@ use super::process::{AuroraProcess, aurora_bin};
 use super::wait;
 
 /// The master key every [`TestControlplane`] is started with unless a test says otherwise.
-pub const ADMIN_KEY: &str = "aurora-test-admin-key";
+pub const ADMIN_KEY: &str = "aurora-test-admin-key-0123456789abcdef";
+
+/// The encryption key control planes on PostgreSQL are started with unless a test sets one
+/// (PostgreSQL requires one; SQLite generates its own beside the database).
+pub const POSTGRES_ENCRYPTION_KEY: &str = "ZTJlLXRlc3RzLXBvc3RncmVzLWVuY3J5cHRpb24ta3k=";
 
 /// The node token every [`TestControlplane`] is started with unless a test says otherwise.
 pub const NODE_TOKEN: &str = "aurora-test-node-token";
@@ -50,6 +54,11 @@ impl TestControlplane {
             ("AURORA_NODE_TOKEN", NODE_TOKEN),
         ];
         all_env.extend_from_slice(env);
+        let on_postgres = env.iter().any(|(k, v)| *k == "AURORA_DATABASE_URL" && v.starts_with("postgres"));
+        let has_key = env.iter().any(|(k, _)| k.starts_with("AURORA_ENCRYPTION_KEY"));
+        if on_postgres && !has_key {
+            all_env.push(("AURORA_ENCRYPTION_KEY", POSTGRES_ENCRYPTION_KEY));
+        }
         let mut process = AuroraProcess::spawn(&["controlplane"], &all_env);
         let addr = process.listening_addr("grpc").await;
         let metrics_addr = process.listening_addr("metrics").await;
@@ -78,6 +87,11 @@ impl TestControlplane {
 
     pub fn database_url(&self) -> &str {
         &self.database_url
+    }
+
+    /// The directory the SQLite database (and its generated encryption key) lives in.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// Runs `aurora <args>` against this control plane with [`ADMIN_KEY`].

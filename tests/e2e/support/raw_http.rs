@@ -48,7 +48,9 @@ pub struct HeldUpstream {
     requests: mpsc::UnboundedReceiver<String>,
 }
 
-pub const FIRST_EVENT: &str = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
+/// Anthropic's first event, with the input side of the usage (which metering must keep when
+/// the stream is cut after it).
+pub const FIRST_EVENT: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
 pub const REST_EVENTS: &str = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"ok\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
 impl HeldUpstream {

@@ -5,11 +5,11 @@
 //!   or the store does not open (the error names the key id it needs and the variable). Secrets
 //!   an older version left in plaintext (`provider_credentials.secret`, where migration 0007
 //!   copies an older store's `providers.credential`; `providers.client_key`;
-//!   `settings.master_key_hash`; change-log payloads that carried them) are sealed, or scrubbed from the log,
-//!   in one transaction; on SQLite the WAL is then checkpointed and truncated, so the old pages
+//!   `settings.master_key_hash`; change-log payloads that carried them) are sealed, or scrubbed
+//!   from the log, in one transaction; on SQLite the WAL is then checkpointed and truncated, so the old pages
 //!   leave the `-wal` file too (`secure_delete` zeroes them in the main file).
 //! - **Re-encryption** ([`SqlStore::reencrypt_all`]): every data key not wrapped by the current
-//!   key is re-wrapped under it.
+//!   key is re-wrapped under it (client keys, every credential of every set, the master key).
 //! - **The change log** holds no secret at all, not even sealed (`change.rs`), nor any
 //!   credential of a provider's set. Its provider and master-key entries are completed when
 //!   read ([`SqlStore::complete`]) with the object's *current* secrets (the whole current

@@ -33,9 +33,10 @@ impl ChangeEntry {
     }
 
     /// The provider's state without its secrets (credential, every secret of its credential
-    /// set, client certificate and key): the change log never holds them, not even sealed. `changes_since` completes the entry with
-    /// the provider's current ones (`at_rest.rs`), so a replaced or cleared credential is gone
-    /// from every table the moment its change commits.
+    /// set, client certificate and key): the change log never holds them, not even sealed.
+    /// `changes_since` completes the entry with the provider's current ones (`at_rest.rs`), so a
+    /// replaced, cleared or removed credential is gone from every table the moment its change
+    /// commits.
     pub(crate) fn provider_upsert(provider: &ProviderRecord) -> Self {
         Self::upsert(
             "provider",

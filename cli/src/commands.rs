@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod client;
 pub(crate) mod controlplane;
+pub(crate) mod credentials;
 pub(crate) mod dataplane;
 pub(crate) mod dataplanes;
 pub(crate) mod keys;

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod convert;
+mod credentials;
 mod endpoints;
 mod error;
 mod service;

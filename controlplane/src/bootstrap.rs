@@ -129,7 +129,8 @@ impl Bootstrap {
             record.base_url = base_url.clone();
         }
         if let Some(credential) = credential {
-            record.credential = Some(crate::store::Credential::new(credential));
+            // The variable is the credential named `default`; the rest of the set stays.
+            record.credentials.set_default(Some(crate::store::Credential::new(credential)), now);
         }
         Some(record)
     }
@@ -249,7 +250,7 @@ mod tests {
             assert_eq!(record.base_url, record.kind.default_base_url_parsed());
         }
         let anthropic = writes.providers.iter().find(|p| p.kind == ProviderKind::Anthropic);
-        assert_eq!(anthropic.and_then(|p| p.credential.clone()), Some(Credential::new("sk-ant")));
+        assert_eq!(anthropic.and_then(|p| p.credentials.default_credential()), Some(&Credential::new("sk-ant")));
         assert_eq!(writes.master_key_hash, None);
     }
 
@@ -275,7 +276,7 @@ mod tests {
         for p in &mut state.providers {
             if p.kind == ProviderKind::OpenAi {
                 p.enabled = false;
-                p.credential = Some(Credential::new("from-api"));
+                p.credentials.set_default(Some(Credential::new("from-api")), SystemTime::UNIX_EPOCH);
             }
         }
         // Nothing set: the API's changes stay.
@@ -289,7 +290,7 @@ mod tests {
         assert_eq!(writes.settings.map(|s| s.v1_alias_enabled), Some(true));
         assert_eq!(writes.providers.len(), 1);
         assert!(!writes.providers[0].enabled, "enabled is not touched by the credential variable");
-        assert_eq!(writes.providers[0].credential, Some(Credential::new("from-env")));
+        assert_eq!(writes.providers[0].credentials.default_credential(), Some(&Credential::new("from-env")));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Fleet {
     next_id: AtomicU64,
     /// Bumped after every change, so waiters re-check.
     changed: watch::Sender<u64>,
+    /// What the replicas report about their provider credentials (issue 15).
+    credential_health: crate::credential_health::CredentialBoard,
 }
 
 #[derive(Debug, Default)]
@@ -120,7 +122,12 @@ impl Wait {
 
 impl Default for Fleet {
     fn default() -> Self {
-        Fleet { state: Mutex::default(), next_id: AtomicU64::new(1), changed: watch::channel(0).0 }
+        Fleet {
+            state: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            changed: watch::channel(0).0,
+            credential_health: Default::default(),
+        }
     }
 }
 
@@ -146,6 +153,10 @@ impl Drop for WaitGuard<'_> {
 impl Fleet {
     pub fn new() -> Arc<Self> {
         Arc::new(Fleet::default())
+    }
+
+    pub fn credential_health(&self) -> &crate::credential_health::CredentialBoard {
+        &self.credential_health
     }
 
     pub fn register(self: &Arc<Self>, node_id: String, address: Option<SocketAddr>, version: String) -> Registration {
@@ -288,6 +299,11 @@ impl Fleet {
 }
 
 impl Registration {
+    /// This stream's id, unique within the fleet.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The replica has applied `revision` and nothing newer. Acks arrive in stream order and a
     /// heartbeat's ack carries the replica's current revision, so the latest ack is the truth,
     /// even when it is lower than an earlier one: a replica re-snapshotted to an older store
@@ -332,6 +348,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let id = self.id;
+        self.fleet.credential_health.forget(id);
         self.fleet.update(|state| {
             state.replicas.remove(&id);
             // Waits keep the replica, with its last ack: one that left before acknowledging

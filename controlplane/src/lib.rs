@@ -10,6 +10,8 @@ pub mod admin;
 pub mod bootstrap;
 pub mod config;
 pub mod config_stream;
+pub mod credential_health;
+pub mod credential_share;
 pub mod encryption;
 pub mod fleet;
 pub mod fleet_share;

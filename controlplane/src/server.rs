@@ -224,6 +224,7 @@ impl ControlPlane {
         if let Some(table) = &presence {
             let timing = crate::fleet_share::Timing::default();
             background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
+            background.spawn(crate::credential_share::share(self.fleet.clone(), table.clone(), instance.clone()));
         }
         let result = self.serve_grpc(shutdown).await;
         background.shutdown().await;

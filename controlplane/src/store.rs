@@ -15,6 +15,8 @@
 mod at_rest;
 pub mod audit;
 mod change;
+mod credential_presence;
+mod credentials;
 mod error;
 mod key_endpoints;
 mod model;
@@ -37,6 +39,9 @@ use uuid::Uuid;
 
 pub use at_rest::Reencrypted;
 pub use audit::{Actor, AuditLog};
+pub use credentials::{
+    CredentialPatch, CredentialSet, DEFAULT_CREDENTIAL, MAX_CREDENTIALS, NamedCredential, NewCredential,
+};
 pub use error::{StorageFailure, StoreError};
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
@@ -117,6 +122,29 @@ pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static
     ) -> Result<(ProviderRecord, Revision), StoreError>;
     async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError>;
 
+    /// Adds a named credential to the provider's set, creating the provider's record if it has
+    /// none; fails with [`StoreError::CredentialNameTaken`] if the name is in use.
+    async fn add_credential(
+        &self,
+        kind: ProviderKind,
+        credential: NewCredential,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+    /// Changes a credential's enabled flag or weight.
+    async fn update_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        patch: CredentialPatch,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+    async fn remove_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError>;
+
     /// The settings, the enabled providers and the head revision, read together.
     async fn get_settings(&self) -> Result<SettingsView, StoreError>;
     async fn update_settings(
@@ -177,6 +205,8 @@ pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static
 
 #[cfg(test)]
 mod audit_suite;
+#[cfg(test)]
+mod credentials_suite;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod base_url;
 mod credential;
+mod credential_name;
 mod default_headers;
 mod duration;
 mod endpoint_rule;
@@ -20,6 +21,9 @@ mod usage;
 
 pub use base_url::{BaseUrl, BaseUrlError, HostScope};
 pub use credential::{CredentialError, MAX_CREDENTIAL_BYTES, validate_credential};
+pub use credential_name::{
+    CredentialNameError, MAX_CREDENTIAL_NAME_BYTES, MAX_CREDENTIAL_WEIGHT, validate_credential_name,
+};
 pub use default_headers::{
     DefaultHeader, DefaultHeaderError, DefaultHeaders, MAX_DEFAULT_HEADERS, MAX_HEADER_NAME_BYTES,
     MAX_HEADER_VALUE_BYTES,

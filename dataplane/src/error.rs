@@ -40,6 +40,8 @@ pub enum GatewayError {
     EndpointNotAllowed(#[from] EndpointNotAllowed),
     #[error("provider {0} has no upstream credential configured (set {env} or use `aurora providers set`)", env = .0.credential_env())]
     CredentialMissing(ProviderKind),
+    #[error("every credential of provider {0} is disabled (see `aurora providers credentials list {0}`)")]
+    CredentialsDisabled(ProviderKind),
     #[error("request body exceeds the limit of {0} bytes")]
     BodyTooLarge(u64),
     #[error("the request body could not be read")]
@@ -91,6 +93,7 @@ impl GatewayError {
             }
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::CredentialsDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamUnreachable
             | GatewayError::ProxyUnreachable
@@ -115,6 +118,7 @@ impl GatewayError {
             GatewayError::Auth(_) => "invalid_api_key",
             GatewayError::EndpointNotAllowed(_) => "endpoint_not_allowed",
             GatewayError::CredentialMissing(_) => "provider_credential_missing",
+            GatewayError::CredentialsDisabled(_) => "provider_credentials_disabled",
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::RequestBody => "invalid_request_body",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",

@@ -64,7 +64,12 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
 }
 
 /// Turns the client's request headers into the upstream request headers.
-pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id: &HeaderValue) {
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    upstream: &Upstream,
+    credential: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
     remove_connection_listed(headers);
     // One pass over the few headers a request has, rather than a hash lookup for each of the
     // eighteen names (which showed in the profile: `HeaderMap::remove` and its hashing).
@@ -79,7 +84,7 @@ pub fn prepare_request(headers: &mut HeaderMap, upstream: &Upstream, request_id:
             entry.insert(value.clone());
         }
     }
-    if let Some(credential) = upstream.credential() {
+    if let Some(credential) = credential {
         let name = match upstream.kind.auth_style() {
             AuthStyle::XApiKey => X_API_KEY,
             AuthStyle::Bearer => header::AUTHORIZATION,
@@ -170,7 +175,8 @@ mod tests {
             ("accept", "text/event-stream"),
         ]);
         let id = HeaderValue::from_static("req-1");
-        prepare_request(&mut headers, &upstream(ProviderKind::Anthropic, Some("sk-ant")), &id);
+        let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id);
 
         let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
@@ -195,18 +201,21 @@ mod tests {
     fn injects_per_provider() {
         let id = HeaderValue::from_static("r");
         let mut headers = HeaderMap::new();
-        prepare_request(&mut headers, &upstream(ProviderKind::Anthropic, Some("sk-ant")), &id);
+        let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id);
         assert_eq!(headers["anthropic-version"], "2023-06-01");
 
         for kind in [ProviderKind::OpenAi, ProviderKind::OpenRouter, ProviderKind::Zai, ProviderKind::Vllm] {
             let mut headers = map(&[("authorization", "Bearer aurora")]);
-            prepare_request(&mut headers, &upstream(kind, Some("sk-up")), &id);
+            let up = upstream(kind, Some("sk-up"));
+            prepare_request(&mut headers, &up, up.credential(), &id);
             assert_eq!(headers["authorization"], "Bearer sk-up", "{kind}");
             assert!(!headers.contains_key("anthropic-version"));
         }
 
         let mut headers = map(&[("authorization", "Bearer aurora")]);
-        prepare_request(&mut headers, &upstream(ProviderKind::Vllm, None), &id);
+        let vllm = upstream(ProviderKind::Vllm, None);
+        prepare_request(&mut headers, &vllm, vllm.credential(), &id);
         assert!(!headers.contains_key("authorization"), "no credential configured: nothing sent");
     }
 
@@ -220,7 +229,7 @@ mod tests {
         .unwrap();
         let upstream = upstream(ProviderKind::OpenRouter, Some("sk-or")).with_default_headers(&defaults);
         let mut headers = map(&[("x-title", "Client App"), ("authorization", "Bearer aurora")]);
-        prepare_request(&mut headers, &upstream, &HeaderValue::from_static("r"));
+        prepare_request(&mut headers, &upstream, upstream.credential(), &HeaderValue::from_static("r"));
         assert_eq!(headers["http-referer"], "https://example.com");
         assert_eq!(headers["x-title"], "Client App", "the client's own value wins");
         assert_eq!(headers.get_all("x-title").iter().count(), 1);

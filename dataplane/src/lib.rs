@@ -20,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod egress;
 pub mod error;
 pub mod fdlimit;

@@ -196,6 +196,8 @@ impl Metrics {
             "Client connections the passthrough listener is serving now",
             connections.open.clone(),
         );
+        registry
+            .register_collector(Box::new(crate::credentials::metrics::CredentialCollector { state: state.clone() }));
         registry.register_collector(Box::new(config::ConfigCollector { state, metrics: config }));
         Metrics { registry, requests: Arc::new(requests), connections }
     }

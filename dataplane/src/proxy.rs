@@ -23,6 +23,7 @@ use crate::access::Exchange;
 use crate::auth;
 use crate::body::{Counted, Metered, ProxyBody, ResponseBody};
 use crate::config::{Limits, UpstreamConfig};
+use crate::credentials::CredentialHealth;
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
 use crate::metering::Metering;
@@ -53,6 +54,8 @@ struct Forward {
     provider: ProviderKind,
     /// The provider's own TLS material, when it has some (rare: cloning the `Arc` is the cost).
     tls: Option<Arc<ProviderTls>>,
+    /// The health of the credential the request carries, told about the upstream's answer.
+    credential: Option<Arc<CredentialHealth>>,
 }
 
 /// A refused request and the error shape its provider's SDK understands.
@@ -118,7 +121,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape, provider, tls } = self.check(&mut parts, request_id, exchange)?;
+        let Forward { uri, shape, provider, tls, credential } = self.check(&mut parts, request_id, exchange)?;
 
         let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
@@ -152,6 +155,10 @@ impl Proxy {
         };
         self.metrics.upstream_headers(provider, sent.elapsed());
         let (mut parts, body) = response.into_parts();
+        if let Some(credential) = &credential {
+            // A 429 starts this credential's cooldown; the response itself passes unchanged.
+            credential.observe(parts.status, &parts.headers, SystemTime::now());
+        }
         // hyper bounds the head it reads only roughly (by read buffer and field count); this is
         // the exact limit, the same for HTTP/1.1 and HTTP/2. Dropping the body ends the exchange.
         if headers::section_size(&parts.headers) > usize::try_from(self.upstream_max_header_bytes).unwrap_or(usize::MAX)
@@ -201,7 +208,11 @@ impl Proxy {
         if let Some(policy) = key.and_then(|key| key.policy.as_deref()) {
             policy.check_endpoint(kind, &parts.method, endpoint).map_err(|err| (err.into(), shape))?;
         }
-        if upstream.credential().is_none() && !kind.credential_optional() {
+        let credential = upstream.credentials().pick(crate::credentials::unix_ms(SystemTime::now()));
+        if credential.is_none() && !upstream.credentials().is_empty() {
+            return Err((GatewayError::CredentialsDisabled(kind), shape));
+        }
+        if credential.is_none() && !kind.credential_optional() {
             return Err((GatewayError::CredentialMissing(kind), shape));
         }
         if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
@@ -210,8 +221,9 @@ impl Proxy {
 
         let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
-        headers::prepare_request(&mut parts.headers, upstream, request_id);
-        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned() })
+        headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id);
+        let credential = credential.map(|c| Arc::clone(&c.health));
+        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential })
     }
 
     /// Maps a failed upstream exchange to the error the client sees.

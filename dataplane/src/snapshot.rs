@@ -15,9 +15,11 @@ use std::num::NonZeroI64;
 use std::sync::Arc;
 
 pub use aurora_core::Settings;
-use aurora_core::{AuthStyle, BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
 use http::{HeaderName, HeaderValue};
 
+pub use crate::credentials::InvalidCredential;
+use crate::credentials::{CredentialSet, UpstreamCredential};
 use crate::limits::KeyPolicy;
 
 pub use file::{SnapshotFile, SnapshotFileError};
@@ -44,54 +46,49 @@ pub struct Upstream {
     pub kind: ProviderKind,
     pub enabled: bool,
     pub base_url: BaseUrl,
-    /// The ready-to-send credential header value, built once per snapshot and marked sensitive
-    /// so that hyper never logs it or adds it to an HPACK table.
-    credential: Option<HeaderValue>,
-    /// The credential as configured, kept only to write the last-known-good cache.
-    plain_credential: Option<Arc<str>>,
+    /// The provider's credentials (often just one, named `default`), header values pre-built;
+    /// each request picks one (see `credentials.rs`).
+    credentials: CredentialSet,
     /// Added to each request unless the client sent the same header; built once per snapshot.
     default_headers: Box<[(HeaderName, HeaderValue)]>,
     /// The provider's own TLS material; `None` (the usual case) means the shared client.
     tls: Option<Arc<ProviderTls>>,
 }
 
-/// The credential cannot be sent as an HTTP header value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the credential for provider {0} contains characters not allowed in an HTTP header")]
-pub struct InvalidCredential(pub ProviderKind);
+/// The name a single credential gets (the environment's `<PROVIDER>_API_KEY`, a JSON file's
+/// `credential`, an old control plane's `ProviderConfig.credential`).
+pub const DEFAULT_CREDENTIAL: &str = "default";
 
 impl Upstream {
+    /// A provider with at most one credential, named [`DEFAULT_CREDENTIAL`].
     pub fn new(
         kind: ProviderKind,
         enabled: bool,
         base_url: BaseUrl,
         credential: Option<&str>,
     ) -> Result<Self, InvalidCredential> {
-        let plain = credential;
-        let credential = credential
+        let credentials = credential
             .filter(|c| !c.is_empty())
-            .map(|c| {
-                let value = match kind.auth_style() {
-                    AuthStyle::XApiKey => HeaderValue::from_str(c),
-                    AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {c}")),
-                };
-                value.map(|mut v| {
-                    v.set_sensitive(true);
-                    v
-                })
-            })
-            .transpose()
-            .map_err(|_| InvalidCredential(kind))?;
-        let plain_credential = credential.is_some().then(|| plain.unwrap_or_default().into());
+            .map(|c| UpstreamCredential::new(kind, DEFAULT_CREDENTIAL, c, 1, true))
+            .transpose()?;
         Ok(Upstream {
             kind,
             enabled,
             base_url,
-            credential,
-            plain_credential,
+            credentials: CredentialSet::new(credentials.into_iter().collect()),
             default_headers: Box::default(),
             tls: None,
         })
+    }
+
+    /// With this credential set instead.
+    pub fn with_credentials(mut self, credentials: Vec<UpstreamCredential>) -> Self {
+        self.credentials = CredentialSet::new(credentials);
+        self
+    }
+
+    pub fn credentials(&self) -> &CredentialSet {
+        &self.credentials
     }
 
     /// With these default headers, already checked by the rules both planes share (so building
@@ -119,12 +116,10 @@ impl Upstream {
         self.tls.as_ref()
     }
 
-    pub fn credential(&self) -> Option<&HeaderValue> {
-        self.credential.as_ref()
-    }
-
-    pub(crate) fn plain_credential(&self) -> Option<&str> {
-        self.plain_credential.as_deref()
+    /// The first credential's header value, for tests of single-credential sources.
+    #[cfg(test)]
+    pub(crate) fn credential(&self) -> Option<&HeaderValue> {
+        self.credentials.iter().next().map(UpstreamCredential::header)
     }
 }
 
@@ -135,7 +130,7 @@ impl fmt::Debug for Upstream {
             .field("kind", &self.kind)
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
-            .field("credential_set", &self.credential.is_some())
+            .field("credentials", &self.credentials)
             .field("default_headers", &self.default_headers.len())
             .field("tls", &self.tls)
             .finish()
@@ -209,6 +204,17 @@ impl Snapshot {
     pub fn set_provider(&mut self, upstream: Upstream) {
         let slot = upstream.kind as usize;
         self.providers[slot] = Some(Arc::new(upstream));
+    }
+
+    /// Takes over `previous`'s credential health (cooldowns, counters) for every credential
+    /// this snapshot keeps unchanged. Only providers built for this snapshot (not yet shared)
+    /// can adopt; shared ones come from `previous` and hold its health already.
+    pub fn adopt_credential_health(&mut self, previous: &Snapshot) {
+        for (slot, old) in self.providers.iter_mut().zip(&previous.providers) {
+            if let (Some(new), Some(old)) = (slot.as_mut().and_then(Arc::get_mut), old) {
+                new.credentials.adopt_health(&old.credentials);
+            }
+        }
     }
 
     pub fn remove_provider(&mut self, kind: ProviderKind) {

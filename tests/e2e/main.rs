@@ -10,6 +10,7 @@ mod support;
 mod audit;
 mod config_stream;
 mod controlplane;
+mod credential_sets;
 mod hardening;
 mod key_limits;
 mod live_config;

@@ -18,6 +18,8 @@ use crate::support::wait;
 const FIRST: &str = "sk-ant-at-rest-first-9a8b";
 const SECOND: &str = "sk-ant-at-rest-second-7c6d";
 const CLEARED: &str = "sk-openai-at-rest-cleared-5e4f";
+/// A named credential of Anthropic's set, added then removed.
+const SPARE: &str = "sk-ant-at-rest-spare-3a2b";
 
 async fn upstream() -> MockServer {
     let server = MockServer::start().await;
@@ -25,12 +27,16 @@ async fn upstream() -> MockServer {
     server
 }
 
-/// Replaces Anthropic's credential with [`SECOND`], sets OpenAI's to [`CLEARED`] and clears it.
+/// Replaces Anthropic's credential with [`SECOND`], sets OpenAI's to [`CLEARED`] and clears it,
+/// adds [`SPARE`] to Anthropic's set and removes it.
 async fn replace_and_clear(cp: &TestControlplane) {
     let env = [("AURORA_MASTER_KEY", ADMIN_KEY), ("CRED", SECOND), ("OTHER", CLEARED)];
     cp.cli_with(&["providers", "set", "anthropic", "--api-key-env", "CRED", "--wait"], &env, None).await.ok();
     cp.cli_with(&["providers", "set", "openai", "--api-key-env", "OTHER", "--wait"], &env, None).await.ok();
     cp.cli_with(&["providers", "set", "openai", "--clear-api-key", "--wait"], &env, None).await.ok();
+    let add = ["providers", "credentials", "add", "anthropic", "spare", "--wait"];
+    cp.cli_with(&add, &env, Some(SPARE)).await.ok();
+    cp.cli_with(&["providers", "credentials", "remove", "anthropic", "spare", "--wait"], &env, None).await.ok();
 }
 
 /// Every byte of the SQLite database files (main, `-wal`, `-shm`) in `dir`.
@@ -84,11 +90,11 @@ async fn sqlite_files_hold_no_credential_ever_set_and_a_lost_key_stops_the_start
     assert_eq!(seen.last().unwrap().headers["x-api-key"], SECOND, "the current credential is the one sent");
 
     // While it runs (the WAL holds the recent pages) and after it stopped.
-    assert_none_in(&sqlite_bytes(&cp.data_dir()), &[FIRST, SECOND, CLEARED, ADMIN_KEY]);
+    assert_none_in(&sqlite_bytes(&cp.data_dir()), &[FIRST, SECOND, CLEARED, SPARE, ADMIN_KEY]);
     let mut cp = cp;
     cp.process.signal("TERM");
     assert_eq!(cp.process.wait_exit().await, Some(0));
-    assert_none_in(&sqlite_bytes(&cp.data_dir()), &[FIRST, SECOND, CLEARED, ADMIN_KEY]);
+    assert_none_in(&sqlite_bytes(&cp.data_dir()), &[FIRST, SECOND, CLEARED, SPARE, ADMIN_KEY]);
 
     // The key file lost: the control plane refuses to start, naming the variable and the key id.
     let key = std::fs::read_to_string(&key_file).unwrap();
@@ -181,13 +187,16 @@ async fn a_plaintext_store_from_an_older_version_is_sealed_at_start() {
     .ok();
     cp.process.signal("TERM");
     assert_eq!(cp.process.wait_exit().await, Some(0));
-    // As a version before secrets at rest left it: the credential in its plaintext column.
+    // As migration 0007 leaves an older store's credential: plaintext in the set's row.
     let mut conn = sqlx::SqliteConnection::connect(cp.database_url()).await.unwrap();
-    sqlx::query("UPDATE providers SET credential = $1, credential_sealed = NULL WHERE name = 'anthropic'")
-        .bind(FIRST)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE provider_credentials SET secret = $1, secret_sealed = NULL \
+         WHERE provider = 'anthropic' AND name = 'default'",
+    )
+    .bind(FIRST)
+    .execute(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
     assert!(sqlite_bytes(&cp.data_dir()).windows(FIRST.len()).any(|w| w == FIRST.as_bytes()), "planted");
 
@@ -238,7 +247,7 @@ async fn postgres_requires_the_key_and_no_table_holds_any_credential_ever_set() 
     }
     conn.close().await.unwrap();
     assert!(dump.contains("anthropic") && tables.iter().any(|t| t == "changes"), "the dump reads real data");
-    assert_none_in(dump.as_bytes(), &[FIRST, SECOND, CLEARED, ADMIN_KEY]);
+    assert_none_in(dump.as_bytes(), &[FIRST, SECOND, CLEARED, SPARE, ADMIN_KEY]);
 }
 
 #[tokio::test]

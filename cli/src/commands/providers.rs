@@ -1,4 +1,5 @@
-//! `aurora providers list|set|delete`: upstream providers and their write-only credentials.
+//! `aurora providers list|get|set|delete|credentials`: upstream providers and their write-only
+//! credentials (credential sets live in `credentials.rs`).
 //!
 //! A credential is never a plain argument (it would land in shell history): it is read from an
 //! environment variable the operator names (`--api-key-env`) or from stdin (`--api-key-stdin`).
@@ -30,6 +31,15 @@ pub(crate) struct ProvidersArgs {
 enum ProvidersCommand {
     /// List the providers that have a record (a provider without one is disabled).
     List,
+    /// Show one provider with each credential's fleet-wide requests, 429s, auth failures and
+    /// cooldown state.
+    Get {
+        /// One of: openai, anthropic, openrouter, zai, vllm.
+        name: String,
+    },
+    /// Manage the provider's credential set.
+    #[command(subcommand)]
+    Credentials(super::credentials::CredentialsCommand),
     /// Create or change a provider's record; only the options given are changed.
     Set(SetArgs),
     /// Delete a provider's record: it is disabled and its credential forgotten.
@@ -219,6 +229,11 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
         ProvidersCommand::Set(set) => Some(SetInputs::read(set)?),
         _ => None,
     };
+    // The secret is read before connecting, so a missing one fails fast and offline.
+    let secret = match &args.command {
+        ProvidersCommand::Credentials(command) => super::credentials::read_input(command)?,
+        _ => None,
+    };
     let mut client = args.client.connect().await?;
     match args.command {
         ProvidersCommand::List => {
@@ -266,6 +281,10 @@ pub(crate) async fn run(args: ProvidersArgs) -> anyhow::Result<()> {
                 )),
             }?;
             args.client.wait.settle(&mut client, upserted.revision).await
+        }
+        ProvidersCommand::Get { name } => super::credentials::get(&mut client, name, &args.client).await,
+        ProvidersCommand::Credentials(command) => {
+            super::credentials::run(&mut client, command, secret, &args.client).await
         }
         ProvidersCommand::Delete { name } => {
             let deleted = client.delete_provider(pb::DeleteProviderRequest { name: name.clone() }).await.or_status()?;

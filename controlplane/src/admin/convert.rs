@@ -29,8 +29,14 @@ pub(crate) fn provider(record: &ProviderRecord) -> pb::Provider {
         name: record.kind.as_str().to_owned(),
         enabled: record.enabled,
         base_url: record.base_url.as_str().to_owned(),
-        credential_set: record.credential.is_some(),
-        credential_fingerprint: record.credential.as_ref().map(|c| c.fingerprint()).unwrap_or_default(),
+        credential_set: !record.credentials.is_empty(),
+        // The `default` credential's, else the first's: the one a single-credential client set.
+        credential_fingerprint: record
+            .credentials
+            .default_credential()
+            .or_else(|| record.credentials.iter().next().map(|c| &c.secret))
+            .map(|c| c.fingerprint())
+            .unwrap_or_default(),
         default_headers: record
             .default_headers
             .iter()

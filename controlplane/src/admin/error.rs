@@ -19,8 +19,13 @@ impl From<AdminError> for Status {
         match err {
             AdminError::Invalid(err) => Status::invalid_argument(err.to_string()),
             AdminError::Store(err) => match err {
-                StoreError::KeyNotFound(_) | StoreError::ProviderNotFound(_) => Status::not_found(err.to_string()),
-                StoreError::KeyNameTaken(_) => Status::already_exists(err.to_string()),
+                StoreError::KeyNotFound(_) | StoreError::ProviderNotFound(_) | StoreError::CredentialNotFound(..) => {
+                    Status::not_found(err.to_string())
+                }
+                StoreError::KeyNameTaken(_) | StoreError::CredentialNameTaken(_) => {
+                    Status::already_exists(err.to_string())
+                }
+                StoreError::TooManyCredentials(_) => Status::resource_exhausted(err.to_string()),
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
                     Status::failed_precondition(err.to_string())
                 }

@@ -9,7 +9,7 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{audit, convert, endpoints, validate};
+use super::{audit, convert, credentials, endpoints, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
@@ -160,6 +160,41 @@ impl AdminService for AdminApi {
             }
             .await,
         )
+    }
+
+    async fn get_provider(&self, request: Request<pb::GetProviderRequest>) -> Reply<pb::GetProviderResponse> {
+        reply(credentials::get_provider(&*self.store, self.fleet.credential_health(), request.into_inner()).await)
+    }
+
+    async fn add_provider_credential(
+        &self,
+        request: Request<pb::AddProviderCredentialRequest>,
+    ) -> Reply<pb::ProviderCredentialMutationResponse> {
+        let actor = self.actor(&request);
+        reply(credentials::add(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
+    }
+
+    async fn update_provider_credential(
+        &self,
+        request: Request<pb::UpdateProviderCredentialRequest>,
+    ) -> Reply<pb::ProviderCredentialMutationResponse> {
+        let actor = self.actor(&request);
+        reply(credentials::update(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
+    }
+
+    async fn remove_provider_credential(
+        &self,
+        request: Request<pb::RemoveProviderCredentialRequest>,
+    ) -> Reply<pb::ProviderCredentialMutationResponse> {
+        let actor = self.actor(&request);
+        reply(credentials::remove(&*self.store, self.fleet.credential_health(), request.into_inner(), &actor).await)
+    }
+
+    async fn list_provider_credentials(
+        &self,
+        request: Request<pb::ListProviderCredentialsRequest>,
+    ) -> Reply<pb::ListProviderCredentialsResponse> {
+        reply(credentials::list(&*self.store, self.fleet.credential_health(), request.into_inner()).await)
     }
 
     async fn list_providers(&self, _request: Request<pb::ListProvidersRequest>) -> Reply<pb::ListProvidersResponse> {

@@ -138,6 +138,7 @@ impl Session {
         // with the next change, never by re-sending the revision it rejected.
         let mut snapshot_on_next_change = false;
         let mut closing = self.stream.closing.clone();
+        let mut cooldowns = self.stream.fleet.credential_health().subscribe();
         let mut heartbeat = tokio::time::interval(self.stream.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -169,6 +170,7 @@ impl Session {
                 changed = head.changed() => if changed.is_err() {
                     return Err(End::Internal("the change feed stopped".into()));
                 },
+                cooldown = cooldowns.recv() => self.forward_cooldowns(cooldown).await?,
                 _ = heartbeat.tick() => {
                     let beat = subscribe_response::Message::Heartbeat(Heartbeat { head_revision: self.stream.feed.head() });
                     self.send(PreEncoded::encode(&SubscribeResponse { message: Some(beat) })).await?;
@@ -191,15 +193,47 @@ impl Session {
                             snapshot_on_next_change = true;
                         }
                     }
+                    Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::CredentialReport(report)) })) => {
+                        self.credential_report(&report)?;
+                    }
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::UsageReport(report)) })) => {
                         if let Some(usage) = &self.stream.usage {
                             usage.submit(&self.node_id, report, &self.outbound);
                         }
                     }
-                    Ok(Some(_)) => return Err(End::ProtocolError("unexpected message: only Ack, Nack and UsageReport may follow the Hello")),
+                    Ok(Some(_)) => return Err(End::ProtocolError("unexpected message: only Ack, Nack and reports may follow the Hello")),
                     Ok(None) => return Err(End::ReplicaClosed),
                     Err(status) => return Err(End::ReplicaError(status)),
                 },
+            }
+        }
+    }
+
+    fn credential_report(&self, report: &aurora_proto::v1::CredentialReport) -> Result<(), End> {
+        let board = self.stream.fleet.credential_health();
+        board.report(self.registration.id(), report, std::time::SystemTime::now()).map_err(|err| {
+            tracing::warn!(node_id = %self.node_id, error = %err, "refused a credential report");
+            End::ProtocolError("invalid credential report")
+        })
+    }
+
+    /// Passes cooldowns some replica reported on to this one. A lagging receiver lost some
+    /// cooldowns: those replicas then learn of a throttled credential from its own 429.
+    async fn forward_cooldowns(
+        &self,
+        cooldown: Result<aurora_proto::v1::CredentialCooldowns, tokio::sync::broadcast::error::RecvError>,
+    ) -> Result<(), End> {
+        match cooldown {
+            Ok(cooldowns) => {
+                let message = subscribe_response::Message::CredentialCooldowns(cooldowns);
+                self.send(PreEncoded::encode(&SubscribeResponse { message: Some(message) })).await
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(node_id = %self.node_id, missed, "credential cooldowns dropped for a slow stream");
+                Ok(())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                Err(End::Internal("the cooldown feed stopped".into()))
             }
         }
     }

@@ -29,6 +29,11 @@ const METHODS: &[&str] = &[
     "UpdateSettings",
     "ListDataPlanes",
     "WaitForRevision",
+    "GetProvider",
+    "AddProviderCredential",
+    "UpdateProviderCredential",
+    "RemoveProviderCredential",
+    "ListProviderCredentials",
 ];
 
 /// gRPC status codes by number, as the spec spells them.

@@ -3,15 +3,17 @@
 //!
 //! - **At open** ([`SqlStore::seal_at_rest`]): every sealed value must open with the keyring,
 //!   or the store does not open (the error names the key id it needs and the variable). Secrets
-//!   an older version left in plaintext (the `credential`, `client_key` and `master_key_hash`
-//!   columns, and change-log payloads that carried them) are sealed, or scrubbed from the log,
-//!   in one transaction; on SQLite the WAL is then checkpointed and truncated, so the old pages
+//!   an older version left in plaintext (`provider_credentials.secret`, where migration 0007
+//!   copies an older store's `providers.credential`; `providers.client_key`;
+//!   `settings.master_key_hash`; change-log payloads that carried them) are sealed, or scrubbed
+//!   from the log, in one transaction; on SQLite the WAL is then checkpointed and truncated, so the old pages
 //!   leave the `-wal` file too (`secure_delete` zeroes them in the main file).
 //! - **Re-encryption** ([`SqlStore::reencrypt_all`]): every data key not wrapped by the current
-//!   key is re-wrapped under it.
-//! - **The change log** holds no secret at all, not even sealed (`change.rs`). Its provider and
-//!   master-key entries are completed when read ([`SqlStore::complete`]) with the object's
-//!   *current* secrets, read in the same snapshot transaction. A replaced or cleared credential
+//!   key is re-wrapped under it (client keys, every credential of every set, the master key).
+//! - **The change log** holds no secret at all, not even sealed (`change.rs`), nor any
+//!   credential of a provider's set. Its provider and master-key entries are completed when
+//!   read ([`SqlStore::complete`]) with the object's *current* secrets (the whole current
+//!   credential set), read in the same snapshot transaction. A replaced or cleared credential
 //!   is therefore in no table once its change commits, and a replica that replays the log still
 //!   ends at exactly the state a fresh snapshot gives (the last entry for each provider carries
 //!   what the snapshot carries); between two entries it may hold a newer credential than the
@@ -28,7 +30,7 @@ use prost::Message;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::change::{holds_secrets, scrubbed};
-use super::model::ProviderRecord;
+use super::model::{Credential, ProviderRecord};
 use super::sealed::{KeyId, Keyring};
 use super::sql::{Dialect, SqlStore};
 use super::tx::Tx;
@@ -57,7 +59,7 @@ pub(super) fn seal_bytes(keyring: &Keyring, object: &str, column: &str, bytes: &
 /// Opens a value [`seal_text`] sealed.
 pub(super) fn open_text(keyring: &Keyring, object: &str, column: &str, sealed: &[u8]) -> Result<String, StoreError> {
     String::from_utf8(open_bytes(keyring, object, column, sealed)?)
-        .map_err(|_| StoreError::Corrupt(format!("providers.{column} of {object}")))
+        .map_err(|_| StoreError::Corrupt(describe(object, column)))
 }
 
 pub(super) fn open_bytes(keyring: &Keyring, object: &str, column: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -65,8 +67,17 @@ pub(super) fn open_bytes(keyring: &Keyring, object: &str, column: &str, sealed: 
 }
 
 fn sealed_error(object: &str, column: &str, source: super::sealed::SealError) -> StoreError {
-    let table = if object == "settings" { "settings" } else { "providers" };
-    StoreError::Sealed { what: format!("{table}.{column} of {object}"), source }
+    StoreError::Sealed { what: describe(object, column), source }
+}
+
+/// Where a sealed value lives, for errors: `providers.client_key_sealed of openai`,
+/// `provider_credentials.secret_sealed of openai/backup`, `settings.master_key_sealed of settings`.
+fn describe(object: &str, column: &str) -> String {
+    match column.split_once(':') {
+        Some((column, name)) => format!("provider_credentials.{column} of {object}/{name}"),
+        None if object == "settings" => format!("settings.{column} of {object}"),
+        None => format!("providers.{column} of {object}"),
+    }
 }
 
 /// The current secrets, loaded once per `changes_since` call and only if an entry needs them.
@@ -80,6 +91,8 @@ pub(super) struct Secrets {
 struct Plaintext {
     /// (provider, sealed column, plaintext column, value)
     provider_fields: Vec<(String, &'static str, &'static str, String)>,
+    /// (provider, credential name, value): what migration 0007 copied from `providers.credential`.
+    credential_secrets: Vec<(String, String, String)>,
     master_key_hash: Option<Vec<u8>>,
     /// (revision, seq, scrubbed payload)
     payloads: Vec<(i64, i64, Vec<u8>)>,
@@ -87,7 +100,10 @@ struct Plaintext {
 
 impl Plaintext {
     fn is_empty(&self) -> bool {
-        self.provider_fields.is_empty() && self.master_key_hash.is_none() && self.payloads.is_empty()
+        self.provider_fields.is_empty()
+            && self.credential_secrets.is_empty()
+            && self.master_key_hash.is_none()
+            && self.payloads.is_empty()
     }
 }
 
@@ -127,7 +143,10 @@ where
             Some(change::Change::ProviderUpsert(config)) => {
                 let current = providers.iter().find(|p| p.kind.as_str() == config.name).map(ProviderRecord::to_config);
                 let current = current.unwrap_or_default();
+                // Field 4 (the first enabled credential) and field 9 (the whole set) as they are
+                // now: the entry kept only the set's names, weights and flags.
                 config.credential = current.credential;
+                config.credentials = current.credentials;
                 config.client_certificate_pem = current.client_certificate_pem;
                 config.client_key_pem = current.client_key_pem;
             }
@@ -154,6 +173,18 @@ where
             let sql = format!("UPDATE providers SET {plain_column} = NULL, {sealed_column} = $1 WHERE name = $2");
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sealed).bind(name.clone()).execute(&mut *tx).await?;
         }
+        for (provider, name, value) in &found.credential_secrets {
+            let sealed =
+                super::credentials::seal_secret(&self.keyring, provider, name, &Credential::new(value.clone()))?;
+            sqlx::query(
+                "UPDATE provider_credentials SET secret = NULL, secret_sealed = $1 WHERE provider = $2 AND name = $3",
+            )
+            .bind(sealed)
+            .bind(provider.clone())
+            .bind(name.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(hash) = &found.master_key_hash {
             let sealed = seal_bytes(&self.keyring, "settings", "master_key_sealed", hash)?;
             sqlx::query("UPDATE settings SET master_key_hash = NULL, master_key_sealed = $1 WHERE id = 1")
@@ -173,7 +204,8 @@ where
         // SQLite: fold the WAL (which still holds the plaintext pages) into the file and empty it.
         DB::before_close(&self.pool).await;
         tracing::info!(
-            credentials = found.provider_fields.len(),
+            credentials = found.credential_secrets.len(),
+            client_keys = found.provider_fields.len(),
             master_key = found.master_key_hash.is_some(),
             change_log_entries = found.payloads.len(),
             key_id = %self.keyring.current_id(),
@@ -186,26 +218,47 @@ where
     /// re-encrypt`). Safe while other replicas run: it holds the head row's lock, like a write.
     pub(super) async fn reencrypt_all(&self) -> Result<Reencrypted, StoreError> {
         let mut tx = self.lock_head().await?;
-        let rows = sqlx::query("SELECT name, credential_sealed, client_key_sealed FROM providers ORDER BY name")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, client_key_sealed FROM providers ORDER BY name").fetch_all(&mut *tx).await?;
         let mut report = Reencrypted { key_id: self.keyring.current_id(), rewrapped: 0, unchanged: 0 };
         for row in &rows {
             let name: String = row.try_get("name")?;
-            for column in ["credential_sealed", "client_key_sealed"] {
-                let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>(column)? else { continue };
-                match self.keyring.rewrap(&name, column, &sealed).map_err(|e| sealed_error(&name, column, e))? {
-                    Some(rewrapped) => {
-                        let sql = format!("UPDATE providers SET {column} = $1 WHERE name = $2");
-                        sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(rewrapped)
-                            .bind(name.clone())
-                            .execute(&mut *tx)
-                            .await?;
-                        report.rewrapped += 1;
-                    }
-                    None => report.unchanged += 1,
+            let column = "client_key_sealed";
+            let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>(column)? else { continue };
+            match self.keyring.rewrap(&name, column, &sealed).map_err(|e| sealed_error(&name, column, e))? {
+                Some(rewrapped) => {
+                    sqlx::query("UPDATE providers SET client_key_sealed = $1 WHERE name = $2")
+                        .bind(rewrapped)
+                        .bind(name.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    report.rewrapped += 1;
                 }
+                None => report.unchanged += 1,
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT provider, name, secret_sealed FROM provider_credentials WHERE secret_sealed IS NOT NULL \
+             ORDER BY provider, name",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let provider: String = row.try_get("provider")?;
+            let name: String = row.try_get("name")?;
+            let sealed: Vec<u8> = row.try_get("secret_sealed")?;
+            let column = super::credentials::sealed_column(&name);
+            match self.keyring.rewrap(&provider, &column, &sealed).map_err(|e| sealed_error(&provider, &column, e))? {
+                Some(rewrapped) => {
+                    sqlx::query("UPDATE provider_credentials SET secret_sealed = $1 WHERE provider = $2 AND name = $3")
+                        .bind(rewrapped)
+                        .bind(provider.clone())
+                        .bind(name.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    report.rewrapped += 1;
+                }
+                None => report.unchanged += 1,
             }
         }
         let master: Option<Vec<u8>> =
@@ -252,16 +305,24 @@ where
         Self::fetch_providers(keyring, conn).await?;
         Self::fetch_settings(keyring, conn).await?;
         let mut found = Plaintext::default();
-        let rows = sqlx::query("SELECT name, credential, client_key FROM providers ORDER BY name")
+        let rows = sqlx::query("SELECT name, client_key FROM providers WHERE client_key IS NOT NULL ORDER BY name")
             .fetch_all(&mut *conn)
             .await?;
         for row in &rows {
-            let name: String = row.try_get("name")?;
-            for (plain, sealed) in [("credential", "credential_sealed"), ("client_key", "client_key_sealed")] {
-                if let Some(value) = row.try_get::<Option<String>, _>(plain)? {
-                    found.provider_fields.push((name.clone(), sealed, plain, value));
-                }
-            }
+            found.provider_fields.push((
+                row.try_get("name")?,
+                "client_key_sealed",
+                "client_key",
+                row.try_get("client_key")?,
+            ));
+        }
+        let rows = sqlx::query(
+            "SELECT provider, name, secret FROM provider_credentials WHERE secret IS NOT NULL ORDER BY provider, name",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &rows {
+            found.credential_secrets.push((row.try_get("provider")?, row.try_get("name")?, row.try_get("secret")?));
         }
         found.master_key_hash =
             sqlx::query_scalar("SELECT master_key_hash FROM settings WHERE id = 1").fetch_one(&mut *conn).await?;

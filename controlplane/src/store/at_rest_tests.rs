@@ -1,19 +1,22 @@
 //! Secrets at rest, on both backends: no credential ever set (current, replaced or cleared) is
 //! in any byte the database keeps; a store never opens without the key its credentials need;
-//! rotation and re-encryption; plaintext left by an older version is sealed at open.
+//! rotation and re-encryption; plaintext left by an older version is sealed at open. Credential
+//! sets included: a named credential removed or replaced leaves no trace either.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use aurora_core::{KeyHash, ProductVars, ProviderKind};
-use aurora_proto::v1::{Change, ProviderConfig, change};
+use aurora_proto::v1::{Change, ProviderConfig, UpstreamCredential, change};
 use prost::Message;
 use sqlx::Connection;
 
 use super::super::suite::{actor, credential_patch};
 use super::super::test_db::{TestDb, test_keyring};
-use super::super::{ClientIdentity, Keyring, PgPoolConfig, ProviderPatch, SealError, Store, StoreError};
+use super::super::{
+    ClientIdentity, Credential, Keyring, NewCredential, PgPoolConfig, ProviderPatch, SealError, Store, StoreError,
+};
 use crate::bootstrap::Bootstrap;
 
 async fn open_with(db: &TestDb, keyring: Keyring) -> Result<Arc<dyn Store>, StoreError> {
@@ -84,6 +87,10 @@ fn assert_absent(raw: &[u8], needles: &[Vec<u8>]) {
     }
 }
 
+fn named(name: &str, secret: &str) -> NewCredential {
+    NewCredential { name: name.into(), weight: 1, enabled: true, secret: Credential::new(secret) }
+}
+
 fn identity(key: &str) -> ProviderPatch {
     ProviderPatch {
         client_identity: Some(Some(ClientIdentity::new("-----BEGIN CERTIFICATE-----cert", key))),
@@ -103,6 +110,14 @@ async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
     store.upsert_provider(ProviderKind::OpenAi, clear, &actor()).await.unwrap();
     store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-replaced-four"), &actor()).await.unwrap();
     store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-current-five"), &actor()).await.unwrap();
+    // Named credentials of a set: one added then removed, one replaced (removed and added again
+    // under its name), one current.
+    let anthropic = ProviderKind::Anthropic;
+    store.add_credential(anthropic, named("spare", "sk-ant-set-removed-six"), &actor()).await.unwrap();
+    store.add_credential(anthropic, named("backup", "sk-ant-set-replaced-seven"), &actor()).await.unwrap();
+    store.remove_credential(anthropic, "spare", &actor()).await.unwrap();
+    store.remove_credential(anthropic, "backup", &actor()).await.unwrap();
+    store.add_credential(anthropic, named("backup", "sk-ant-set-current-eight"), &actor()).await.unwrap();
     let vars =
         ProductVars { master_key: Some("master-key-two-0123456789abcdef-0123".into()), ..ProductVars::default() };
     store.bootstrap(&Bootstrap::new(vars), &actor()).await.unwrap();
@@ -113,6 +128,9 @@ async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
         "sk-proj-cleared-three",
         "PRIVATE-KEY-replaced-four",
         "PRIVATE-KEY-current-five",
+        "sk-ant-set-removed-six",
+        "sk-ant-set-replaced-seven",
+        "sk-ant-set-current-eight",
         "master-key-one-0123456789abcdef-0123",
         "master-key-two-0123456789abcdef-0123",
     ]
@@ -147,6 +165,8 @@ async fn every_credential_ever_set_is_in_no_table(db: TestDb) {
         snapshot.providers.iter().map(|p| (p.name.clone(), p.clone())).collect();
     assert_eq!(last, from_snapshot);
     assert_eq!(last["anthropic"].credential, "sk-ant-current-two");
+    let set: Vec<_> = last["anthropic"].credentials.iter().map(|c| (c.name.as_str(), c.secret.as_str())).collect();
+    assert_eq!(set, [("default", "sk-ant-current-two"), ("backup", "sk-ant-set-current-eight")]);
     assert_eq!(last["openai"].credential, "");
     assert_eq!(last["vllm"].client_key_pem, "PRIVATE-KEY-current-five");
     store.close().await;
@@ -159,6 +179,7 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
     let store = open_with(&db, old_ring.clone()).await.unwrap();
     store.upsert_provider(ProviderKind::Zai, credential_patch("zai-secret"), &actor()).await.unwrap();
     store.upsert_provider(ProviderKind::Vllm, identity("PRIVATE-KEY-vllm"), &actor()).await.unwrap();
+    store.add_credential(ProviderKind::Zai, named("second", "zai-second-secret"), &actor()).await.unwrap();
     store.close().await;
 
     let err = open_with(&db, Keyring::parse(&new).unwrap()).await.unwrap_err();
@@ -172,15 +193,14 @@ async fn a_store_opens_only_with_the_keys_its_credentials_need(db: TestDb) {
     // Rotation: the new key first, the old one still accepted; re-encryption moves everything.
     let rotated = open_with(&db, Keyring::parse(&format!("{new},{old}")).unwrap()).await.unwrap();
     let report = rotated.reencrypt().await.unwrap();
-    assert_eq!((report.rewrapped, report.unchanged), (2, 0));
+    assert_eq!((report.rewrapped, report.unchanged), (3, 0), "two credentials of a set and a client key");
     assert_eq!(rotated.reencrypt().await.unwrap().rewrapped, 0, "idempotent");
     rotated.close().await;
     let only_new = open_with(&db, Keyring::parse(&new).unwrap()).await.unwrap();
     let providers = only_new.list_providers().await.unwrap();
-    assert_eq!(
-        providers.iter().find(|p| p.kind == ProviderKind::Zai).unwrap().credential.as_ref().unwrap().expose(),
-        "zai-secret"
-    );
+    let zai = providers.iter().find(|p| p.kind == ProviderKind::Zai).unwrap();
+    assert_eq!(zai.credentials.default_credential().unwrap().expose(), "zai-secret");
+    assert_eq!(zai.credentials.get("second").unwrap().secret.expose(), "zai-second-secret");
     let vllm = providers.iter().find(|p| p.kind == ProviderKind::Vllm).unwrap();
     assert_eq!(vllm.client_identity.as_ref().unwrap().expose_key(), "PRIVATE-KEY-vllm");
     only_new.close().await;
@@ -204,19 +224,39 @@ async fn plaintext_an_older_version_stored_is_sealed_at_open(db: TestDb) {
         })),
     }
     .encode_to_vec();
+    // A log entry carrying a credential set with its secrets (a build before the set was sealed).
+    let set_payload = Change {
+        change: Some(change::Change::ProviderUpsert(ProviderConfig {
+            name: "anthropic".into(),
+            enabled: true,
+            base_url: "https://api.anthropic.com".into(),
+            credentials: vec![UpstreamCredential {
+                name: "default".into(),
+                secret: "sk-ant-set-in-log-legacy".into(),
+                weight: 1,
+                enabled: true,
+            }],
+            ..ProviderConfig::default()
+        })),
+    }
+    .encode_to_vec();
     let master_payload =
         Change { change: Some(change::Change::MasterKeyHash(master.as_bytes().to_vec())) }.encode_to_vec();
     for sql in [
-        "UPDATE providers SET credential = 'sk-ant-plaintext-legacy', credential_sealed = NULL WHERE name = 'anthropic'"
+        // What migration 0007 copies from an older store's providers.credential.
+        "UPDATE provider_credentials SET secret = 'sk-ant-plaintext-legacy', secret_sealed = NULL \
+         WHERE provider = 'anthropic' AND name = 'default'"
             .to_owned(),
         "UPDATE providers SET client_key = 'PRIVATE-KEY-plaintext-legacy', client_key_sealed = NULL WHERE name = 'vllm'"
             .to_owned(),
         format!("UPDATE settings SET master_key_hash = {}, master_key_sealed = NULL", blob(&db, master.as_bytes())),
         format!(
             "INSERT INTO changes (revision, seq, kind, object_id, op, payload, committed_at) VALUES \
-             (1, 1, 'provider', 'anthropic', 'upsert', {}, 0), (2, 1, 'master_key', 'master_key', 'upsert', {}, 0)",
+             (1, 1, 'provider', 'anthropic', 'upsert', {}, 0), (2, 1, 'master_key', 'master_key', 'upsert', {}, 0), \
+             (2, 2, 'provider', 'anthropic', 'upsert', {}, 0)",
             blob(&db, &old_payload),
-            blob(&db, &master_payload)
+            blob(&db, &master_payload),
+            blob(&db, &set_payload)
         ),
     ] {
         execute(&db, &sql).await;
@@ -224,12 +264,16 @@ async fn plaintext_an_older_version_stored_is_sealed_at_open(db: TestDb) {
 
     let store = db.open().await;
     let providers = store.list_providers().await.unwrap();
-    assert_eq!(providers[0].credential.as_ref().unwrap().expose(), "sk-ant-plaintext-legacy");
+    assert_eq!(providers[0].credentials.default_credential().unwrap().expose(), "sk-ant-plaintext-legacy");
     let vllm = providers.iter().find(|p| p.kind == ProviderKind::Vllm).unwrap();
     assert_eq!(vllm.client_identity.as_ref().unwrap().expose_key(), "PRIVATE-KEY-plaintext-legacy");
     assert_eq!(store.load_snapshot().await.unwrap().master_key_hash, Some(master));
-    let needles =
-        [b"sk-ant-plaintext-legacy".to_vec(), b"PRIVATE-KEY-plaintext-legacy".to_vec(), master.as_bytes().to_vec()];
+    let needles = [
+        b"sk-ant-plaintext-legacy".to_vec(),
+        b"sk-ant-set-in-log-legacy".to_vec(),
+        b"PRIVATE-KEY-plaintext-legacy".to_vec(),
+        master.as_bytes().to_vec(),
+    ];
     assert_absent(&dump(&db).await, &needles);
     store.close().await;
     assert_absent(&dump(&db).await, &needles);

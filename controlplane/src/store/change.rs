@@ -4,7 +4,7 @@
 //! or a delete, so an operator can read the log with `sqlite3` without decoding protobuf.
 
 use aurora_core::ProviderKind;
-use aurora_proto::v1::{Change, ProviderConfig, change};
+use aurora_proto::v1::{Change, ProviderConfig, UpstreamCredential, change};
 use prost::Message;
 
 use super::model::{KeyRecord, ProviderRecord, Settings};
@@ -32,10 +32,11 @@ impl ChangeEntry {
         }
     }
 
-    /// The provider's state without its secrets (credential, client certificate and key): the
-    /// change log never holds them, not even sealed. `changes_since` completes the entry with
-    /// the provider's current ones (`at_rest.rs`), so a replaced or cleared credential is gone
-    /// from every table the moment its change commits.
+    /// The provider's state without its secrets (credential, every secret of its credential
+    /// set, client certificate and key): the change log never holds them, not even sealed.
+    /// `changes_since` completes the entry with the provider's current ones (`at_rest.rs`), so a
+    /// replaced, cleared or removed credential is gone from every table the moment its change
+    /// commits.
     pub(crate) fn provider_upsert(provider: &ProviderRecord) -> Self {
         Self::upsert(
             "provider",
@@ -76,10 +77,17 @@ impl ChangeEntry {
     }
 }
 
-/// `config` with every secret field emptied, as the change log stores it.
+/// `config` with every secret field emptied, as the change log stores it. The credential set
+/// keeps its names, weights and flags (what the revision changed, for an operator reading the
+/// log); `complete` replaces it with the current set when the log is read.
 pub(crate) fn without_secrets(config: ProviderConfig) -> ProviderConfig {
     ProviderConfig {
         credential: String::new(),
+        credentials: config
+            .credentials
+            .into_iter()
+            .map(|credential| UpstreamCredential { secret: String::new(), ..credential })
+            .collect(),
         client_certificate_pem: String::new(),
         client_key_pem: String::new(),
         ..config
@@ -91,6 +99,7 @@ pub(crate) fn holds_secrets(change: &Change) -> bool {
     match &change.change {
         Some(change::Change::ProviderUpsert(config)) => {
             !config.credential.is_empty()
+                || config.credentials.iter().any(|credential| !credential.secret.is_empty())
                 || !config.client_certificate_pem.is_empty()
                 || !config.client_key_pem.is_empty()
         }
@@ -107,5 +116,34 @@ pub(crate) fn scrubbed(change: Change) -> Change {
         }
         Some(change::Change::MasterKeyHash(_)) => Change { change: Some(change::Change::MasterKeyHash(Vec::new())) },
         other => Change { change: other },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_set_leaves_its_secrets_out_of_the_log_and_keeps_the_rest() {
+        let credential = |name: &str, secret: &str| UpstreamCredential {
+            name: name.into(),
+            secret: secret.into(),
+            weight: 2,
+            enabled: true,
+        };
+        let config = ProviderConfig {
+            name: "openai".into(),
+            credential: "sk-first".into(),
+            credentials: vec![credential("default", "sk-first"), credential("backup", "sk-second")],
+            ..ProviderConfig::default()
+        };
+        let only_set = ProviderConfig { credential: String::new(), ..config.clone() };
+        let entry = |config| Change { change: Some(change::Change::ProviderUpsert(config)) };
+        assert!(holds_secrets(&entry(config.clone())));
+        assert!(holds_secrets(&entry(only_set)), "a secret of the set alone counts");
+        let stored = scrubbed(entry(config));
+        assert!(!holds_secrets(&stored));
+        let Some(change::Change::ProviderUpsert(stored)) = stored.change else { panic!("not a provider") };
+        assert_eq!(stored.credentials, vec![credential("default", ""), credential("backup", "")]);
     }
 }

@@ -16,6 +16,12 @@ pub enum StoreError {
     KeyRevoked(Uuid),
     #[error("key {0} is already revoked")]
     KeyAlreadyRevoked(Uuid),
+    #[error("provider {0} has no credential named {1:?}")]
+    CredentialNotFound(ProviderKind, String),
+    #[error("a credential named {0:?} already exists")]
+    CredentialNameTaken(String),
+    #[error("a provider holds at most {0} credentials")]
+    TooManyCredentials(usize),
     /// A row that does not decode into a record: the database was edited by hand or by a newer
     /// version. The message names the column, never its value.
     #[error("corrupt record in the store: {0}")]

@@ -12,6 +12,7 @@ use aurora_proto::v1::{ConfigSettings, HeaderField, KeyConfig, ProviderConfig};
 use uuid::Uuid;
 
 use super::Revision;
+use super::credentials::CredentialSet;
 use crate::time;
 
 /// An upstream provider credential. Write-only: it is shown to nobody but data planes, and its
@@ -130,7 +131,8 @@ pub struct ProviderRecord {
     pub kind: ProviderKind,
     pub enabled: bool,
     pub base_url: BaseUrl,
-    pub credential: Option<Credential>,
+    /// The provider's credentials; the one named `default` is what `credential` patches set.
+    pub credentials: CredentialSet,
     pub default_headers: DefaultHeaders,
     pub client_identity: Option<ClientIdentity>,
     /// CA certificates (PEM) trusted for this provider besides the data planes' roots.
@@ -146,7 +148,7 @@ impl ProviderRecord {
             kind,
             enabled: true,
             base_url: kind.default_base_url_parsed(),
-            credential: None,
+            credentials: CredentialSet::default(),
             default_headers: DefaultHeaders::default(),
             client_identity: None,
             ca_pem: None,
@@ -159,7 +161,7 @@ impl ProviderRecord {
         self.kind == other.kind
             && self.enabled == other.enabled
             && self.base_url == other.base_url
-            && self.credential == other.credential
+            && self.credentials.same_config(&other.credentials)
             && self.default_headers == other.default_headers
             && self.client_identity == other.client_identity
             && self.ca_pem == other.ca_pem
@@ -170,7 +172,9 @@ impl ProviderRecord {
             name: self.kind.as_str().to_owned(),
             enabled: self.enabled,
             base_url: self.base_url.as_str().to_owned(),
-            credential: self.credential.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
+            // For data planes that predate credential sets; newer ones read `credentials`.
+            credential: self.credentials.first_enabled().map(|c| c.expose().to_owned()).unwrap_or_default(),
+            credentials: self.credentials.to_config(),
             default_headers: self
                 .default_headers
                 .iter()
@@ -192,7 +196,7 @@ impl ProviderRecord {
 pub struct ProviderPatch {
     pub enabled: Option<bool>,
     pub base_url: Option<BaseUrl>,
-    /// `Some(None)` removes the credential.
+    /// Sets (`Some(Some)`) or removes (`Some(None)`) the credential named `default`.
     pub credential: Option<Option<Credential>>,
     /// Replaces the whole list.
     pub default_headers: Option<DefaultHeaders>,
@@ -203,7 +207,7 @@ pub struct ProviderPatch {
 }
 
 impl ProviderPatch {
-    pub(crate) fn apply(self, record: &mut ProviderRecord) {
+    pub(crate) fn apply(self, record: &mut ProviderRecord, now: SystemTime) {
         if let Some(enabled) = self.enabled {
             record.enabled = enabled;
         }
@@ -211,7 +215,7 @@ impl ProviderPatch {
             record.base_url = base_url;
         }
         if let Some(credential) = self.credential {
-            record.credential = credential;
+            record.credentials.set_default(credential, now);
         }
         if let Some(headers) = self.default_headers {
             record.default_headers = headers;
@@ -295,10 +299,8 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_debug_output() {
-        let record = ProviderRecord {
-            credential: Some(Credential::new("sk-very-secret")),
-            ..ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH)
-        };
+        let mut record = ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH);
+        record.credentials.set_default(Some(Credential::new("sk-very-secret")), SystemTime::UNIX_EPOCH);
         let record = ProviderRecord {
             client_identity: Some(ClientIdentity::new("CERT", "-----BEGIN PRIVATE KEY----- very-secret-key")),
             ..record
@@ -306,5 +308,6 @@ mod tests {
         let debug = format!("{record:?}");
         assert!(!debug.contains("sk-very-secret") && !debug.contains("very-secret-key"), "{debug}");
         assert!(debug.contains(&Credential::new("sk-very-secret").fingerprint()));
+        assert!(!format!("{:?}", record.to_config()).contains("sk-very-secret"));
     }
 }

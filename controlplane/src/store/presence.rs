@@ -37,6 +37,19 @@ pub trait PresenceTable: Send + Sync + std::fmt::Debug {
     async fn publish(&self, instance: &str, rows: &[Presence], ttl: Duration) -> Result<(), StoreError>;
     /// The unexpired rows of every replica but `instance`.
     async fn others(&self, instance: &str) -> Result<Vec<Presence>, StoreError>;
+
+    /// Like [`PresenceTable::publish`], for this replica's summed credential health.
+    async fn publish_credentials(
+        &self,
+        instance: &str,
+        rows: &[crate::credential_health::CredentialRow],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Every other replica's unexpired credential health.
+    async fn other_credentials(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<crate::credential_health::CredentialRow>, StoreError>;
 }
 
 /// [`PresenceTable`] in the `fleet_presence` table of a PostgreSQL store.
@@ -47,6 +60,22 @@ pub(super) struct PgPresence {
 
 #[async_trait]
 impl PresenceTable for PgPresence {
+    async fn publish_credentials(
+        &self,
+        instance: &str,
+        rows: &[crate::credential_health::CredentialRow],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        super::credential_presence::publish(&self.pool, instance, rows, ttl).await
+    }
+
+    async fn other_credentials(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<crate::credential_health::CredentialRow>, StoreError> {
+        super::credential_presence::others(&self.pool, instance).await
+    }
+
     async fn publish(&self, instance: &str, rows: &[Presence], ttl: Duration) -> Result<(), StoreError> {
         let now = time::now();
         let expires_at = time::to_millis(now + ttl);

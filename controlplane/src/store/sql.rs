@@ -27,11 +27,12 @@ use uuid::Uuid;
 use super::at_rest;
 use super::audit::{Actor, AuditEvent};
 use super::change::ChangeEntry;
+use super::credentials::{CredentialPatch, NewCredential};
 use super::error::describe;
 use super::key_endpoints::{endpoint_list, parse_endpoint_list};
 use super::model::{
-    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
-    SettingsView, Snapshot,
+    ClientIdentity, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
+    Snapshot,
 };
 use super::presence::PresenceTable;
 use super::sealed::Keyring;
@@ -74,7 +75,7 @@ pub trait Dialect: Database {
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     head: Arc<watch::Sender<Revision>>,
-    health: Arc<WriteHealth>,
+    pub(super) health: Arc<WriteHealth>,
     store_id: StoreId,
     /// Seals and opens every credential the store holds (`sealed.rs`, `at_rest.rs`).
     pub(super) keyring: Keyring,
@@ -216,7 +217,7 @@ where
 
     /// Starts a write transaction and allocates its revision. Dropping the transaction without
     /// committing rolls the revision back too.
-    async fn begin_write(&self) -> Result<(Tx<DB>, Revision), StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<(Tx<DB>, Revision), StoreError> {
         let mut tx = self.begin(DB::BEGIN_WRITE).await?;
         let revision: i64 =
             sqlx::query_scalar("UPDATE head SET revision = revision + 1 WHERE id = 1 RETURNING revision")
@@ -228,7 +229,7 @@ where
     /// Appends `entries` to the change log and the revision's audit record (what `actor` did:
     /// `event`) under `revision`, commits, logs the record and tells watchers. The only way a
     /// revision commits, so none commits without its audit record.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         mut tx: Tx<DB>,
         revision: Revision,
@@ -358,11 +359,12 @@ where
         conn: &mut DB::Connection,
     ) -> Result<Vec<ProviderRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, enabled, base_url, credential, credential_sealed, default_headers, client_cert, \
-             client_key, client_key_sealed, ca_pem, updated_at FROM providers",
+            "SELECT name, enabled, base_url, default_headers, client_cert, client_key, client_key_sealed, ca_pem, \
+             updated_at FROM providers",
         )
         .fetch_all(&mut *conn)
         .await?;
+        let credentials = Self::fetch_credentials(keyring, conn).await?;
         let mut records = rows
             .iter()
             .map(|row| {
@@ -381,7 +383,9 @@ where
                     enabled: row.try_get("enabled")?,
                     base_url: BaseUrl::parse(&base_url)
                         .map_err(|_| StoreError::Corrupt("providers.base_url".into()))?,
-                    credential: open("credential_sealed", "credential")?.map(Credential::new),
+                    credentials: super::credentials::CredentialSet::new(
+                        credentials.iter().filter(|(provider, _)| *provider == name).map(|(_, c)| c.clone()).collect(),
+                    ),
                     default_headers: DefaultHeaders::from_lines(&row.try_get::<String, _>("default_headers")?)
                         .map_err(|_| StoreError::Corrupt("providers.default_headers".into()))?,
                     client_identity: match (
@@ -401,25 +405,23 @@ where
         Ok(records)
     }
 
-    /// Writes the record with its secrets sealed; the plaintext columns of older versions are
-    /// left NULL.
-    async fn write_provider(
+    /// Writes the record with its secrets sealed (its credential set too, `credentials.rs`); the
+    /// plaintext columns of older versions are left NULL.
+    pub(super) async fn write_provider(
         keyring: &Keyring,
         conn: &mut DB::Connection,
         record: &ProviderRecord,
     ) -> Result<(), StoreError> {
         let name = record.kind.as_str();
-        let seal = |column: &str, text: Option<&str>| {
-            text.map(|text| at_rest::seal_text(keyring, name, column, text)).transpose()
-        };
-        let credential = seal("credential_sealed", record.credential.as_ref().map(Credential::expose))?;
-        let client_key = seal("client_key_sealed", record.client_identity.as_ref().map(ClientIdentity::expose_key))?;
+        let client_key = record
+            .client_identity
+            .as_ref()
+            .map(|identity| at_rest::seal_text(keyring, name, "client_key_sealed", identity.expose_key()))
+            .transpose()?;
         sqlx::query(
-            "INSERT INTO providers (name, enabled, base_url, credential, credential_sealed, default_headers, \
-             client_cert, client_key, client_key_sealed, ca_pem, updated_at) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $6, NULL, $7, $8, $9) \
+            "INSERT INTO providers (name, enabled, base_url, default_headers, client_cert, client_key, \
+             client_key_sealed, ca_pem, updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8) \
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, base_url = excluded.base_url, \
-             credential = NULL, credential_sealed = excluded.credential_sealed, \
              default_headers = excluded.default_headers, client_cert = excluded.client_cert, client_key = NULL, \
              client_key_sealed = excluded.client_key_sealed, ca_pem = excluded.ca_pem, \
              updated_at = excluded.updated_at",
@@ -427,7 +429,6 @@ where
         .bind(name)
         .bind(record.enabled)
         .bind(record.base_url.as_str().to_owned())
-        .bind(credential)
         .bind(record.default_headers.to_lines())
         .bind(record.client_identity.as_ref().map(|c| c.certificate_pem.clone()))
         .bind(client_key)
@@ -435,6 +436,7 @@ where
         .bind(time::to_millis(record.updated_at))
         .execute(&mut *conn)
         .await?;
+        Self::write_credentials(keyring, conn, name, &record.credentials).await?;
         Ok(())
     }
 
@@ -639,7 +641,7 @@ where
                 let now = time::now();
                 let current = Self::fetch_providers(&self.keyring, &mut tx).await?.into_iter().find(|p| p.kind == kind);
                 let mut record = current.clone().unwrap_or_else(|| ProviderRecord::new_default(kind, now));
-                patch.apply(&mut record);
+                patch.apply(&mut record, now);
                 record.updated_at = now;
                 Self::write_provider(&self.keyring, &mut tx, &record).await?;
                 let event = AuditEvent::provider_upserted(current.as_ref(), &record);
@@ -648,6 +650,34 @@ where
             }
             .await,
         )
+    }
+
+    async fn add_credential(
+        &self,
+        kind: ProviderKind,
+        credential: NewCredential,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.add_credential_tx(kind, credential, actor).await)
+    }
+
+    async fn update_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        patch: CredentialPatch,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.update_credential_tx(kind, name, patch, actor).await)
+    }
+
+    async fn remove_credential(
+        &self,
+        kind: ProviderKind,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ProviderRecord, Revision), StoreError> {
+        self.health.track(self.remove_credential_tx(kind, name, actor).await)
     }
 
     async fn delete_provider(&self, kind: ProviderKind, actor: &Actor) -> Result<Revision, StoreError> {
@@ -659,6 +689,7 @@ where
                 if DB::rows_affected(&deleted) == 0 {
                     return Err(StoreError::ProviderNotFound(kind));
                 }
+                Self::delete_credentials(&mut tx, kind.as_str()).await?;
                 let event = AuditEvent::provider_deleted(kind);
                 self.commit(tx, revision, &[ChangeEntry::provider_delete(kind)], time::now(), actor, event).await?;
                 Ok(revision)

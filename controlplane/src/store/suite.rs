@@ -12,6 +12,7 @@ use aurora_core::{KeyHash, KeySecret, ProductVars, ProviderKind, ProviderSet};
 use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, change};
 use uuid::Uuid;
 
+pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -30,6 +31,7 @@ macro_rules! store_suite {
             list_keys_pages_in_creation_order,
             watchers_learn_each_commit,
             key_endpoint_allow_lists_persist,
+            credential_sets_are_stored_streamed_and_replayed,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {

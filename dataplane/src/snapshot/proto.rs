@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use aurora_core::{BaseUrl, DefaultHeaderError, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
-use aurora_proto::v1::{ConfigSettings, Delta, HeaderField, KeyConfig, ProviderConfig, SnapshotChunk, change};
+use aurora_proto::v1::{
+    ConfigSettings, Delta, HeaderField, KeyConfig, ProviderConfig, SnapshotChunk, UpstreamCredential, change,
+};
 
 use super::{InvalidCredential, KeyId, ManagedKey, ProviderTls, ProviderTlsError, Settings, Snapshot, Upstream};
 use crate::limits::KeyPolicy;
@@ -21,6 +23,8 @@ pub enum ApplyError {
     BaseUrl { provider: ProviderKind, reason: String },
     #[error(transparent)]
     Credential(#[from] InvalidCredential),
+    #[error("provider {provider}: credential name: {reason}")]
+    CredentialName { provider: ProviderKind, reason: aurora_core::CredentialNameError },
     #[error("provider {provider}: {reason}")]
     DefaultHeader { provider: ProviderKind, reason: DefaultHeaderError },
     #[error("provider {provider}: {reason}")]
@@ -133,7 +137,17 @@ impl Snapshot {
                     name: upstream.kind.as_str().to_owned(),
                     enabled: upstream.enabled,
                     base_url: upstream.base_url.as_str().to_owned(),
-                    credential: upstream.plain_credential().unwrap_or_default().to_owned(),
+                    credential: String::new(),
+                    credentials: upstream
+                        .credentials()
+                        .iter()
+                        .map(|c| UpstreamCredential {
+                            name: c.name.to_string(),
+                            secret: c.plain().to_owned(),
+                            weight: c.weight,
+                            enabled: c.enabled,
+                        })
+                        .collect(),
                     default_headers: upstream
                         .default_headers()
                         .iter()
@@ -183,14 +197,28 @@ fn upstream_from(provider: &ProviderConfig) -> Result<Upstream, ApplyError> {
     let kind = provider_kind(&provider.name)?;
     let base_url = BaseUrl::parse(&provider.base_url)
         .map_err(|err| ApplyError::BaseUrl { provider: kind, reason: err.to_string() })?;
-    let credential = Some(provider.credential.as_str()).filter(|c| !c.is_empty());
+    // A set when the control plane sends one; else the single credential of older ones.
+    let credential = Some(provider.credential.as_str()).filter(|c| !c.is_empty() && provider.credentials.is_empty());
     // Checked again here, not trusted from the stream: a data plane enforces its own rules.
     let headers =
         DefaultHeaders::from_pairs(provider.default_headers.iter().map(|h| (h.name.as_str(), h.value.as_str())))
             .map_err(|reason| ApplyError::DefaultHeader { provider: kind, reason })?;
     let tls = ProviderTls::from_pem(&provider.client_certificate_pem, &provider.client_key_pem, &provider.ca_pem)
         .map_err(|reason| ApplyError::Tls { provider: kind, reason })?;
-    Ok(Upstream::new(kind, provider.enabled, base_url, credential)?.with_default_headers(&headers).with_tls(tls))
+    let mut upstream = Upstream::new(kind, provider.enabled, base_url, credential)?;
+    if !provider.credentials.is_empty() {
+        let set = provider
+            .credentials
+            .iter()
+            .map(|c| {
+                aurora_core::validate_credential_name(&c.name)
+                    .map_err(|reason| ApplyError::CredentialName { provider: kind, reason })?;
+                Ok(crate::credentials::UpstreamCredential::new(kind, &c.name, &c.secret, c.weight, c.enabled)?)
+            })
+            .collect::<Result<Vec<_>, ApplyError>>()?;
+        upstream = upstream.with_credentials(set);
+    }
+    Ok(upstream.with_default_headers(&headers).with_tls(tls))
 }
 
 fn master_key_from(bytes: &[u8]) -> Result<Option<KeyHash>, ApplyError> {
@@ -378,7 +406,40 @@ mod tests {
         assert!(!format!("{upstream:?}").contains("PRIVATE KEY"));
 
         let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap().to_chunk();
-        assert_eq!(again.providers.iter().find(|p| p.name == "openrouter"), Some(&openrouter));
+        // The cache keeps the single credential as the one-credential set `default`.
+        let cached = ProviderConfig {
+            credential: String::new(),
+            credentials: vec![UpstreamCredential {
+                name: "default".into(),
+                secret: "sk-or".into(),
+                weight: 1,
+                enabled: true,
+            }],
+            ..openrouter
+        };
+        assert_eq!(again.providers.iter().find(|p| p.name == "openrouter"), Some(&cached));
+    }
+
+    #[test]
+    fn a_credential_set_wins_over_the_single_credential_and_is_checked() {
+        let set = |name: &str| ProviderConfig {
+            credentials: vec![
+                UpstreamCredential { name: "a".into(), secret: "sk-a".into(), weight: 3, enabled: true },
+                UpstreamCredential { name: name.into(), secret: "sk-b".into(), weight: 1, enabled: false },
+            ],
+            ..provider("openai", "sk-old")
+        };
+        let chunk = SnapshotChunk { last: true, providers: vec![set("b")], ..first_chunk() };
+        let snapshot = snapshot_from_chunk(chunk).unwrap();
+        let upstream = snapshot.provider(ProviderKind::OpenAi).unwrap();
+        let names: Vec<_> = upstream.credentials().iter().map(|c| (c.name.to_string(), c.weight, c.enabled)).collect();
+        assert_eq!(names, [("a".to_owned(), 3, true), ("b".to_owned(), 1, false)]);
+        assert_eq!(upstream.credentials().get("a").unwrap().header(), "Bearer sk-a");
+        let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap();
+        assert_eq!(again.provider(ProviderKind::OpenAi).unwrap().credentials().iter().count(), 2);
+
+        let chunk = SnapshotChunk { last: true, providers: vec![set("b\"}")], ..first_chunk() };
+        assert!(matches!(snapshot_from_chunk(chunk), Err(ApplyError::CredentialName { .. })));
     }
 
     #[test]

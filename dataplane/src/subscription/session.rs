@@ -11,6 +11,7 @@ use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 use super::{Subscriber, connect};
+use crate::credentials;
 use crate::snapshot::{Snapshot, SnapshotAssembly};
 
 /// Config messages can be large (a snapshot chunk holds 10 000 keys); allow generous room.
@@ -68,8 +69,19 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
     // Pending usage reports go out on this stream until it ends (see `usage_report`).
     let _usage = subscriber.usage.as_ref().map(|usage| AbortOnDrop(usage.attach(outbound.clone())));
     let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
+    let mut reporter = credentials::report::Reporter::new();
     loop {
-        let message = match tokio::time::timeout(subscriber.stall_timeout, inbound.message()).await {
+        // Reports go out between messages; the stall deadline still counts from the last one.
+        let deadline = tokio::time::Instant::now() + subscriber.stall_timeout;
+        let received = loop {
+            tokio::select! {
+                received = tokio::time::timeout_at(deadline, inbound.message()) => break received,
+                report = reporter.next(&subscriber.state) => {
+                    applier.send(subscribe_request::Message::CredentialReport(report)).await;
+                }
+            }
+        };
+        let message = match received {
             Err(_) => return Err(SessionError::Stalled(subscriber.stall_timeout)),
             Ok(Err(status)) => return Err(SessionError::Stream(status)),
             Ok(Ok(None)) => return Err(SessionError::Closed),
@@ -80,6 +92,9 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
             Some(subscribe_response::Message::Snapshot(chunk)) => applier.snapshot_chunk(chunk).await,
             Some(subscribe_response::Message::Delta(delta)) => applier.delta(delta).await?,
             Some(subscribe_response::Message::Heartbeat(beat)) => applier.heartbeat(beat.head_revision).await,
+            Some(subscribe_response::Message::CredentialCooldowns(cooldowns)) => {
+                credentials::report::apply_cooldowns(&subscriber.state, &cooldowns, std::time::SystemTime::now());
+            }
             Some(subscribe_response::Message::UsageAck(ack)) => {
                 if let Some(usage) = &subscriber.usage {
                     usage.acknowledged(&ack);
@@ -196,7 +211,11 @@ impl Applier<'_> {
 
     /// Serves the revision at once, and acknowledges it once it is durable: an ack means
     /// "applied, and this replica restarts at this revision or later".
-    async fn publish(&mut self, snapshot: Snapshot, delta: Option<aurora_proto::v1::Delta>) {
+    async fn publish(&mut self, mut snapshot: Snapshot, delta: Option<aurora_proto::v1::Delta>) {
+        if let Some(previous) = self.subscriber.state.load_full() {
+            // Cooldowns and counters outlive the revision that changed something else.
+            snapshot.adopt_credential_health(&previous);
+        }
         let snapshot = Arc::new(snapshot);
         self.subscriber.state.publish(snapshot.clone());
         self.subscriber.applied.send_replace(Some(snapshot.clone()));

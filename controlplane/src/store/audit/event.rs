@@ -12,15 +12,18 @@ use aurora_core::{DefaultHeaders, ProviderKind, ProviderSet};
 use serde_json::{Map, Value, json};
 
 use crate::bootstrap::BootstrapWrites;
+use crate::store::credentials::NamedCredential;
 use crate::store::model::{KeyRecord, ProviderRecord, Settings};
 
 /// One audited mutation: what was done, to what, and which fields it changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
     /// `key.create`, `key.update`, `key.revoke`, `key.delete`, `provider.upsert`,
-    /// `provider.delete`, `settings.update` or `bootstrap` (see [`ACTIONS`]).
+    /// `provider.delete`, `provider.credential.add|update|remove`, `settings.update` or
+    /// `bootstrap` (see [`ACTIONS`]).
     pub action: &'static str,
-    /// The key id, the provider name, `settings`, or `environment` for bootstrap.
+    /// The key id, the provider name (for its credentials too), `settings`, or `environment`
+    /// for bootstrap.
     pub target: String,
     /// Field name → new value (JSON); secrets appear only as `set`/`cleared`/`replaced`.
     pub changes: Map<String, Value>,
@@ -34,6 +37,9 @@ pub const ACTIONS: &[&str] = &[
     "key.delete",
     "provider.upsert",
     "provider.delete",
+    "provider.credential.add",
+    "provider.credential.update",
+    "provider.credential.remove",
     "settings.update",
     "bootstrap",
 ];
@@ -110,6 +116,41 @@ impl AuditEvent {
         AuditEvent::new("provider.delete", kind.as_str())
     }
 
+    /// A named credential added to the provider's set: its name, weight and flag, and the
+    /// secret only as `set`.
+    pub(crate) fn credential_added(kind: ProviderKind, credential: &NamedCredential) -> Self {
+        let mut event = AuditEvent::new("provider.credential.add", kind.as_str());
+        event.set("name", json!(credential.name));
+        event.set("weight", json!(credential.weight));
+        event.set("enabled", json!(credential.enabled));
+        event.set("secret", json!(secret_change(false, true, true)));
+        event
+    }
+
+    /// The credential's name and the fields that differ (its secret never changes here; if it
+    /// ever did it would show as `replaced`).
+    pub(crate) fn credential_updated(kind: ProviderKind, before: &NamedCredential, after: &NamedCredential) -> Self {
+        let mut event = AuditEvent::new("provider.credential.update", kind.as_str());
+        event.set("name", json!(after.name));
+        if before.weight != after.weight {
+            event.set("weight", json!(after.weight));
+        }
+        if before.enabled != after.enabled {
+            event.set("enabled", json!(after.enabled));
+        }
+        if before.secret != after.secret {
+            event.set("secret", json!(secret_change(true, true, true)));
+        }
+        event
+    }
+
+    pub(crate) fn credential_removed(kind: ProviderKind, credential: &NamedCredential) -> Self {
+        let mut event = AuditEvent::new("provider.credential.remove", kind.as_str());
+        event.set("name", json!(credential.name));
+        event.set("secret", json!(secret_change(true, false, true)));
+        event
+    }
+
     pub(crate) fn settings_updated(before: Settings, after: Settings) -> Self {
         let mut event = AuditEvent::new("settings.update", "settings");
         settings_changes(&mut event, "", before, after);
@@ -168,12 +209,14 @@ fn provider_changes(event: &mut AuditEvent, prefix: &str, before: Option<&Provid
     if differs(|a, b| a.default_headers == b.default_headers) {
         event.set(format!("{prefix}default_headers"), headers(&after.default_headers));
     }
+    // `credential` is the set's `default` credential: the one `UpsertProvider.credential` and
+    // the environment set. The other credentials change only through their own actions.
     let secrets = [
         (
             "credential",
-            before.map(|b| b.credential.is_some()),
-            after.credential.is_some(),
-            differs(|a, b| a.credential == b.credential),
+            before.map(|b| b.credentials.default_credential().is_some()),
+            after.credentials.default_credential().is_some(),
+            differs(|a, b| a.credentials.default_credential() == b.credentials.default_credential()),
         ),
         (
             "client_certificate",
@@ -223,9 +266,37 @@ mod tests {
     use crate::store::model::{ClientIdentity, Credential};
 
     fn provider(credential: Option<&str>) -> ProviderRecord {
-        ProviderRecord {
-            credential: credential.map(Credential::new),
-            ..ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH)
+        let mut record = ProviderRecord::new_default(ProviderKind::OpenAi, SystemTime::UNIX_EPOCH);
+        record.credentials.set_default(credential.map(Credential::new), SystemTime::UNIX_EPOCH);
+        record
+    }
+
+    #[test]
+    fn credential_set_changes_name_the_credential_and_never_its_secret() {
+        let before = NamedCredential {
+            name: "backup".into(),
+            weight: 2,
+            enabled: true,
+            secret: Credential::new("sk-backup-secret"),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        };
+        let added = AuditEvent::credential_added(ProviderKind::OpenAi, &before);
+        assert_eq!(added.action, "provider.credential.add");
+        assert_eq!(added.target, "openai");
+        assert_eq!(added.changes_json(), r#"{"enabled":true,"name":"backup","secret":"set","weight":2}"#);
+        let after = NamedCredential { enabled: false, ..before.clone() };
+        let updated = AuditEvent::credential_updated(ProviderKind::OpenAi, &before, &after);
+        assert_eq!(updated.changes_json(), r#"{"enabled":false,"name":"backup"}"#);
+        let replaced = NamedCredential { secret: Credential::new("sk-other"), ..before.clone() };
+        let updated = AuditEvent::credential_updated(ProviderKind::OpenAi, &before, &replaced);
+        assert_eq!(updated.changes.get("secret"), Some(&json!("replaced")));
+        let removed = AuditEvent::credential_removed(ProviderKind::OpenAi, &before);
+        assert_eq!(removed.changes_json(), r#"{"name":"backup","secret":"cleared"}"#);
+        for event in [added, updated, removed] {
+            assert!(ACTIONS.contains(&event.action));
+            let json = event.changes_json();
+            assert!(!json.contains("sk-") && !json.contains(&before.secret.fingerprint()), "{json}");
         }
     }
 

@@ -34,6 +34,9 @@ const METHODS: &[&str] = &[
     "UpdateProviderCredential",
     "RemoveProviderCredential",
     "ListProviderCredentials",
+    "QueryUsage",
+    "ListAudit",
+    "VerifyAudit",
 ];
 
 /// gRPC status codes by number, as the spec spells them.

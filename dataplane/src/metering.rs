@@ -8,7 +8,8 @@
 //! data frame as it forwards the frame ([`Meter::sent`], through [`crate::access::Exchange`]),
 //! and the meter reads a frame only once the client has it (when the next frame is asked for);
 //! the exchange ends it exactly once ([`Meter::end`]), however the response ended. Memory per
-//! request is bounded by fixed caps: a scalar of a JSON body ([`json::MAX_SCALAR_BYTES`]), an
+//! request is bounded by fixed caps: a JSON body buffered for one parse
+//! ([`json::MAX_BUFFERED_BYTES`]) or, past it, a scalar of it ([`json::MAX_SCALAR_BYTES`]), an
 //! event of a stream ([`sse::MAX_EVENT_BYTES`]), what a compressed frame or response may
 //! decode to ([`decode`]); past a cap the scanner gives up and the usage is unknown.
 //!
@@ -30,7 +31,7 @@ use std::sync::Arc;
 
 use aurora_core::ProviderKind;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 
 use self::decode::{Decoder, Encoding};
@@ -97,15 +98,20 @@ impl Reading {
         if !status.is_success() {
             return Reading::Nothing;
         }
-        let Some(scanner) = Scanner::for_content_type(headers) else { return Reading::Nothing };
-        match Encoding::of(headers) {
-            None => Reading::Nothing,
-            Some(encoding) => match Decoder::new(encoding, scanner) {
-                Ok(decoder) => Reading::Decoded(Box::new(decoder)),
-                Err(scanner) => Reading::Plain(scanner),
-            },
+        let Some(encoding) = Encoding::of(headers) else { return Reading::Nothing };
+        // `Content-Length` sizes the plain body only: a compressed one decodes to more.
+        let length = (encoding == Encoding::Identity).then(|| content_length(headers)).flatten();
+        let Some(scanner) = Scanner::for_content_type(headers, length) else { return Reading::Nothing };
+        match Decoder::new(encoding, scanner) {
+            Ok(decoder) => Reading::Decoded(Box::new(decoder)),
+            Err(scanner) => Reading::Plain(scanner),
         }
     }
+}
+
+/// The body's declared length, if it is one number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 impl Meter {
@@ -165,8 +171,9 @@ pub enum Scanner {
 }
 
 impl Scanner {
-    /// The scanner the body's `Content-Type` calls for; `None` for a format without usage.
-    fn for_content_type(headers: &HeaderMap) -> Option<Scanner> {
+    /// The scanner the body's `Content-Type` calls for (`length`: the plain body's size, if
+    /// known); `None` for a format without usage.
+    fn for_content_type(headers: &HeaderMap, length: Option<u64>) -> Option<Scanner> {
         let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
         let essence = value.split(';').next().unwrap_or_default().trim();
         if essence.eq_ignore_ascii_case("text/event-stream") {
@@ -174,7 +181,7 @@ impl Scanner {
         } else if essence.eq_ignore_ascii_case("application/json")
             || essence.get(essence.len().saturating_sub(5)..).is_some_and(|end| end.eq_ignore_ascii_case("+json"))
         {
-            Some(Scanner::Json(Box::default()))
+            Some(Scanner::Json(Box::new(JsonScanner::new(length))))
         } else {
             None
         }

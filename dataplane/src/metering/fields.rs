@@ -5,7 +5,11 @@
 //! per-event one for streams in [`super::sse`]) fill the same [`Reported`], so what a provider
 //! declares is read the same way whatever the transport.
 
-use serde::Deserialize;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// Every usage field Aurora reads, as the provider named it. `None`: not in the response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,9 +130,9 @@ pub struct UsageObject {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     #[serde(alias = "input_tokens_details")]
-    prompt_tokens_details: Option<Details>,
+    prompt_tokens_details: Option<ObjectOnly<Details>>,
     #[serde(alias = "output_tokens_details")]
-    completion_tokens_details: Option<Details>,
+    completion_tokens_details: Option<ObjectOnly<Details>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,8 +150,30 @@ impl From<&UsageObject> for Reported {
             cache_read_input_tokens: usage.cache_read_input_tokens,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens),
-            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens),
+            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.0.cached_tokens),
+            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.0.reasoning_tokens),
         }
+    }
+}
+
+/// A struct read from a JSON object only. A derived struct also accepts an array of its fields
+/// in order (`"usage": [19, 10]` would read as counts); usage is only ever an object, and the
+/// push parser reads nothing inside an array, so neither does serde.
+#[derive(Debug, Default)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(PhantomData)).map(ObjectOnly)
     }
 }

@@ -1,18 +1,35 @@
-//! The scanner for a whole (non-streamed) JSON response body: an incremental push parser
-//! ([`actson`]) fed each frame as it passes, keeping only the top-level `model` and `usage`.
+//! The scanner for a whole (non-streamed) JSON response body, keeping only the top-level
+//! `model` and `usage`.
 //!
-//! A non-streamed answer puts `usage` at the end, after the whole generated text, so reading
-//! it without holding the body needs a parser that can stop at any byte and resume with the
-//! next frame: `actson` is one (serde_json needs the complete value). The parser keeps only
-//! its nesting stack (capped at [`MAX_DEPTH`]) and the scalar it is reading; a scalar longer
-//! than [`MAX_SCALAR_BYTES`] (or a body that is not JSON) makes the scanner give up.
+//! Two paths, one result. A body of at most [`MAX_BUFFERED_BYTES`] (nearly every answer: a
+//! chat completion is a few KiB) is copied as it passes into one buffer (sized from
+//! `Content-Length` when the upstream gave one) and parsed once when it ends, by `serde_json`
+//! into a struct holding only `model` and `usage`: serde skips every other value without
+//! building it, a few instructions a byte. A body that outgrows the cap (or whose
+//! `Content-Length` says it will) goes to an incremental push parser ([`actson`]) instead, fed
+//! each frame as it passes, since a long answer puts `usage` after the whole generated text and
+//! holding it would be unbounded; the bytes buffered so far are handed to it first. The push
+//! parser keeps only its nesting stack (capped at [`MAX_DEPTH`]) and the scalar it is reading;
+//! a scalar longer than [`MAX_SCALAR_BYTES`] (or a body that is not JSON) makes it give up.
+//!
+//! When the one-shot parse fails (a body cut short, a count that is not a `u64`, a duplicate
+//! key, bytes after the document, anything not an object where one is expected) the buffered
+//! body is run through the push parser, so every body reads exactly as the push parser alone
+//! reads it: a truncated body keeps the usage before the cut, garbage reads nothing.
+
+use std::borrow::Cow;
 
 use actson::feeder::PushJsonFeeder;
 use actson::options::JsonParserOptionsBuilder;
 use actson::{JsonEvent, JsonParser};
 
-use super::fields::{Field, Reported, UsageKey, detail};
+use serde::Deserialize;
+
+use super::fields::{Field, ObjectOnly, Reported, UsageKey, UsageObject, detail};
 use super::{MAX_MODEL_BYTES, Seen};
+
+/// Largest body buffered for the one-shot parse; past it the push parser reads the rest.
+pub const MAX_BUFFERED_BYTES: usize = 64 * 1024;
 
 /// Deepest nesting accepted; LLM responses nest a handful of levels (tool-call arguments are
 /// strings, not objects), so a deeper body is not one this scanner reads.
@@ -21,6 +38,95 @@ const MAX_DEPTH: usize = 64;
 /// Longest scalar the parser may hold (a string is held whole until its closing quote): the
 /// generated text of a very long non-streamed answer fits; a body past it is not metered.
 pub const MAX_SCALAR_BYTES: usize = 4 * 1024 * 1024;
+
+/// The scanner of one JSON body: buffering for the one-shot parse, or pushing to the parser.
+#[derive(Debug)]
+pub struct JsonScanner {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// The body so far, at most [`MAX_BUFFERED_BYTES`].
+    Buffered(Vec<u8>),
+    Push(Box<PushScanner>),
+}
+
+impl Default for JsonScanner {
+    /// A body of unknown length: buffered until it outgrows the cap.
+    fn default() -> Self {
+        JsonScanner::new(None)
+    }
+}
+
+impl JsonScanner {
+    /// A scanner for a body of `length` bytes, if known (the plain body's `Content-Length`):
+    /// a body that will not fit the buffer is pushed to the parser from its first byte.
+    pub fn new(length: Option<u64>) -> JsonScanner {
+        let mode = match length.map(usize::try_from) {
+            Some(Ok(length)) if length <= MAX_BUFFERED_BYTES => Mode::Buffered(Vec::with_capacity(length)),
+            Some(_) => Mode::Push(Box::default()),
+            None => Mode::Buffered(Vec::new()),
+        };
+        JsonScanner { mode }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        match &mut self.mode {
+            Mode::Buffered(body) if body.len() + data.len() <= MAX_BUFFERED_BYTES => body.extend_from_slice(data),
+            Mode::Buffered(body) => {
+                let mut push = Box::<PushScanner>::default();
+                push.feed(body);
+                push.feed(data);
+                self.mode = Mode::Push(push);
+            }
+            Mode::Push(push) => push.feed(data),
+        }
+    }
+
+    /// Whether the body is still buffered for the one-shot parse (not yet pushed).
+    pub fn buffered(&self) -> bool {
+        matches!(self.mode, Mode::Buffered(_))
+    }
+
+    /// The body ended; what was read.
+    pub fn finish(self) -> Seen {
+        match self.mode {
+            Mode::Buffered(body) => parse_whole(&body),
+            Mode::Push(push) => push.finish(),
+        }
+    }
+}
+
+/// A whole body, as far as usage is concerned: every other field is skipped by serde.
+#[derive(Debug, Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<ObjectOnly<UsageObject>>,
+}
+
+/// Parses a whole buffered body at once; the push parser reads any body serde refuses.
+fn parse_whole(body: &[u8]) -> Seen {
+    match serde_json::from_slice::<ObjectOnly<Body<'_>>>(body) {
+        Ok(ObjectOnly(parsed)) => {
+            let mut seen = Seen::default();
+            seen.model_from(parsed.model.as_deref());
+            if let Some(ObjectOnly(usage)) = &parsed.usage {
+                seen.reported = usage.into();
+            }
+            // The whole document was read: its usage is the final one.
+            seen.final_seen = seen.reported.any();
+            seen
+        }
+        Err(_) => {
+            let mut push = PushScanner::default();
+            push.feed(body);
+            push.finish()
+        }
+    }
+}
 
 /// Where the parser is, as far as usage is concerned: only the first three levels matter
 /// (`{ "usage": { "prompt_tokens_details": { "cached_tokens": n } } }`).
@@ -36,7 +142,7 @@ enum Place {
     Detail(Field),
 }
 
-pub struct JsonScanner {
+pub struct PushScanner {
     parser: JsonParser<PushJsonFeeder>,
     /// `path[n]`: the field through which open level `n + 1` was entered (level 1 is the
     /// document's own object), for the first `path.len()` levels.
@@ -53,9 +159,9 @@ pub struct JsonScanner {
     failed: bool,
 }
 
-impl std::fmt::Debug for JsonScanner {
+impl std::fmt::Debug for PushScanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonScanner")
+        f.debug_struct("PushScanner")
             .field("depth", &self.depth)
             .field("reported", &self.reported)
             .field("ended", &self.ended)
@@ -64,10 +170,10 @@ impl std::fmt::Debug for JsonScanner {
     }
 }
 
-impl Default for JsonScanner {
+impl Default for PushScanner {
     fn default() -> Self {
         let options = JsonParserOptionsBuilder::default().with_max_depth(MAX_DEPTH).build();
-        JsonScanner {
+        PushScanner {
             parser: JsonParser::new_with_options(PushJsonFeeder::new(), options),
             path: [Place::Other; 3],
             depth: 0,
@@ -81,7 +187,7 @@ impl Default for JsonScanner {
     }
 }
 
-impl JsonScanner {
+impl PushScanner {
     pub fn feed(&mut self, mut data: &[u8]) {
         // Bytes after the document (a trailing newline) are not read.
         while !self.failed && !self.ended && !data.is_empty() {

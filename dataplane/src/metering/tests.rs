@@ -401,6 +401,125 @@ data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\r\r";
     assert_eq!(usage, complete("claude-haiku-4-5", TokenCounts { input: 3, output: 2, ..TokenCounts::default() }));
 }
 
+/// A chat completion of exactly `len` bytes (the padding is generated text).
+fn padded_body(len: usize) -> Vec<u8> {
+    let head = b"{\"model\":\"gpt-4o-mini\",\"choices\":[{\"message\":{\"content\":\"";
+    let tail = b"\"}}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}";
+    let mut body = head.to_vec();
+    body.resize(len - tail.len(), b'a');
+    body.extend_from_slice(tail);
+    assert_eq!(body.len(), len);
+    body
+}
+
+fn padded_usage() -> Usage {
+    complete("gpt-4o-mini", TokenCounts { input: 7, output: 2, ..TokenCounts::default() })
+}
+
+/// Feeds `frames` to a JSON scanner directly: whether it stayed buffered, and what it read.
+fn scan_json(length: Option<u64>, frames: &[&[u8]]) -> (bool, Usage) {
+    let mut scanner = JsonScanner::new(length);
+    for frame in frames {
+        scanner.feed(frame);
+    }
+    (scanner.buffered(), scanner.finish().into_usage(true))
+}
+
+fn with_length(length: usize) -> HeaderMap {
+    let mut headers = json();
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers
+}
+
+#[test]
+fn a_json_body_exactly_at_the_buffer_cap_is_parsed_in_one_go() {
+    let body = padded_body(json::MAX_BUFFERED_BYTES);
+    let (a, b) = body.split_at(1000);
+    assert_eq!(scan_json(None, &[a, b]), (true, padded_usage()));
+    assert_eq!(scan_json(Some(body.len() as u64), &[&body]), (true, padded_usage()));
+    assert_eq!(meter(&with_length(body.len()), &[a, b], true), padded_usage());
+}
+
+#[test]
+fn a_json_body_one_byte_past_the_cap_switches_to_the_push_parser() {
+    let body = padded_body(json::MAX_BUFFERED_BYTES + 1);
+    // Outgrows the buffer mid-body: the bytes held so far go to the parser, then the rest.
+    for at in [0, 1, 1000, json::MAX_BUFFERED_BYTES, body.len()] {
+        let (a, b) = body.split_at(at);
+        assert_eq!(scan_json(None, &[a, b]), (false, padded_usage()), "split at {at}");
+    }
+    // `Content-Length` says it will not fit: pushed from the first byte, never buffered.
+    let mut scanner = JsonScanner::new(Some(body.len() as u64));
+    assert!(!scanner.buffered());
+    scanner.feed(&body[..10]);
+    assert!(!scanner.buffered());
+    assert_eq!(scan_json(Some(body.len() as u64), &[&body]), (false, padded_usage()));
+    assert_eq!(meter(&with_length(body.len()), &[&body], true), padded_usage());
+    assert_eq!(meter(&json(), &[&body], true), padded_usage());
+    // A compressed body's `Content-Length` is its encoded size: it does not size the buffer.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&body).unwrap();
+    let gzip = gzip.finish().unwrap();
+    let mut headers = headers("application/json", Some("gzip"));
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(gzip.len()));
+    assert_eq!(meter(&headers, &[&gzip], true), padded_usage());
+}
+
+#[test]
+fn a_json_body_in_many_frames_reads_the_same_as_in_one() {
+    let whole = meter(&json(), &[OPENAI_CHAT_JSON.as_bytes()], true);
+    for size in [1, 2, 7, 64, 333] {
+        let frames: Vec<&[u8]> = OPENAI_CHAT_JSON.as_bytes().chunks(size).collect();
+        assert_eq!(meter(&json(), &frames, true), whole, "frames of {size}");
+        assert_eq!(meter(&with_length(OPENAI_CHAT_JSON.len()), &frames, true), whole, "frames of {size}, sized");
+    }
+    // And a body past the cap, in many frames, crossing the cap mid-frame.
+    let body = padded_body(3 * json::MAX_BUFFERED_BYTES + 17);
+    let frames: Vec<&[u8]> = body.chunks(4093).collect();
+    assert_eq!(meter(&json(), &frames, true), padded_usage());
+}
+
+#[test]
+fn a_truncated_small_json_body_keeps_what_came_before_the_cut() {
+    let body = OPENAI_CHAT_JSON.as_bytes();
+    // Cut inside `usage`, after its first count: that count, incomplete, even if the body "ended".
+    let cut = OPENAI_CHAT_JSON.find("\"completion_tokens\"").unwrap();
+    for completed in [false, true] {
+        let usage = meter(&json(), &[&body[..cut]], completed);
+        assert_eq!(usage.outcome, UsageOutcome::Incomplete);
+        assert_eq!(usage.model.as_deref(), Some("gpt-4.1-2025-04-14"));
+        assert_eq!(usage.tokens, TokenCounts { input: 19, ..TokenCounts::default() });
+    }
+    // Cut before `usage`: nothing to count, unknown.
+    let cut = OPENAI_CHAT_JSON.find("\"choices\"").unwrap();
+    let usage = meter(&json(), &[&body[..cut]], false);
+    assert_eq!(usage.outcome, UsageOutcome::Unknown);
+    assert_eq!(usage.model.as_deref(), Some("gpt-4.1-2025-04-14"));
+    // Only the closing brace missing: every count read, but not the end of the document.
+    let usage = meter(&json(), &[&body[..body.len() - 1]], true);
+    assert_eq!(usage.outcome, UsageOutcome::Incomplete);
+    assert_eq!(usage.tokens.reasoning, 4);
+}
+
+#[test]
+fn json_usage_that_is_not_an_object_reads_nothing() {
+    // A derived struct would read an array of counts in field order; the push parser reads
+    // nothing inside an array, and neither does the one-shot parse.
+    for body in [
+        r#"{"model":"m","usage":[19,10]}"#,
+        r#"["m",{"prompt_tokens":19}]"#,
+        r#"{"model":"m","usage":{"prompt_tokens":19,"prompt_tokens_details":[3]}}"#,
+    ] {
+        let usage = meter(&json(), &[body.as_bytes()], true);
+        let expected_input = u64::from(body.contains("details")) * 19;
+        assert_eq!(usage.tokens, TokenCounts { input: expected_input, ..TokenCounts::default() }, "{body}");
+    }
+    // Duplicate keys (serde refuses them) read as the push parser reads them: the last wins.
+    let duplicate = r#"{"model":"m","usage":{"prompt_tokens":1,"prompt_tokens":5}}"#;
+    let usage = meter(&json(), &[duplicate.as_bytes()], true);
+    assert_eq!(usage, complete("m", TokenCounts { input: 5, ..TokenCounts::default() }));
+}
+
 /// The stage's cost, for callgrind (`cargo test --release -p aurora-dataplane --lib
 /// metering::tests::cost_harness -- --ignored`, with `METERING_HARNESS=json|stream`,
 /// `AURORA_USAGE_METERING=on|off`, `METERING_RESPONSES=N`): meters N responses as the proxy

@@ -161,6 +161,30 @@ async fn reports_left_in_the_spool_are_delivered_after_a_restart_and_counted_onc
 /// What the upstream declares for every `POST /v1/messages` in the fleet test.
 const DECLARED: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":2051,"cache_read_input_tokens":100,"output_tokens":503}}"#;
 
+/// An Anthropic upstream that answers every `POST /v1/messages` with [`DECLARED`].
+async fn declaring_upstream() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/anthropic/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+/// A control plane that offers only Anthropic, at `base`.
+fn control_plane_env(base: &str) -> [(&'static str, &str); 4] {
+    [
+        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
+        ("ANTHROPIC_BASE_URL", base),
+        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
+        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
+    ]
+}
+
 async fn call(dp: &TestDataplane, secret: &str) {
     let response = reqwest::Client::new()
         .post(dp.url("/p/anthropic/v1/messages"))
@@ -180,23 +204,10 @@ async fn pending(dp: &TestDataplane) -> Option<u64> {
 
 #[tokio::test]
 async fn three_data_planes_one_restarted_during_an_outage_totals_are_exact() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/anthropic/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
-        .mount(&upstream)
-        .await;
+    let upstream = declaring_upstream().await;
     let base = format!("{}/anthropic/v1", upstream.uri());
     let cp_dir = tempfile::tempdir().unwrap();
-    let cp_env = [
-        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
-        ("ANTHROPIC_BASE_URL", base.as_str()),
-        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
-        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
-    ];
+    let cp_env = control_plane_env(&base);
     let mut cp = TestControlplane::start_in(cp_dir.path(), &cp_env).await;
     let created = cp.cli(&["keys", "create", "--name", "fleet", "-o", "json"]).await.json();
     let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
@@ -382,26 +393,13 @@ async fn a_stream_abandoned_half_way_is_counted_with_the_tokens_seen_so_far() {
 async fn a_sigkill_loses_at_most_the_last_report_interval() {
     use std::time::{Duration, Instant};
 
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
     const INTERVAL: Duration = Duration::from_secs(1);
     const SLACK: Duration = Duration::from_millis(750);
 
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/anthropic/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(DECLARED.as_bytes().to_vec(), "application/json"))
-        .mount(&upstream)
-        .await;
+    let upstream = declaring_upstream().await;
     let base = format!("{}/anthropic/v1", upstream.uri());
     let cp_dir = tempfile::tempdir().unwrap();
-    let cp_env = [
-        ("AURORA_MASTER_KEY", crate::support::controlplane::ADMIN_KEY),
-        ("ANTHROPIC_BASE_URL", base.as_str()),
-        ("ANTHROPIC_API_KEY", "sk-ant-upstream"),
-        ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic"),
-    ];
+    let cp_env = control_plane_env(&base);
     let mut cp = TestControlplane::start_in(cp_dir.path(), &cp_env).await;
     let created = cp.cli(&["keys", "create", "--name", "killed", "-o", "json"]).await.json();
     let (key_id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());

@@ -161,7 +161,10 @@ async fn secrets_come_from_files_and_never_from_argv() {
         ],
     );
     assert_ne!(both.wait_exit().await, Some(0));
-    assert!(both.logs().contains("both AURORA_NODE_TOKEN and AURORA_NODE_TOKEN_FILE are set"), "{}", both.logs());
+    // The output reader may still be draining the pipe when the process has exited.
+    let refusal = "both AURORA_NODE_TOKEN and AURORA_NODE_TOKEN_FILE are set";
+    crate::support::wait::until(&format!("{refusal:?} in the logs"), || both.logs().contains(refusal).then_some(()))
+        .await;
 
     // And no flag takes a secret.
     for args in [

@@ -35,6 +35,7 @@ fn delta(revision: u64) -> Delta {
         expires_at: 0,
         allowed_providers: 0,
         allowed_endpoints: Vec::new(),
+        ..Default::default()
     };
     Delta { revision, changes: vec![Change { change: Some(change::Change::KeyUpsert(key)) }] }
 }

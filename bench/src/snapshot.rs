@@ -53,6 +53,7 @@ fn key(secret: &str) -> KeyConfig {
         expires_at: 0,
         allowed_providers: 0,
         allowed_endpoints: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -62,7 +63,7 @@ fn snapshot(revision: u64, upstream: SocketAddr, extra_keys: usize) -> store::Sn
     keys.extend((0..extra_keys).map(|index| key(&format!("aur_bench_{index:07}"))));
     store::Snapshot {
         revision,
-        settings: ConfigSettings { passthrough_enabled: true, v1_alias_enabled: true },
+        settings: ConfigSettings { passthrough_enabled: true, v1_alias_enabled: true, ..Default::default() },
         providers: vec![ProviderConfig {
             name: "anthropic".into(),
             enabled: true,

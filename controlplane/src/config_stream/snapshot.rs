@@ -106,6 +106,7 @@ mod tests {
             expires_at: 0,
             allowed_providers: 0,
             allowed_endpoints: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -121,7 +122,7 @@ mod tests {
         let keys: Vec<_> = (0..25_001).map(key).collect();
         let snapshot = Snapshot {
             revision: 9,
-            settings: ConfigSettings { passthrough_enabled: true, v1_alias_enabled: false },
+            settings: ConfigSettings { passthrough_enabled: true, v1_alias_enabled: false, ..Default::default() },
             providers: Vec::new(),
             master_key_hash: Some(KeyHash::of("m")),
             keys: keys.clone(),

@@ -71,6 +71,7 @@ impl KeyRecord {
             expires_at: self.expires_at.map(time::to_unix_secs).unwrap_or(0),
             allowed_providers: self.allowed_providers.bits(),
             allowed_endpoints: self.allowed_endpoints.iter().map(ToString::to_string).collect(),
+            ..Default::default()
         }
     }
 }
@@ -233,7 +234,11 @@ pub use aurora_core::Settings;
 
 /// The settings as the config stream carries them.
 pub(crate) fn settings_config(settings: Settings) -> ConfigSettings {
-    ConfigSettings { passthrough_enabled: settings.passthrough_enabled, v1_alias_enabled: settings.v1_alias_enabled }
+    ConfigSettings {
+        passthrough_enabled: settings.passthrough_enabled,
+        v1_alias_enabled: settings.v1_alias_enabled,
+        ..Default::default()
+    }
 }
 
 /// A partial update of the settings.

@@ -25,6 +25,7 @@ fn delta(revision: u64, key: &str, enabled: bool) -> Delta {
         expires_at: 0,
         allowed_providers: 0,
         allowed_endpoints: Vec::new(),
+        ..Default::default()
     };
     Delta { revision, changes: vec![Change { change: Some(change::Change::KeyUpsert(config)) }] }
 }

@@ -130,6 +130,7 @@ impl Snapshot {
             settings: Some(ConfigSettings {
                 passthrough_enabled: self.settings.passthrough_enabled,
                 v1_alias_enabled: self.settings.v1_alias_enabled,
+                ..Default::default()
             }),
             providers: self
                 .providers()
@@ -179,6 +180,7 @@ impl Snapshot {
                         .and_then(|policy| policy.endpoints())
                         .map(|rules| rules.iter().map(ToString::to_string).collect())
                         .unwrap_or_default(),
+                    ..Default::default()
                 })
                 .collect(),
         }
@@ -263,6 +265,7 @@ mod tests {
             expires_at: 0,
             allowed_providers: allowed,
             allowed_endpoints: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -285,7 +288,7 @@ mod tests {
             revision: 3,
             first: true,
             last: false,
-            settings: Some(ConfigSettings { passthrough_enabled: true, v1_alias_enabled: true }),
+            settings: Some(ConfigSettings { passthrough_enabled: true, v1_alias_enabled: true, ..Default::default() }),
             providers: vec![provider("anthropic", "sk-ant")],
             master_key_hash: KeyHash::of("m").as_bytes().to_vec(),
             keys: vec![key("a", true, 0)],

@@ -100,7 +100,8 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
                     usage.acknowledged(&ack);
                 }
             }
-            None => {}
+            // Leases are granted only to replicas that report demand (issue 13's limits).
+            Some(subscribe_response::Message::Leases(_)) | None => {}
         }
     }
 }

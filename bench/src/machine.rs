@@ -78,7 +78,7 @@ pub(crate) fn document(
     if smoke {
         let _ = writeln!(
             out,
-            "> **Smoke run**: every scenario at a tiny scale. These figures prove the harness works; they measure nothing.\n"
+            "> **Smoke run**: every scenario at a tiny scale, on the debug build. These figures prove the harness works; they measure nothing.\n"
         );
     }
     let _ = writeln!(

@@ -298,7 +298,8 @@ async fn three_data_planes_one_restarted_during_an_outage_totals_are_exact() {
 }
 
 /// A control plane with every provider pointing at `upstream` (base paths as
-/// `support::dataplane::base_path`), a managed key, and one subscribed data plane that
+/// `support::dataplane::base_path`, credentials as `support::dataplane::upstream_credential`,
+/// which the usage upstream's mocks require), a managed key, and one subscribed data plane that
 /// accepts it. Returns the control plane, the data plane, the key id and its secret.
 async fn fleet_of_one(upstream: &str) -> (TestControlplane, TestDataplane, String, String) {
     use aurora_core::ProviderKind;
@@ -307,7 +308,7 @@ async fn fleet_of_one(upstream: &str) -> (TestControlplane, TestDataplane, Strin
         vec![("ENABLED_PASSTHROUGH_PROVIDERS".into(), "openai,anthropic,openrouter,zai,vllm".into())];
     for kind in ProviderKind::ALL {
         env.push((kind.base_url_env().into(), format!("{upstream}{}", crate::support::dataplane::base_path(kind))));
-        env.push((kind.credential_env().into(), format!("sk-{kind}-upstream")));
+        env.push((kind.credential_env().into(), crate::support::dataplane::upstream_credential(kind)));
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let cp = TestControlplane::start(&env).await;
@@ -334,25 +335,53 @@ async fn totals_by_provider(cp: &TestControlplane, key_id: &str, requests: u64) 
     .await
 }
 
+/// Asserts one provider's row of `aurora usage --by provider`: requests, input, output, cache
+/// read and reasoning tokens, and that every request was read in full.
+fn assert_totals(rows: &[Value], provider: &str, expected: [u64; 5]) {
+    let row = rows.iter().find(|r| r["provider"] == provider).unwrap_or_else(|| panic!("no {provider} row: {rows:?}"));
+    let field = |name: &str| row[name].as_u64().unwrap_or_else(|| panic!("{provider} row without {name}: {row}"));
+    let [requests, input, output, cache_read, reasoning] = expected;
+    assert_eq!(
+        [
+            field("requests"),
+            field("input_tokens"),
+            field("output_tokens"),
+            field("cache_read_input_tokens"),
+            field("reasoning_tokens")
+        ],
+        [requests, input, output, cache_read, reasoning],
+        "{provider} [requests, input, output, cache read, reasoning]: {row}"
+    );
+    assert_eq!((field("incomplete_requests"), field("unknown_requests")), (0, 0), "{provider}: {row}");
+}
+
 #[tokio::test]
 async fn the_official_sdks_totals_in_aurora_usage_equal_what_the_upstream_declared() {
     let upstream = crate::usage_metering::upstream().await;
     let (cp, dp, key_id, secret) = fleet_of_one(&upstream.uri()).await;
     crate::sdk::run_script_at("usage_client.py", &format!("http://{}", dp.addr), &secret, &dp.process.logs());
-    let rows = totals_by_provider(&cp, &key_id, 6).await;
-    let by = |provider: &str| rows.iter().find(|r| r["provider"] == provider).unwrap_or_else(|| panic!("{rows:?}"));
+    let rows = totals_by_provider(&cp, &key_id, 13).await;
+    assert_eq!(rows.len(), 5, "one row per provider: {rows:?}");
     // Anthropic: JSON (2095 in, 503 out, cache 100 read / 2051 written) and SSE (25 in, 15 out).
-    let anthropic = by("anthropic");
-    assert_eq!((anthropic["requests"].as_u64(), anthropic["input_tokens"].as_u64()), (Some(2), Some(2120)));
-    assert_eq!(anthropic["output_tokens"], 518);
-    assert_eq!(anthropic["cache_read_input_tokens"], 100);
+    assert_totals(&rows, "anthropic", [2, 2120, 518, 100, 0]);
+    let anthropic = rows.iter().find(|r| r["provider"] == "anthropic").unwrap();
     assert_eq!(anthropic["cache_creation_input_tokens"], 2051);
-    // OpenAI: gzip JSON chat (19/10, 3 cached), SSE chat (9/12), Responses SSE (37/11), embeddings (8/0).
-    let openai = by("openai");
-    assert_eq!((openai["requests"].as_u64(), openai["input_tokens"].as_u64()), (Some(4), Some(73)));
-    assert_eq!(openai["output_tokens"], 33);
-    assert_eq!(openai["cache_read_input_tokens"], 3);
-    assert_eq!(openai["unknown_requests"], 0);
+    // OpenAI: gzip JSON chat (19/10, 3 cached, 4 reasoning), SSE chat (9/12), Responses SSE
+    // (37/11), embeddings (8/0).
+    assert_totals(&rows, "openai", [4, 73, 33, 3, 4]);
+    // OpenRouter, through the OpenAI SDK: JSON chat (1234/345, 1024 cached, 256 reasoning) and
+    // SSE chat with its usage chunk (611/77, 512 cached, 40 reasoning).
+    assert_totals(&rows, "openrouter", [2, 1845, 422, 1536, 296]);
+    // Z.ai: gzip JSON chat (2718/281, 1280 cached) and SSE chat (314/159, 192 cached).
+    assert_totals(&rows, "zai", [2, 3032, 440, 1472, 0]);
+    // vLLM: JSON chat (42/17), SSE chat with cumulative usage in every chunk (27/5: the last
+    // chunk's, not the sum) and a legacy completion (6/16).
+    assert_totals(&rows, "vllm", [3, 75, 38, 0, 0]);
+    for row in &rows {
+        if row["provider"] != "anthropic" {
+            assert_eq!(row["cache_creation_input_tokens"], 0, "{row}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -2,14 +2,17 @@
 //! usage (JSON, event streams, gzip), a stream the client abandons, and hostile bodies. The
 //! access-log line of each request must carry exactly the tokens the upstream declared.
 
+mod compatible;
+
 use std::io::Write;
 
+use aurora_core::{AuthStyle, ProviderKind};
 use serde_json::{Value, json};
-use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::sdk::run_script_at;
-use crate::support::dataplane::{TestDataplane, key_entry, snapshot_for};
+use crate::support::dataplane::{TestDataplane, base_path, key_entry, snapshot_for, upstream_credential};
 use crate::support::raw_http::{Behaviour, HeldUpstream};
 use crate::support::wait;
 
@@ -54,34 +57,50 @@ fn garbage() -> Vec<u8> {
     (0..2 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8 | 0x80).collect()
 }
 
-async fn mount(server: &MockServer, endpoint: &str, stream: Option<bool>, response: ResponseTemplate) {
-    let mock = Mock::given(method("POST")).and(path(endpoint));
-    match stream {
-        Some(true) => mock.and(body_partial_json(json!({"stream": true}))).respond_with(response),
-        _ => mock.respond_with(response),
+/// Mounts `response` for `POST {base path of kind}{endpoint}` (see
+/// `support::dataplane::base_path`), answering only a request that carries `kind`'s upstream
+/// credential as `kind` sends it (so a request routed to another provider finds no mock) and,
+/// with `body`, whose JSON body contains it (the stream flags of a streamed answer). Mounted
+/// first, the streamed answer of an endpoint wins over its JSON one.
+async fn mount(
+    server: &MockServer,
+    kind: ProviderKind,
+    endpoint: &str,
+    body: Option<Value>,
+    response: ResponseTemplate,
+) {
+    let credential = upstream_credential(kind);
+    let mock = Mock::given(method("POST")).and(path(format!("{}{endpoint}", base_path(kind))));
+    let mock = match kind.auth_style() {
+        AuthStyle::XApiKey => mock.and(header("x-api-key", credential.as_str())),
+        AuthStyle::Bearer => mock.and(header("authorization", format!("Bearer {credential}").as_str())),
+    };
+    match body {
+        Some(body) => mock.and(body_partial_json(body)).respond_with(response),
+        None => mock.respond_with(response),
     }
     .mount(server)
     .await;
 }
 
+/// Every provider's upstream: Anthropic and OpenAI here, the OpenAI-shaped others in
+/// [`compatible`]. The data plane must carry `support::dataplane::upstream_credential`.
 pub(crate) async fn upstream() -> MockServer {
     let server = MockServer::start().await;
     let sse = |body: &str| ResponseTemplate::new(200).set_body_raw(body.as_bytes().to_vec(), "text/event-stream");
     let json = |body: Vec<u8>| ResponseTemplate::new(200).set_body_raw(body, "application/json");
-    mount(&server, "/anthropic/v1/messages", Some(true), sse(ANTHROPIC_SSE)).await;
-    mount(&server, "/anthropic/v1/messages", None, json(ANTHROPIC_JSON.into())).await;
-    mount(&server, "/openai/v1/chat/completions", Some(true), sse(CHAT_SSE)).await;
-    mount(
-        &server,
-        "/openai/v1/chat/completions",
-        None,
-        json(gzip(CHAT_JSON.as_bytes())).insert_header("content-encoding", "gzip"),
-    )
-    .await;
-    mount(&server, "/openai/v1/responses", None, sse(RESPONSES_SSE)).await;
-    mount(&server, "/openai/v1/embeddings", None, json(EMBEDDINGS_JSON.into())).await;
-    mount(&server, "/openai/v1/garbage", None, json(garbage())).await;
-    mount(&server, "/openai/v1/garbage-stream", None, sse(&String::from_utf8_lossy(&garbage()))).await;
+    let stream = || Some(json!({"stream": true}));
+    let (anthropic, openai) = (ProviderKind::Anthropic, ProviderKind::OpenAi);
+    mount(&server, anthropic, "/messages", stream(), sse(ANTHROPIC_SSE)).await;
+    mount(&server, anthropic, "/messages", None, json(ANTHROPIC_JSON.into())).await;
+    mount(&server, openai, "/chat/completions", stream(), sse(CHAT_SSE)).await;
+    let compressed = json(gzip(CHAT_JSON.as_bytes())).insert_header("content-encoding", "gzip");
+    mount(&server, openai, "/chat/completions", None, compressed).await;
+    mount(&server, openai, "/responses", None, sse(RESPONSES_SSE)).await;
+    mount(&server, openai, "/embeddings", None, json(EMBEDDINGS_JSON.into())).await;
+    mount(&server, openai, "/garbage", None, json(garbage())).await;
+    mount(&server, openai, "/garbage-stream", None, sse(&String::from_utf8_lossy(&garbage()))).await;
+    compatible::mount_all(&server).await;
     server
 }
 
@@ -116,7 +135,7 @@ async fn the_access_log_counts_exactly_the_tokens_each_sdk_call_declared() {
     let upstream = upstream().await;
     let dataplane = dataplane(&upstream.uri(), &[]).await;
     run_script_at("usage_client.py", &format!("http://{}", dataplane.addr), KEY, &dataplane.process.logs());
-    let events = wait_access(&dataplane, 6).await;
+    let events = wait_access(&dataplane, 13).await;
 
     let expect = |e: &Value, model: &str, input: u64, output: u64| {
         assert_eq!(e["usage"], "complete", "{e}");
@@ -135,12 +154,33 @@ async fn the_access_log_counts_exactly_the_tokens_each_sdk_call_declared() {
     expect(find(&events, "/p/openai/v1/responses", true), "gpt-4.1-2025-04-14", 37, 11);
     expect(find(&events, "/p/openai/v1/embeddings", false), "text-embedding-3-small", 8, 0);
 
+    let cached = |e: &Value, tokens: u64| assert_eq!(e["cache_read_input_tokens"], tokens, "{e}");
+    let router = find(&events, "/p/openrouter/v1/chat/completions", false);
+    expect(router, "openai/gpt-5-mini", 1234, 345);
+    cached(router, 1024);
+    let router_stream = find(&events, "/p/openrouter/v1/chat/completions", true);
+    expect(router_stream, "openai/gpt-5-mini", 611, 77);
+    cached(router_stream, 512);
+    let zai = find(&events, "/p/zai/chat/completions", false);
+    expect(zai, "glm-4.6", 2718, 281);
+    cached(zai, 1280);
+    let zai_stream = find(&events, "/p/zai/chat/completions", true);
+    expect(zai_stream, "glm-4.5-air", 314, 159);
+    cached(zai_stream, 192);
+    let llama = "meta-llama/Llama-3.1-8B-Instruct";
+    expect(find(&events, "/p/vllm/v1/chat/completions", false), llama, 42, 17);
+    expect(find(&events, "/p/vllm/v1/chat/completions", true), llama, 27, 5);
+    expect(find(&events, "/p/vllm/v1/completions", false), llama, 6, 16);
+
     let metrics = reqwest::get(dataplane.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     for series in [
         "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"input\"} 2120\n",
         "aurora_dataplane_usage_tokens_total{provider=\"anthropic\",direction=\"output\"} 518\n",
         "aurora_dataplane_usage_tokens_total{provider=\"openai\",direction=\"input\"} 73\n",
         "aurora_dataplane_usage_requests_total{provider=\"openai\",outcome=\"complete\"} 4\n",
+        "aurora_dataplane_usage_tokens_total{provider=\"openrouter\",direction=\"input\"} 1845\n",
+        "aurora_dataplane_usage_tokens_total{provider=\"zai\",direction=\"output\"} 440\n",
+        "aurora_dataplane_usage_requests_total{provider=\"vllm\",outcome=\"complete\"} 3\n",
     ] {
         assert!(metrics.contains(series), "missing {series:?} in:\n{metrics}");
     }

@@ -1,6 +1,8 @@
 //! Metering tests: realistic provider bodies (the shapes the providers document), split at
 //! every frame boundary, compressed, cut short, and hostile.
 
+mod compatible;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -43,7 +43,7 @@ async fn rotate_key_issues_a_new_secret_once_and_shows_both_states() {
     let fetched = client.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(fetched, after);
     let listed = client.list_keys(pb::ListKeysRequest::default()).await.unwrap().into_inner();
-    assert_eq!(listed.keys, [after.clone()]);
+    assert_eq!(listed.keys, std::slice::from_ref(&after));
     let printed = format!("{listed:?}");
     for secret in [&created.secret, &rotated.secret] {
         assert!(!printed.contains(secret.as_str()) && !printed.contains(&KeyHash::of(secret).to_hex()));

@@ -17,6 +17,7 @@ const SECRET_MESSAGES: &[&str] = &[
     ".aurora.v1.ProviderConfig",
     ".aurora.v1.UpsertProviderRequest",
     ".aurora.v1.CreateKeyResponse",
+    ".aurora.v1.RotateKeyResponse",
     ".aurora.v1.ClientCertificate",
 ];
 

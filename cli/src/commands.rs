@@ -6,6 +6,7 @@ pub(crate) mod controlplane;
 pub(crate) mod credentials;
 pub(crate) mod dataplane;
 pub(crate) mod dataplanes;
+pub(crate) mod key_rotation;
 pub(crate) mod keys;
 pub(crate) mod output;
 pub(crate) mod providers;

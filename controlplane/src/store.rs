@@ -19,6 +19,7 @@ mod credential_presence;
 mod credentials;
 mod error;
 mod key_endpoints;
+mod key_rotation;
 mod model;
 pub mod postgres;
 mod presence;
@@ -43,9 +44,10 @@ pub use credentials::{
     CredentialPatch, CredentialSet, DEFAULT_CREDENTIAL, MAX_CREDENTIALS, NamedCredential, NewCredential,
 };
 pub use error::{StorageFailure, StoreError};
+pub use key_rotation::NewSecret;
 pub use model::{
-    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
-    SettingsView, Snapshot,
+    ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, PreviousSecret, ProviderPatch, ProviderRecord, Settings,
+    SettingsPatch, SettingsView, Snapshot,
 };
 pub use postgres::{PgPoolConfig, PgStore};
 pub use presence::{Presence, PresenceTable};
@@ -109,6 +111,16 @@ pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static
     /// Disables the key for good and stamps `revoked_at`.
     async fn revoke_key(&self, id: Uuid, actor: &Actor) -> Result<(KeyRecord, Revision), StoreError>;
     async fn delete_key(&self, id: Uuid, actor: &Actor) -> Result<Revision, StoreError>;
+    /// Gives the key `secret` as its current secret; the one it replaces stays accepted for
+    /// `grace_secs` seconds (0: not at once), replacing any previous secret still in grace.
+    /// Fails with [`StoreError::RotateRevoked`] for a revoked key (see `store/key_rotation.rs`).
+    async fn rotate_key(
+        &self,
+        id: Uuid,
+        secret: NewSecret,
+        grace_secs: u64,
+        actor: &Actor,
+    ) -> Result<(KeyRecord, Revision), StoreError>;
 
     /// The providers that have a record, in [`ProviderKind::ALL`] order.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
@@ -207,6 +219,8 @@ pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static
 mod audit_suite;
 #[cfg(test)]
 mod credentials_suite;
+#[cfg(test)]
+mod key_rotation_suite;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod expiry;
 mod key;
 mod product_vars;
 mod provider;
+mod rotation;
 mod settings;
 pub mod text;
 mod usage;
@@ -38,5 +39,8 @@ pub use product_vars::{
     MASTER_KEY_VAR, ProductVars, ProviderBaseUrls, ProviderCredentials, SecretsError, credential_var,
 };
 pub use provider::{AuthStyle, ErrorShape, ProviderKind, ProviderSet, UnknownProvider};
+pub use rotation::{
+    GraceError, MAX_ROTATION_GRACE, MAX_ROTATION_GRACE_SECS, check_rotation_grace, parse_rotation_grace,
+};
 pub use settings::Settings;
 pub use usage::{ANONYMOUS_USAGE_ID, MASTER_KEY_USAGE_ID, MODEL_MAX_BYTES, OTHER_MODEL, UNREADABLE_MODEL, usage_model};

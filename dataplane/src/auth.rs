@@ -51,7 +51,7 @@ impl AuthError {
 const X_API_KEY: &str = "x-api-key";
 
 /// Checks the request's token against `snapshot` for `provider`. `now` (Unix seconds) is only
-/// read when a key has an expiry.
+/// read when a key has an expiry or the token is a rotated key's previous secret.
 pub fn authenticate(
     snapshot: &Snapshot,
     headers: &HeaderMap,
@@ -97,7 +97,9 @@ fn check_token<'s>(
     if snapshot.master_key.is_some_and(|master| master.ct_eq(&hash)) {
         return Ok((Principal::MasterKey, None));
     }
-    let key = snapshot.keys.get(&hash).ok_or(AuthError::Unknown)?;
+    // A rotated key's previous secret finds the same key until its grace ends, then is as
+    // unknown as any other token.
+    let key = snapshot.keys.lookup(&hash, now).ok_or(AuthError::Unknown)?;
     if !key.enabled {
         return Err(AuthError::Disabled);
     }
@@ -171,6 +173,25 @@ mod tests {
         assert!(auth(&[("x-api-key", "scoped")], ProviderKind::Anthropic).is_ok());
         // The first presented token's failure is reported.
         assert_eq!(auth(&[("authorization", "Bearer off"), ("x-api-key", "nope")], openai), Err(AuthError::Disabled));
+    }
+
+    #[test]
+    fn a_previous_secret_authenticates_as_its_key_until_its_grace_ends() {
+        let mut snapshot = snapshot();
+        snapshot.keys.set_previous(KeyHash::of("good"), Some((KeyHash::of("rotated-out"), NOW + 1)));
+        snapshot.keys.set_previous(KeyHash::of("off"), Some((KeyHash::of("off-before"), NOW + 1)));
+        snapshot.keys.set_previous(KeyHash::of("old"), Some((KeyHash::of("old-before"), NOW + 1)));
+        let at = |token: &str, now: i64| {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_API_KEY, HeaderValue::from_str(token).unwrap());
+            authenticate(&snapshot, &headers, ProviderKind::OpenAi, || now)
+        };
+        assert_eq!(at("rotated-out", NOW), Ok(Principal::Key(KeyId([1; 16]))), "the same key id");
+        assert_eq!(at("rotated-out", NOW + 1), Err(AuthError::Unknown), "grace over: unknown");
+        assert_eq!(at("good", NOW + 1), Ok(Principal::Key(KeyId([1; 16]))));
+        // The key's own state still applies to its previous secret.
+        assert_eq!(at("off-before", NOW), Err(AuthError::Disabled));
+        assert_eq!(at("old-before", NOW), Err(AuthError::Expired));
     }
 
     #[test]

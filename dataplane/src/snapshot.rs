@@ -7,6 +7,7 @@
 
 mod file;
 mod key_table;
+mod previous_secrets;
 pub(crate) mod proto;
 pub mod provider_tls;
 

@@ -2,13 +2,16 @@
 //!
 //! prost derives `Debug` for every message, and a derived `Debug` prints every field: an upstream
 //! credential in a `ProviderConfig` (inside a snapshot chunk or a delta) or an
-//! `UpsertProviderRequest`, or the one-time secret in a `CreateKeyResponse`, would reach any
+//! `UpsertProviderRequest`, or the one-time secret in a `CreateKeyResponse` or `RotateKeyResponse`, would reach any
 //! `{:?}` in a log line. `build.rs` turns the derive off for exactly these messages; here each
 //! prints every field except the secret, which shows only whether it is set.
 
 use std::fmt;
 
-use crate::v1::{ClientCertificate, CreateKeyResponse, ProviderConfig, UpsertProviderRequest, upsert_provider_request};
+use crate::v1::{
+    ClientCertificate, CreateKeyResponse, ProviderConfig, RotateKeyResponse, UpsertProviderRequest,
+    upsert_provider_request,
+};
 
 /// A secret in a debug print: `<redacted>` when set, `""` when empty.
 struct Secret<'a>(&'a str);
@@ -86,6 +89,16 @@ impl fmt::Debug for CreateKeyResponse {
     }
 }
 
+impl fmt::Debug for RotateKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateKeyResponse")
+            .field("key", &self.key)
+            .field("secret", &Secret(&self.secret))
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::v1::{Change, Delta, Key, SnapshotChunk, SubscribeResponse, change, subscribe_response};
@@ -154,5 +167,17 @@ mod tests {
         let printed = format!("{response:?}");
         assert!(!printed.contains(SECRET), "{printed}");
         assert!(printed.contains("\"ci\"") && printed.contains("revision: 3"), "{printed}");
+    }
+
+    #[test]
+    fn a_rotate_key_response_hides_the_secret() {
+        let response = RotateKeyResponse {
+            key: Some(Key { name: "ci".into(), ..Default::default() }),
+            secret: format!("aur_{SECRET}"),
+            revision: 4,
+        };
+        let printed = format!("{response:?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        assert!(printed.contains("\"ci\"") && printed.contains("revision: 4"), "{printed}");
     }
 }

@@ -13,6 +13,7 @@ mod controlplane;
 mod credential_sets;
 mod hardening;
 mod key_limits;
+mod key_rotation;
 mod live_config;
 mod metrics;
 mod passthrough;

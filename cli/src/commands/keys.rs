@@ -1,4 +1,5 @@
-//! `aurora keys create|list|get|update|revoke|delete`: gateway keys.
+//! `aurora keys create|list|get|update|rotate|revoke|delete`: gateway keys (rotation in
+//! `key_rotation.rs`).
 
 use std::time::SystemTime;
 
@@ -31,6 +32,9 @@ enum KeysCommand {
     },
     /// Change a key's name, description, status, expiry, allowed providers or endpoints.
     Update(UpdateArgs),
+    /// Issue a new secret for a key (same id, limits and usage) and print it (shown only this
+    /// once); the old secret keeps working for the --grace period.
+    Rotate(super::key_rotation::RotateArgs),
     /// Revoke a key for good.
     Revoke {
         /// The key's id.
@@ -228,6 +232,9 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let updated = client.update_key(request).await.or_status()?;
             print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)?;
             args.client.wait.settle(&mut client, updated.revision).await
+        }
+        KeysCommand::Rotate(rotate) => {
+            super::key_rotation::rotate(&mut client, &args.client.wait, rotate, format).await
         }
         KeysCommand::Revoke { id } => {
             let revoked = client.revoke_key(pb::RevokeKeyRequest { id }).await.or_status()?;

@@ -121,11 +121,13 @@ pub(crate) fn key_json(key: &pb::Key) -> Value {
         "created_at": timestamp(key.created_at.as_ref()),
         "updated_at": timestamp(key.updated_at.as_ref()),
         "revoked_at": timestamp(key.revoked_at.as_ref()),
+        "current_secret": super::key_rotation::secret_json(key.current_secret.as_ref()),
+        "previous_secret": super::key_rotation::secret_json(key.previous_secret.as_ref()),
     })
 }
 
 pub(crate) fn key_table(keys: &[pb::Key]) -> Table {
-    let mut table = Table::new(&["ID", "NAME", "KEY", "STATUS", "EXPIRES", "PROVIDERS", "CREATED"]);
+    let mut table = Table::new(&["ID", "NAME", "KEY", "PREVIOUS KEY", "STATUS", "EXPIRES", "PROVIDERS", "CREATED"]);
     for key in keys {
         let status = if key.revoked_at.is_some() {
             "revoked"
@@ -140,6 +142,7 @@ pub(crate) fn key_table(keys: &[pb::Key]) -> Table {
             key.id.clone(),
             key.name.clone(),
             key.redacted.clone(),
+            super::key_rotation::previous_cell(key),
             status.to_owned(),
             timestamp(key.expires_at.as_ref()).unwrap_or_else(|| "never".to_owned()),
             providers,

@@ -1,12 +1,32 @@
 //! Store records to admin API messages.
 
+use std::time::SystemTime;
+
 use aurora_core::ProviderKind;
 use aurora_proto::v1 as pb;
+use pb::secret_state::State;
 
 use crate::fleet::Replica;
 use crate::store::{KeyRecord, ProviderRecord, SettingsView};
 
 pub(crate) fn key(record: &KeyRecord) -> pb::Key {
+    key_at(record, SystemTime::now())
+}
+
+/// The key as it stands at `now`: which of its secrets are accepted depends on the clock.
+pub(crate) fn key_at(record: &KeyRecord, now: SystemTime) -> pb::Key {
+    let key_expired = record.expires_at.is_some_and(|at| at <= now);
+    let current_secret = pb::SecretState {
+        redacted: record.redacted.clone(),
+        state: if key_expired { State::Expired } else { State::Active }.into(),
+        expires_at: record.expires_at.map(Into::into),
+    };
+    // A previous secret stops at the end of its grace or at the key's expiry, whichever is first.
+    let previous_secret = record.previous.as_ref().map(|previous| pb::SecretState {
+        redacted: previous.redacted.clone(),
+        state: if key_expired || previous.expires_at <= now { State::Expired } else { State::Grace }.into(),
+        expires_at: Some(previous.expires_at.into()),
+    });
     pb::Key {
         id: record.id.to_string(),
         name: record.name.clone(),
@@ -19,6 +39,8 @@ pub(crate) fn key(record: &KeyRecord) -> pb::Key {
         updated_at: Some(record.updated_at.into()),
         revoked_at: record.revoked_at.map(Into::into),
         allowed_endpoints: record.allowed_endpoints.iter().map(ToString::to_string).collect(),
+        current_secret: Some(current_secret),
+        previous_secret,
     }
 }
 

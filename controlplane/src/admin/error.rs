@@ -26,7 +26,7 @@ impl From<AdminError> for Status {
                     Status::already_exists(err.to_string())
                 }
                 StoreError::TooManyCredentials(_) => Status::resource_exhausted(err.to_string()),
-                StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) => {
+                StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) | StoreError::RotateRevoked(_) => {
                     Status::failed_precondition(err.to_string())
                 }
                 StoreError::Database(_) | StoreError::Unreachable(_) => match err.storage_failure() {
@@ -77,6 +77,7 @@ mod tests {
             (StoreError::KeyNameTaken("ci".into()), Code::AlreadyExists),
             (StoreError::KeyRevoked(id), Code::FailedPrecondition),
             (StoreError::KeyAlreadyRevoked(id), Code::FailedPrecondition),
+            (StoreError::RotateRevoked(id), Code::FailedPrecondition),
             (StoreError::Corrupt("keys.hash".into()), Code::Internal),
             (StoreError::Database(sqlx::Error::PoolTimedOut), Code::Unavailable),
             (StoreError::Database(sqlx::Error::RowNotFound), Code::Internal),

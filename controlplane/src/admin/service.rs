@@ -9,7 +9,7 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{audit, convert, credentials, endpoints, validate};
+use super::{audit, convert, credentials, endpoints, rotate, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
@@ -160,6 +160,11 @@ impl AdminService for AdminApi {
             }
             .await,
         )
+    }
+
+    async fn rotate_key(&self, request: Request<pb::RotateKeyRequest>) -> Reply<pb::RotateKeyResponse> {
+        let actor = self.actor(&request);
+        reply(rotate::rotate_key(&*self.store, request.into_inner(), &actor).await)
     }
 
     async fn get_provider(&self, request: Request<pb::GetProviderRequest>) -> Reply<pb::GetProviderResponse> {
@@ -362,6 +367,10 @@ impl AdminService for AdminApi {
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rotate_tests.rs"]
+mod rotate_tests;
 
 #[cfg(test)]
 #[path = "service_limits_tests.rs"]

@@ -16,6 +16,8 @@ pub enum StoreError {
     KeyRevoked(Uuid),
     #[error("key {0} is already revoked")]
     KeyAlreadyRevoked(Uuid),
+    #[error("key {0} is revoked: its secret cannot be rotated")]
+    RotateRevoked(Uuid),
     #[error("provider {0} has no credential named {1:?}")]
     CredentialNotFound(ProviderKind, String),
     #[error("a credential named {0:?} already exists")]

@@ -59,11 +59,30 @@ pub struct KeyRecord {
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub revoked_at: Option<SystemTime>,
+    /// The secret the last rotation replaced, kept (as a hash) until another rotation replaces
+    /// it; accepted only until its `expires_at` (see `store/key_rotation.rs`).
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret: its hash, its redacted form and the end of its grace period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub hash: KeyHash,
+    pub redacted: String,
+    pub expires_at: SystemTime,
 }
 
 impl KeyRecord {
-    /// The key as data planes see it. A revoked key is sent as disabled.
+    /// The previous secret if it is still in its grace period at `now`.
+    pub fn previous_in_grace(&self, now: SystemTime) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|previous| previous.expires_at > now)
+    }
+
+    /// The key as data planes see it. A revoked key is sent as disabled. A previous secret
+    /// still in grace travels with it (its expiry is enforced by every data plane at lookup);
+    /// one whose grace has ended is left out.
     pub fn to_config(&self) -> KeyConfig {
+        let previous = self.previous_in_grace(time::now());
         KeyConfig {
             hash: self.hash.as_bytes().to_vec(),
             id: self.id.as_bytes().to_vec(),
@@ -71,6 +90,8 @@ impl KeyRecord {
             expires_at: self.expires_at.map(time::to_unix_secs).unwrap_or(0),
             allowed_providers: self.allowed_providers.bits(),
             allowed_endpoints: self.allowed_endpoints.iter().map(ToString::to_string).collect(),
+            previous_hash: previous.map(|p| p.hash.as_bytes().to_vec()).unwrap_or_default(),
+            previous_expires_at: previous.map(|p| time::to_unix_secs(p.expires_at)).unwrap_or(0),
             ..Default::default()
         }
     }

@@ -38,7 +38,7 @@ use super::presence::PresenceTable;
 use super::sealed::Keyring;
 use super::tx::Tx;
 use super::write_health::{WriteHealth, WriteStatus};
-use super::{Revision, Store, StoreError, StoreId};
+use super::{NewSecret, Revision, Store, StoreError, StoreId};
 use crate::bootstrap::{Bootstrap, BootstrapState};
 use crate::time;
 
@@ -139,7 +139,7 @@ pub(super) fn observe(head: &watch::Sender<Revision>, revision: Revision) {
 macro_rules! key_columns {
     () => {
         "id, name, description, hash, redacted, enabled, expires_at, allowed_providers, created_at, updated_at, revoked_at, \
-         allowed_endpoints"
+         allowed_endpoints, previous_hash, previous_redacted, previous_expires_at"
     };
 }
 
@@ -282,7 +282,7 @@ where
         }
     }
 
-    async fn fetch_key(conn: &mut DB::Connection, id: Uuid) -> Result<KeyRecord, StoreError> {
+    pub(super) async fn fetch_key(conn: &mut DB::Connection, id: Uuid) -> Result<KeyRecord, StoreError> {
         let row = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
@@ -294,7 +294,7 @@ where
         sqlx::query(concat!(
             "INSERT INTO keys (",
             key_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(record.id.to_string())
         .bind(record.name.clone())
@@ -308,6 +308,9 @@ where
         .bind(time::to_millis(record.updated_at))
         .bind(record.revoked_at.map(time::to_millis))
         .bind(endpoint_list(&record.allowed_endpoints))
+        .bind(record.previous.as_ref().map(|p| p.hash.as_bytes().to_vec()))
+        .bind(record.previous.as_ref().map(|p| p.redacted.clone()))
+        .bind(record.previous.as_ref().map(|p| time::to_millis(p.expires_at)))
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -350,6 +353,7 @@ where
             updated_at: time::from_millis(row.try_get("updated_at")?),
             revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(time::from_millis),
             allowed_endpoints: parse_endpoint_list(&row.try_get::<String, _>("allowed_endpoints")?)?,
+            previous: Self::previous_from_row(row)?,
         })
     }
 
@@ -525,6 +529,7 @@ where
                     created_at: now,
                     updated_at: now,
                     revoked_at: None,
+                    previous: None,
                 };
                 Self::insert_key(&mut tx, &record).await?;
                 let event = AuditEvent::key_created(&record);
@@ -533,6 +538,16 @@ where
             }
             .await,
         )
+    }
+
+    async fn rotate_key(
+        &self,
+        id: Uuid,
+        secret: NewSecret,
+        grace_secs: u64,
+        actor: &Actor,
+    ) -> Result<(KeyRecord, Revision), StoreError> {
+        self.health.track(self.rotate_key_tx(id, secret, grace_secs, actor).await)
     }
 
     async fn get_key(&self, id: Uuid) -> Result<KeyRecord, StoreError> {

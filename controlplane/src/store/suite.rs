@@ -13,6 +13,10 @@ use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, change}
 use uuid::Uuid;
 
 pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
+pub(super) use super::key_rotation_suite::{
+    a_rotation_keeps_the_key_and_its_previous_secret_for_the_grace, rotations_replace_clear_and_refuse_precisely,
+    rotations_replay_and_an_ended_grace_leaves_the_stream,
+};
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -32,6 +36,9 @@ macro_rules! store_suite {
             watchers_learn_each_commit,
             key_endpoint_allow_lists_persist,
             credential_sets_are_stored_streamed_and_replayed,
+            a_rotation_keeps_the_key_and_its_previous_secret_for_the_grace,
+            rotations_replace_clear_and_refuse_precisely,
+            rotations_replay_and_an_ended_grace_leaves_the_stream,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {
@@ -265,7 +272,7 @@ pub(super) async fn watchers_learn_each_commit(db: TestDb) {
 
 /// The state a data plane builds by applying deltas, keyed like the snapshot.
 #[derive(Debug, Default, PartialEq)]
-struct Replayed {
+pub(super) struct Replayed {
     revision: u64,
     settings: Option<ConfigSettings>,
     providers: BTreeMap<String, ProviderConfig>,
@@ -274,7 +281,7 @@ struct Replayed {
 }
 
 impl Replayed {
-    fn apply(&mut self, delta: &Delta) {
+    pub(super) fn apply(&mut self, delta: &Delta) {
         assert_eq!(delta.revision, self.revision + 1, "deltas arrive gap-free");
         self.revision = delta.revision;
         for change in &delta.changes {
@@ -297,7 +304,7 @@ impl Replayed {
         }
     }
 
-    fn of_snapshot(snapshot: &Snapshot) -> Self {
+    pub(super) fn of_snapshot(snapshot: &Snapshot) -> Self {
         Replayed {
             revision: snapshot.revision,
             settings: Some(snapshot.settings),

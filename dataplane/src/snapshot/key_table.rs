@@ -7,6 +7,9 @@
 //! changed since (upserts, and tombstones for deletions). When the overlay grows past an eighth
 //! of the base it is folded into a new base, which keeps lookups at two probes and the cost of
 //! each change amortised O(1). Building a snapshot from scratch writes straight into the base.
+//!
+//! Rotated keys also answer to their previous secret while it is in grace: those few hashes
+//! live beside the table in [`PreviousSecrets`], never in the per-key payload.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +20,7 @@ use aurora_core::KeyHash;
 use nohash_hasher::NoHashHasher;
 
 use super::ManagedKey;
+use super::previous_secrets::PreviousSecrets;
 
 /// Key hashes are SHA-256 digests, already uniformly random: no need to hash them again.
 type NoHash = BuildHasherDefault<NoHashHasher<u64>>;
@@ -30,6 +34,8 @@ pub struct KeyTable {
     /// Changes since `base` was built: `Some` is an upsert, `None` a deletion.
     overlay: imbl::GenericHashMap<KeyHash, Option<ManagedKey>, NoHash, imbl::shared_ptr::DefaultSharedPtr>,
     len: usize,
+    /// Previous secrets in grace, each indexed to its key's current hash.
+    previous: PreviousSecrets,
 }
 
 impl KeyTable {
@@ -38,6 +44,28 @@ impl KeyTable {
             Some(change) => change.as_ref(),
             None => self.base.get(hash),
         }
+    }
+
+    /// The key a presented token's hash belongs to: its current secret, or its previous one
+    /// while that is in grace at `now` (Unix seconds; read only for a previous secret).
+    pub fn lookup(&self, hash: &KeyHash, now: impl FnOnce() -> i64) -> Option<&ManagedKey> {
+        match self.get(hash) {
+            Some(key) => Some(key),
+            None => self.get(self.previous.current_for(hash, now)?),
+        }
+    }
+
+    /// Sets (or, with `None`, clears) the previous secret of the key under `current`: its hash
+    /// and the Unix second its grace ends.
+    pub fn set_previous(&mut self, current: KeyHash, previous: Option<(KeyHash, i64)>) {
+        if previous.is_some() || !self.previous.is_empty() {
+            self.previous.set(current, previous);
+        }
+    }
+
+    /// The previous secret of the key under `current`, as [`KeyTable::set_previous`] set it.
+    pub fn previous_of(&self, current: &KeyHash) -> Option<(KeyHash, i64)> {
+        self.previous.of_current(current)
     }
 
     pub fn contains_key(&self, hash: &KeyHash) -> bool {
@@ -75,8 +103,13 @@ impl KeyTable {
         previous
     }
 
-    /// Removes a key; returns it if it was there.
+    /// Removes a key, and its previous secret with it; returns it if it was there. A hash that
+    /// is a previous secret's stops that secret.
     pub fn remove(&mut self, hash: &KeyHash) -> Option<ManagedKey> {
+        if !self.previous.is_empty() {
+            self.previous.remove_current(hash);
+            self.previous.remove_previous(hash);
+        }
         let previous = self.get(hash).cloned()?;
         self.len -= 1;
         if let Some(base) = self.exclusive_base() {
@@ -115,7 +148,9 @@ impl KeyTable {
 
 impl PartialEq for KeyTable {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().all(|(hash, key)| other.get(hash) == Some(key))
+        self.len == other.len
+            && self.previous == other.previous
+            && self.iter().all(|(hash, key)| other.get(hash) == Some(key))
     }
 }
 
@@ -123,7 +158,11 @@ impl Eq for KeyTable {}
 
 impl fmt::Debug for KeyTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyTable").field("len", &self.len).field("overlay", &self.overlay.len()).finish()
+        f.debug_struct("KeyTable")
+            .field("len", &self.len)
+            .field("overlay", &self.overlay.len())
+            .field("previous", &self.previous.len())
+            .finish()
     }
 }
 
@@ -185,5 +224,32 @@ mod tests {
         assert_eq!(table.iter().count(), expected.len());
         assert!(expected.iter().all(|(h, k)| table.get(h) == Some(k)));
         assert_eq!(shared.len(), 1000, "the shared revision is untouched");
+    }
+
+    #[test]
+    fn a_previous_secret_finds_its_key_until_the_grace_ends_and_goes_with_it() {
+        let mut table = KeyTable::default();
+        table.insert(hash(2), key(1));
+        table.set_previous(hash(2), Some((hash(1), 100)));
+        let shared = table.clone();
+        assert_eq!(table.lookup(&hash(1), || 99), Some(&key(1)));
+        assert_eq!(table.lookup(&hash(1), || 100), None);
+        assert_eq!(table.lookup(&hash(2), || unreachable!("a current secret reads no clock")), Some(&key(1)));
+        assert_eq!(table.len(), 1, "a previous secret is not a key");
+        assert_eq!(table.iter().count(), 1);
+
+        // Deleting the key stops both secrets.
+        table.remove(&hash(2));
+        assert_eq!(table.lookup(&hash(1), || 0), None);
+        assert_eq!(table.previous_of(&hash(2)), None);
+        assert_ne!(table, shared);
+        assert_eq!(shared.lookup(&hash(1), || 0), Some(&key(1)), "the shared revision still has it");
+
+        // An upsert without a previous secret drops the one it had.
+        let mut table = shared.clone();
+        table.insert(hash(2), key(3));
+        table.set_previous(hash(2), None);
+        assert_eq!(table.lookup(&hash(1), || 0), None);
+        assert_eq!(table.lookup(&hash(2), || 0), Some(&key(3)));
     }
 }

@@ -91,7 +91,9 @@ impl SnapshotAssembly {
     fn add_keys(&mut self, keys: &[KeyConfig]) -> Result<(), ApplyError> {
         for key in keys {
             let (hash, managed) = key_from(key)?;
+            let previous = previous_from(key)?;
             self.snapshot.keys.insert(hash, managed);
+            self.snapshot.keys.set_previous(hash, previous);
         }
         Ok(())
     }
@@ -110,7 +112,9 @@ impl Snapshot {
                 change::Change::ProviderDelete(name) => next.remove_provider(provider_kind(name)?),
                 change::Change::KeyUpsert(key) => {
                     let (hash, managed) = key_from(key)?;
+                    let previous = previous_from(key)?;
                     next.keys.insert(hash, managed);
+                    next.keys.set_previous(hash, previous);
                 }
                 change::Change::KeyDelete(hash) => {
                     next.keys.remove(&KeyHash::from_slice(hash).ok_or(ApplyError::KeyHash(hash.len()))?);
@@ -168,7 +172,8 @@ impl Snapshot {
             keys: self
                 .keys
                 .iter()
-                .map(|(hash, key)| KeyConfig {
+                .map(|(hash, key)| (hash, key, self.keys.previous_of(hash)))
+                .map(|(hash, key, previous)| KeyConfig {
                     hash: hash.as_bytes().to_vec(),
                     id: key.id.0.to_vec(),
                     enabled: key.enabled,
@@ -180,6 +185,8 @@ impl Snapshot {
                         .and_then(|policy| policy.endpoints())
                         .map(|rules| rules.iter().map(ToString::to_string).collect())
                         .unwrap_or_default(),
+                    previous_hash: previous.map(|(hash, _)| hash.as_bytes().to_vec()).unwrap_or_default(),
+                    previous_expires_at: previous.map_or(0, |(_, expires_at)| expires_at),
                     ..Default::default()
                 })
                 .collect(),
@@ -244,6 +251,15 @@ fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
         policy: KeyPolicy::from_rules(key.allowed_endpoints.iter().map(String::as_str)).map(Arc::new),
     };
     Ok((hash, managed))
+}
+
+/// A rotated key's previous secret: its hash and the Unix second its grace ends. Empty: none.
+fn previous_from(key: &KeyConfig) -> Result<Option<(KeyHash, i64)>, ApplyError> {
+    if key.previous_hash.is_empty() {
+        return Ok(None);
+    }
+    let hash = KeyHash::from_slice(&key.previous_hash).ok_or(ApplyError::KeyHash(key.previous_hash.len()))?;
+    Ok(Some((hash, key.previous_expires_at)))
 }
 
 /// Shared with the cache, which stores a snapshot as one chunk.
@@ -443,6 +459,65 @@ mod tests {
 
         let chunk = SnapshotChunk { last: true, providers: vec![set("b\"}")], ..first_chunk() };
         assert!(matches!(snapshot_from_chunk(chunk), Err(ApplyError::CredentialName { .. })));
+    }
+
+    fn rotated_key(secret: &str, previous: &str, expires_at: i64) -> KeyConfig {
+        KeyConfig {
+            previous_hash: KeyHash::of(previous).as_bytes().to_vec(),
+            previous_expires_at: expires_at,
+            ..key(secret, true, 0)
+        }
+    }
+
+    fn delta(revision: u64, changes: Vec<change::Change>) -> Delta {
+        Delta { revision, changes: changes.into_iter().map(upsert).collect() }
+    }
+
+    fn delete(secret: &str) -> change::Change {
+        change::Change::KeyDelete(KeyHash::of(secret).as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_previous_secret_until_its_grace_ends_and_a_delete_stops_both() {
+        let base = SnapshotAssembly::start(first_chunk()).unwrap().finish();
+        let lookup = |snapshot: &Snapshot, secret: &str, now: i64| {
+            snapshot.keys.lookup(&KeyHash::of(secret), || now).map(|key| key.id)
+        };
+        // Rotation as the control plane sends it: the replaced hash's delete, then the upsert.
+        let rotated =
+            base.apply(&delta(4, vec![delete("a"), change::Change::KeyUpsert(rotated_key("b", "a", 1000))])).unwrap();
+        assert_eq!(lookup(&rotated, "a", 999), Some(KeyId([7; 16])), "the old secret is the same key");
+        assert_eq!(lookup(&rotated, "b", 999), Some(KeyId([7; 16])));
+        assert_eq!(lookup(&rotated, "a", 1000), None, "and stops when its grace ends");
+        assert_eq!(lookup(&base, "b", 0), None);
+
+        // The cache keeps the previous secret.
+        let cached = snapshot_from_chunk(rotated.to_chunk()).unwrap();
+        assert_eq!(cached.keys, rotated.keys);
+        assert_eq!(lookup(&cached, "a", 999), Some(KeyId([7; 16])));
+
+        // Rotating again during the grace replaces the previous secret: `a` stops at once.
+        let again = rotated
+            .apply(&delta(5, vec![delete("b"), change::Change::KeyUpsert(rotated_key("c", "b", 2000))]))
+            .unwrap();
+        assert_eq!(lookup(&again, "a", 0), None);
+        assert_eq!(lookup(&again, "b", 1999), Some(KeyId([7; 16])));
+        assert!(!again.keys.contains_key(&KeyHash::of("b")), "b is no longer a current secret");
+
+        // An update after the grace carries no previous secret and drops it.
+        let updated = again.apply(&delta(6, vec![change::Change::KeyUpsert(key("c", false, 0))])).unwrap();
+        assert_eq!(updated.keys.previous_of(&KeyHash::of("c")), None);
+        assert_eq!(lookup(&updated, "b", 0), None);
+
+        // Deleting the key (by its current hash) stops both secrets.
+        let deleted = again.apply(&delta(6, vec![delete("c")])).unwrap();
+        assert_eq!(lookup(&deleted, "b", 0), None);
+        assert_eq!(lookup(&deleted, "c", 0), None);
+        assert!(deleted.keys.is_empty());
+
+        // A malformed previous hash is refused like a malformed hash.
+        let bad = KeyConfig { previous_hash: vec![1; 3], ..key("z", true, 0) };
+        assert_eq!(base.apply(&delta(4, vec![change::Change::KeyUpsert(bad)])).unwrap_err(), ApplyError::KeyHash(3));
     }
 
     #[test]

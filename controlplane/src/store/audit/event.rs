@@ -18,7 +18,7 @@ use crate::store::model::{KeyRecord, ProviderRecord, Settings};
 /// One audited mutation: what was done, to what, and which fields it changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
-    /// `key.create`, `key.update`, `key.revoke`, `key.delete`, `provider.upsert`,
+    /// `key.create`, `key.update`, `key.revoke`, `key.rotate`, `key.delete`, `provider.upsert`,
     /// `provider.delete`, `provider.credential.add|update|remove`, `settings.update` or
     /// `bootstrap` (see [`ACTIONS`]).
     pub action: &'static str,
@@ -34,6 +34,7 @@ pub const ACTIONS: &[&str] = &[
     "key.create",
     "key.update",
     "key.revoke",
+    "key.rotate",
     "key.delete",
     "provider.upsert",
     "provider.delete",
@@ -93,6 +94,17 @@ impl AuditEvent {
         event.set("name", json!(key.name));
         event.set("enabled", json!(false));
         event.set("revoked_at", time(key.revoked_at));
+        event
+    }
+
+    /// A new secret for the key: recorded as `replaced` (never its hash or redacted form), with
+    /// the grace period and when the previous secret stops (`null`: at once).
+    pub(crate) fn key_rotated(key: &KeyRecord, grace_secs: u64) -> Self {
+        let mut event = AuditEvent::new("key.rotate", key.id.to_string());
+        event.set("name", json!(key.name));
+        event.set("secret", json!("replaced"));
+        event.set("grace_seconds", json!(grace_secs));
+        event.set("previous_expires_at", time(key.previous.as_ref().map(|p| p.expires_at)));
         event
     }
 
@@ -344,11 +356,32 @@ mod tests {
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
             revoked_at: None,
+            previous: None,
         };
         let after = KeyRecord { enabled: false, name: "ci-2".into(), ..before.clone() };
         let event = AuditEvent::key_updated(&before, &after);
         assert_eq!(event.changes_json(), r#"{"enabled":false,"name":"ci-2"}"#);
         let created = AuditEvent::key_created(&before).changes_json();
         assert!(!created.contains("aur_"), "{created}");
+
+        let rotated = KeyRecord {
+            hash: aurora_core::KeyHash::of("aur_y"),
+            redacted: "aur_…y".into(),
+            previous: Some(crate::store::model::PreviousSecret {
+                hash: before.hash,
+                redacted: before.redacted.clone(),
+                expires_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60),
+            }),
+            ..before.clone()
+        };
+        let event = AuditEvent::key_rotated(&rotated, 60);
+        assert_eq!(event.action, "key.rotate");
+        assert_eq!(
+            event.changes_json(),
+            r#"{"grace_seconds":60,"name":"ci","previous_expires_at":"1970-01-01T00:01:00Z","secret":"replaced"}"#
+        );
+        let hexes =
+            [before.hash.to_hex(), rotated.hash.to_hex(), before.hash.fingerprint(), rotated.hash.fingerprint()];
+        assert!(hexes.iter().all(|hex| !event.changes_json().contains(hex.as_str())));
     }
 }

@@ -137,3 +137,94 @@ pub async fn serve<H: Handler>(workers: Vec<Worker>, serving: Serving<H>, shutdo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::config::{ConnectionConfig, Limits};
+
+    /// Answers with the name of the thread that served the request.
+    struct ThreadName;
+
+    impl Handler for ThreadName {
+        type Body = Full<bytes::Bytes>;
+
+        async fn call(self: Arc<Self>, _request: Request<Incoming>) -> Response<Full<bytes::Bytes>> {
+            let name = std::thread::current().name().unwrap_or_default().to_owned();
+            Response::new(Full::new(bytes::Bytes::from(format!("{name} {}", current()))))
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            limits: Limits { max_request_body_bytes: 1024, max_header_bytes: 8192 },
+            connections: ConnectionConfig {
+                max_connections: 3,
+                idle_timeout: Duration::from_secs(60),
+                keepalive_interval: Duration::from_secs(60),
+                keepalive_timeout: Duration::from_secs(60),
+            },
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    async fn get(stream: &mut TcpStream) -> String {
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    }
+
+    /// Reads until the server closes the connection (a refused one is closed unanswered).
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn workers_share_one_port_and_one_connection_cap_and_all_stop() {
+        let listeners = crate::server::bind_shared("test", "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        assert_eq!(listeners[1].local_addr().unwrap(), addr, "the second socket joins the first one's port");
+        let workers = Worker::build(listeners).unwrap();
+        let serving = Serving {
+            name: "test",
+            handler: Arc::new(ThreadName),
+            settings: settings(),
+            cap: ConnectionCap::new(3),
+            metrics: ConnectionMetrics::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(serve(workers, serving, async {
+            let _ = stopped.await;
+        }));
+
+        // Served on a worker thread, by the worker the thread-local names.
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let answer = get(&mut stream).await;
+            let body = answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned();
+            let (thread, index) = body.split_once(' ').unwrap();
+            assert_eq!(thread, format!("aurora-worker-{index}"), "{answer}");
+            open.push(stream);
+        }
+        // Three connections are open across the two sockets: the cap holds for the process.
+        let mut refused = TcpStream::connect(addr).await.unwrap();
+        let _ = refused.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await;
+        assert!(closed(&mut refused).await, "a fourth connection is closed unserved");
+        drop(open);
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), served).await.unwrap().unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "every worker's socket is closed");
+    }
+}

@@ -44,7 +44,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &cli.command {
+        // The data plane serves requests on its own worker threads (`server::workers`); this
+        // runtime only runs its background work (config stream, admin listener, usage reports).
+        Command::Dataplane(config) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.serving.background_threads())
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => return commands::report_error(&anyhow::Error::new(err)),
     };

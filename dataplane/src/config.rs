@@ -40,6 +40,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 
     #[command(flatten)]
+    pub serving: ServingConfig,
+
+    #[command(flatten)]
     pub usage: crate::usage_report::UsageReportConfig,
 
     /// Read the token usage each provider reports out of its responses (`on`), or not (`off`:
@@ -207,6 +210,35 @@ pub struct ConnectionConfig {
     /// ends a graceful close) before its connection is dropped.
     #[arg(long = "http2-keepalive-timeout", env = "AURORA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = aurora_core::parse_positive_duration)]
     pub keepalive_timeout: Duration,
+}
+
+/// How the passthrough listener is spread over threads (see `server::workers`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ServingConfig {
+    /// Threads serving the passthrough listener, each with its own runtime, listener socket
+    /// (`SO_REUSEPORT`) and upstream connection pool [default: one per available core].
+    #[arg(long = "worker-threads", env = "AURORA_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
+    /// Threads of the runtime that runs everything but the passthrough listener: the config
+    /// stream, the admin listener, usage reporting (`aurora dataplane` only; `aurora up` shares
+    /// its runtime with the control plane).
+    #[arg(long = "background-threads", env = "AURORA_BACKGROUND_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub background_threads: u16,
+}
+
+impl ServingConfig {
+    /// The number of workers: as configured, else one per core the process may run on.
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(threads) => usize::from(threads),
+            None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        }
+    }
+
+    pub fn background_threads(&self) -> usize {
+        usize::from(self.background_threads)
+    }
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -60,6 +60,8 @@ use crate::state::ConfigState;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the serving workers' runtimes: {0}")]
+    Workers(std::io::Error),
     #[error(transparent)]
     ConfigFile(#[from] SnapshotFileError),
     #[error(transparent)]
@@ -93,7 +95,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
 pub struct Dataplane {
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
-    passthrough_listener: tokio::net::TcpListener,
+    /// The passthrough listener's workers, one listener socket and runtime each.
+    workers: Vec<server::workers::Worker>,
     admin_listener: tokio::net::TcpListener,
     connection_metrics: metrics::ConnectionMetrics,
     /// Background tasks that feed the state; stopped when the data plane stops.
@@ -150,7 +153,8 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         state.publish(Arc::new(snapshot));
     }
 
-    let upstreams = upstream::build(&config.upstream)?;
+    let worker_count = config.serving.worker_threads();
+    let upstreams = upstream::build(&config.upstream, worker_count)?;
     // Without a control plane usage is logged and counted, not kept.
     let metering = Metering::new(config.usage_metering.is_on(), usage_sink);
     let proxy = Arc::new(Proxy::new(
@@ -165,10 +169,13 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =
         |name, addr| async move { server::bind(name, addr).await.map_err(|source| StartError::Bind { addr, source }) };
+    let addr = config.listen_addr;
+    let listeners =
+        server::bind_shared("passthrough", addr, worker_count).map_err(|source| StartError::Bind { addr, source })?;
     Ok(Dataplane {
         proxy,
         admin,
-        passthrough_listener: bind("passthrough", config.listen_addr).await?,
+        workers: server::workers::Worker::build(listeners).map_err(StartError::Workers)?,
         connection_metrics,
         admin_listener: bind("admin", config.admin_listen_addr).await?,
         feeders,
@@ -208,7 +215,10 @@ fn usage_reporting(
 impl Dataplane {
     /// The passthrough listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.passthrough_listener.local_addr()
+        match self.workers.first() {
+            Some(worker) => worker.local_addr(),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+        }
     }
 
     /// The admin listener's address.
@@ -225,14 +235,15 @@ impl Dataplane {
         let admin_listener = server::Listener {
             name: "admin",
             tcp: self.admin_listener,
-            max_connections: ADMIN_MAX_CONNECTIONS,
+            cap: server::ConnectionCap::new(ADMIN_MAX_CONNECTIONS),
             // Not exported: the connection metrics describe the passthrough listener.
             metrics: metrics::ConnectionMetrics::default(),
         };
-        let passthrough_listener = server::Listener {
+        let passthrough = server::workers::Serving {
             name: "passthrough",
-            tcp: self.passthrough_listener,
-            max_connections: self.connections.max_connections,
+            handler: self.proxy,
+            settings,
+            cap: server::ConnectionCap::new(self.connections.max_connections),
             metrics: self.connection_metrics,
         };
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -248,7 +259,7 @@ impl Dataplane {
             tracing::info!(drain_delay = ?drain_delay, "shutting down: /readyz is now 503");
             tokio::time::sleep(drain_delay).await;
         };
-        server::serve(passthrough_listener, self.proxy, settings, stop_accepting).await;
+        server::workers::serve(self.workers, passthrough, stop_accepting).await;
 
         // Every request has ended, so its usage is in the aggregate: deliver it (or spool it)
         // while the config stream is still up.

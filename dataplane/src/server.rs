@@ -1,12 +1,16 @@
 //! Accepting connections: HTTP/1.1 and h2c on one port, at most a configured number at once,
-//! with a graceful drain on shutdown. What happens on each connection is in [`connection`].
+//! with a graceful drain on shutdown. What happens on each connection is in [`connection`];
+//! how the passthrough listener is spread over one single-threaded runtime per core is in
+//! [`workers`].
 
 mod activity;
 mod connection;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -37,8 +41,27 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Listener {
     pub name: &'static str,
     pub tcp: TcpListener,
-    pub max_connections: u32,
+    pub cap: ConnectionCap,
     pub metrics: ConnectionMetrics,
+}
+
+/// A connection cap, shared by every listener socket of one logical listener (the workers'
+/// `SO_REUSEPORT` sockets), so the cap holds for the process whichever worker accepts.
+#[derive(Debug, Clone)]
+pub struct ConnectionCap {
+    max: u32,
+    permits: Arc<Semaphore>,
+    refusals: Arc<Refusals>,
+}
+
+impl ConnectionCap {
+    pub fn new(max: u32) -> Self {
+        ConnectionCap {
+            max,
+            permits: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX))),
+            refusals: Arc::new(Refusals::new()),
+        }
+    }
 }
 
 /// What every connection of a listener is served with.
@@ -62,11 +85,10 @@ pub async fn serve<H: Handler>(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let Listener { name, tcp, max_connections, metrics } = listener;
+    let Listener { name, tcp, cap, metrics } = listener;
+    let ConnectionCap { max: max_connections, permits, refusals } = cap;
     let builder = builder(&settings);
     let (stop, stopped) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(usize::try_from(max_connections).unwrap_or(usize::MAX)));
-    let mut refusals = Refusals::default();
     // Connection tasks, so that those still open when the grace period ends can be closed.
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -141,27 +163,39 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
 }
 
 /// Logs reaching the connection cap at most once per [`REFUSAL_LOG_INTERVAL`], with how many
-/// connections were refused since the previous line.
-#[derive(Debug, Default)]
+/// connections were refused since the previous line. Shared by the workers (atomics: whichever
+/// worker refuses first after the interval writes the line).
+#[derive(Debug)]
 struct Refusals {
-    logged_at: Option<Instant>,
-    unlogged: u64,
+    since: Instant,
+    /// When the last line was written, in milliseconds after `since` plus one; 0: never.
+    logged_at: AtomicU64,
+    unlogged: AtomicU64,
 }
 
 impl Refusals {
-    fn note(&mut self, listener: &'static str, max_connections: u32) {
-        self.unlogged += 1;
-        if self.logged_at.is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL) {
+    fn new() -> Self {
+        Refusals { since: Instant::now(), logged_at: AtomicU64::new(0), unlogged: AtomicU64::new(0) }
+    }
+
+    fn note(&self, listener: &'static str, max_connections: u32) {
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
+        let logged_at = self.logged_at.load(Ordering::Relaxed);
+        let interval = u64::try_from(REFUSAL_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if logged_at != 0 && now.saturating_sub(logged_at) < interval {
+            return;
+        }
+        // Another worker won the race to write this line; this refusal is in its count or the next.
+        if self.logged_at.compare_exchange(logged_at, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
         tracing::warn!(
             listener,
             max_connections,
-            refused = self.unlogged,
+            refused = self.unlogged.swap(0, Ordering::Relaxed),
             "connection limit reached; new connections are closed unserved (see aurora_dataplane_connections_refused_total)"
         );
-        self.logged_at = Some(Instant::now());
-        self.unlogged = 0;
     }
 }
 
@@ -171,4 +205,28 @@ pub async fn bind(name: &'static str, addr: SocketAddr) -> std::io::Result<TcpLi
     let local = listener.local_addr()?;
     tracing::info!(listener = name, addr = %local, "listening");
     Ok(listener)
+}
+
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, so the kernel spreads incoming
+/// connections over them (by a hash of the connection's addresses), one per worker. Port 0 is
+/// resolved by the first socket and the others join its port. Logs the bound address once.
+/// Returned unregistered (`std`), for each worker to register with its own runtime.
+pub fn bind_shared(name: &'static str, addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut bound = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // What `TcpListener::bind` sets too: a restart may rebind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(count > 1)?;
+        socket.bind(addr)?;
+        // tokio's own default backlog; `listen` registers with the current runtime, so the
+        // listener is taken back out (`into_std`) for the worker that will serve it.
+        let listener = socket.listen(1024)?.into_std()?;
+        addr = listener.local_addr()?;
+        bound.push(listener);
+    }
+    tracing::info!(listener = name, addr = %addr, sockets = bound.len(), "listening");
+    Ok(bound)
 }

@@ -1,6 +1,9 @@
-//! The shared HTTP client every passthrough request goes out through.
+//! The HTTP clients every passthrough request goes out through.
 //!
-//! A single connection pool for all providers, HTTP/2 where the provider offers it over ALPN,
+//! One client, with its connection pool for all providers, per serving worker
+//! ([`crate::server::workers`]): a request is forwarded on connections that belong to the
+//! thread serving it, so neither the pool's lock nor the connection's task is ever shared
+//! with another core. HTTP/2 where the provider offers it over ALPN,
 //! TLS by rustls with the Mozilla root store compiled in (so the container image needs no CA
 //! bundle) plus the operator's `AURORA_UPSTREAM_CA_FILE`, and egress proxies applied per
 //! connection by [`crate::egress`]. hyper's client is used directly rather than a higher-level
@@ -26,6 +29,22 @@ use crate::upstream::dedicated::DedicatedClients;
 
 pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, RequestBody>;
 
+/// One [`UpstreamClient`] per serving worker, each with its own pool.
+#[derive(Debug)]
+pub struct WorkerClients {
+    clients: Box<[UpstreamClient]>,
+}
+
+impl WorkerClients {
+    /// Sends `request` on the calling worker's pool.
+    pub fn request(&self, request: http::Request<RequestBody>) -> ResponseFuture {
+        self.clients[crate::server::workers::current() % self.clients.len()].request(request)
+    }
+}
+
+/// What [`WorkerClients::request`] returns.
+pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+
 /// Why the upstream client could not be built at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
@@ -40,7 +59,7 @@ pub enum UpstreamSetupError {
 /// The upstream client and the egress rules it connects by.
 #[derive(Debug)]
 pub struct Upstreams {
-    pub client: UpstreamClient,
+    pub client: WorkerClients,
     /// Consulted on the request path only for plain-HTTP upstreams behind a proxy, whose
     /// requests carry the proxy's credentials themselves.
     pub proxy: Option<Arc<ProxyRules>>,
@@ -48,16 +67,17 @@ pub struct Upstreams {
     pub dedicated: DedicatedClients,
 }
 
-pub fn build(config: &UpstreamConfig) -> Result<Upstreams, UpstreamSetupError> {
+/// The clients for `workers` serving workers (at least one).
+pub fn build(config: &UpstreamConfig, workers: usize) -> Result<Upstreams, UpstreamSetupError> {
     let proxy = ProxyRules::from_vars(&config.proxy)?.map(Arc::new);
     if proxy.is_some() {
         tracing::info!(no_proxy = ?config.proxy.no(), "upstream connections go through an egress proxy");
     }
     let roots = tls::roots(config.ca_file.as_deref())?;
     let tls = tls_builder()?.with_root_certificates(roots.clone()).with_no_client_auth();
-    let client = client(config, tls, proxy.clone());
-    let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone());
-    Ok(Upstreams { client, proxy, dedicated })
+    let clients = (0..workers.max(1)).map(|_| client(config, tls.clone(), proxy.clone())).collect();
+    let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone(), workers);
+    Ok(Upstreams { client: WorkerClients { clients }, proxy, dedicated })
 }
 
 fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {

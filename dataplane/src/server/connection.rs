@@ -66,6 +66,9 @@ impl Connection {
         };
 
         let closing = tokio::select! {
+            // In this order, without drawing a random number per wake-up: the connection is
+            // what wakes this task nearly every time.
+            biased;
             result = connection.as_mut() => return ended(result),
             () = idle.wait(settings.idle_timeout) => Closing::Idle,
             () = stopping(&mut stop) => Closing::Shutdown,

@@ -1,10 +1,11 @@
 //! Upstream clients for providers with their own TLS material (a client certificate, extra
 //! CAs), which cannot share the common client's TLS configuration or its pooled connections.
 //!
-//! One client per provider, built on first use after its material changes and then reused
-//! (with its pool) by every request until the material changes again: a slot per provider in an
-//! `ArcSwapOption`, so the request path takes no lock. Providers without their own material
-//! never come here.
+//! One client per provider and serving worker (each worker keeps its own pools, see
+//! [`crate::server::workers`]), built on first use after its material changes and then reused
+//! (with its pool) by every request of that worker until the material changes again: a slot
+//! per provider and worker in an `ArcSwapOption`, so the request path takes no lock. Providers
+//! without their own material never come here.
 
 use std::sync::Arc;
 
@@ -26,7 +27,8 @@ pub struct DedicatedClients {
     config: UpstreamConfig,
     roots: Arc<RootCertStore>,
     proxy: Option<Arc<ProxyRules>>,
-    slots: [ArcSwapOption<Entry>; ProviderKind::ALL.len()],
+    /// Per worker, a slot per provider.
+    slots: Box<[[ArcSwapOption<Entry>; ProviderKind::ALL.len()]]>,
 }
 
 impl std::fmt::Debug for DedicatedClients {
@@ -36,13 +38,19 @@ impl std::fmt::Debug for DedicatedClients {
 }
 
 impl DedicatedClients {
-    pub(super) fn new(config: UpstreamConfig, roots: Arc<RootCertStore>, proxy: Option<Arc<ProxyRules>>) -> Self {
-        DedicatedClients { config, roots, proxy, slots: Default::default() }
+    pub(super) fn new(
+        config: UpstreamConfig,
+        roots: Arc<RootCertStore>,
+        proxy: Option<Arc<ProxyRules>>,
+        workers: usize,
+    ) -> Self {
+        let slots = (0..workers.max(1)).map(|_| Default::default()).collect();
+        DedicatedClients { config, roots, proxy, slots }
     }
 
     /// The client for `kind` with `tls`, built now if the material is new.
     pub fn client(&self, kind: ProviderKind, tls: &Arc<ProviderTls>) -> Result<UpstreamClient, rustls::Error> {
-        let slot = &self.slots[kind as usize];
+        let slot = &self.slots[crate::server::workers::current() % self.slots.len()][kind as usize];
         let current = slot.load_full();
         if let Some(entry) = current.as_ref().filter(|entry| Arc::ptr_eq(&entry.tls, tls)) {
             return Ok(entry.client.clone());

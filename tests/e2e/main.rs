@@ -13,6 +13,8 @@ mod controlplane;
 mod credential_sets;
 mod hardening;
 mod key_limits;
+mod key_limits_fleet;
+mod key_limits_streams;
 mod live_config;
 mod metrics;
 mod passthrough;

@@ -73,11 +73,15 @@ pub struct DemandReporter {
     limiters: Arc<Limiters>,
     last_sent: Option<Instant>,
     last_prune_minute: i64,
+    /// A new session's control plane knows nothing of this window yet (it may be another
+    /// replica, or one that restarted): the first report names every active key.
+    fresh: bool,
 }
 
 impl DemandReporter {
+    /// One per config-stream session.
     pub fn new(limiters: Arc<Limiters>) -> Self {
-        DemandReporter { limiters, last_sent: None, last_prune_minute: 0 }
+        DemandReporter { limiters, last_sent: None, last_prune_minute: 0, fresh: true }
     }
 
     /// Resolves with the next report that is due. Cancel-safe: it only sleeps and reads.
@@ -108,8 +112,9 @@ impl DemandReporter {
         if urgent {
             self.limiters.urgent.store(false, Ordering::Release);
         }
-        let report = report(&self.limiters, now_ms, urgent)?;
+        let report = report(&self.limiters, now_ms, urgent || self.fresh)?;
         self.last_sent = Some(now);
+        self.fresh = false;
         Some(report)
     }
 }
@@ -156,6 +161,12 @@ mod tests {
         assert_eq!(reporter.due(start + Duration::from_millis(10)), None, "rate-limited to one per 50 ms");
         let report = reporter.due(start + URGENT_INTERVAL).unwrap();
         assert_eq!((report.keys[0].refused_requests, report.keys[0].tokens_since_last_report), (1, 0));
+
+        // A new session (a control plane that may know nothing) hears of every active key at
+        // once, though nothing moved.
+        let mut next_session = DemandReporter::new(limiters.clone());
+        assert_eq!(next_session.due(start).unwrap().keys.len(), 1);
+        assert_eq!(next_session.due(start + REPORT_INTERVAL), None);
 
         // The slot is freed and the window rolls over: the key has nothing left to report.
         drop(admitted);

@@ -166,6 +166,7 @@ pub(crate) async fn run(
                             expires_at: None,
                             allowed_providers: ProviderSet::empty(),
                             allowed_endpoints: Vec::new(),
+                            limits: None,
                         },
                         &actor,
                     )

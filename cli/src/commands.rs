@@ -7,6 +7,7 @@ pub(crate) mod credentials;
 pub(crate) mod dataplane;
 pub(crate) mod dataplanes;
 pub(crate) mod keys;
+pub(crate) mod limits;
 pub(crate) mod output;
 pub(crate) mod providers;
 pub(crate) mod settings;

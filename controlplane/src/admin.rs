@@ -11,6 +11,7 @@ mod convert;
 mod credentials;
 mod endpoints;
 mod error;
+mod limits;
 mod service;
 mod usage;
 mod validate;

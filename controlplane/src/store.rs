@@ -19,6 +19,7 @@ mod credential_presence;
 mod credentials;
 mod error;
 mod key_endpoints;
+mod key_limits;
 mod model;
 pub mod postgres;
 mod presence;
@@ -207,6 +208,8 @@ pub trait Store: UsageStore + AuditLog + Send + Sync + std::fmt::Debug + 'static
 mod audit_suite;
 #[cfg(test)]
 mod credentials_suite;
+#[cfg(test)]
+mod limits_suite;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]

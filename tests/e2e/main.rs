@@ -12,6 +12,7 @@ mod config_stream;
 mod controlplane;
 mod credential_sets;
 mod hardening;
+mod key_budgets;
 mod key_limits;
 mod key_limits_fleet;
 mod key_limits_streams;

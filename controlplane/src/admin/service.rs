@@ -9,7 +9,7 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{audit, convert, credentials, endpoints, validate};
+use super::{audit, convert, credentials, endpoints, limits, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
@@ -58,6 +58,7 @@ impl AdminService for AdminApi {
                     expires_at: req.expires_at.as_ref().map(|t| validate::expires_at(t, now)).transpose()?,
                     allowed_providers: validate::providers("allowed_providers", &req.allowed_providers)?,
                     allowed_endpoints: endpoints::endpoint_rules("allowed_endpoints", &req.allowed_endpoints)?,
+                    limits: req.limits.as_ref().map(|raw| limits::limits("limits", raw)).transpose()?,
                 };
                 let (record, revision) = self.store.create_key(new, &actor).await?;
                 tracing::info!(key_id = %record.id, revision, "key created");
@@ -125,6 +126,7 @@ impl AdminService for AdminApi {
                         .as_ref()
                         .map(|list| endpoints::endpoint_rules("allowed_endpoints", &list.rules))
                         .transpose()?,
+                    limits: req.limits.as_ref().map(|raw| limits::update("limits", raw)).transpose()?,
                 };
                 let (record, revision) = self.store.update_key(id, patch, &actor).await?;
                 tracing::info!(key_id = %id, revision, "key updated");
@@ -291,6 +293,12 @@ impl AdminService for AdminApi {
                 let patch = SettingsPatch {
                     passthrough_enabled: req.passthrough_enabled,
                     v1_alias_enabled: req.v1_alias_enabled,
+                    default_key_limits: req
+                        .default_key_limits
+                        .as_ref()
+                        .map(|raw| limits::update("default_key_limits", raw))
+                        .transpose()?,
+                    limit_fallback: req.limit_fallback.as_deref().map(limits::fallback).transpose()?,
                 };
                 let (view, revision) = self.store.update_settings(patch, &actor).await?;
                 tracing::info!(revision, "settings updated");
@@ -366,3 +374,7 @@ mod tests;
 #[cfg(test)]
 #[path = "service_limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "service_key_limits_tests.rs"]
+mod key_limits_tests;

@@ -110,6 +110,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
             allowed_providers: vec!["anthropic".into()],
             disabled: false,
             allowed_endpoints: vec!["anthropic POST /v1/messages".into()],
+            limits: None,
         })
         .await
         .unwrap()
@@ -361,7 +362,7 @@ async fn settings_round_trip_with_revisions() {
     assert!(settings.passthrough_enabled && settings.v1_alias_enabled);
     assert_eq!(settings.enabled_providers.len(), 5);
     let updated = admin
-        .update_settings(pb::UpdateSettingsRequest { passthrough_enabled: None, v1_alias_enabled: Some(false) })
+        .update_settings(pb::UpdateSettingsRequest { v1_alias_enabled: Some(false), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

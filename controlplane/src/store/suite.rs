@@ -13,6 +13,7 @@ use aurora_proto::v1::{ConfigSettings, Delta, KeyConfig, ProviderConfig, change}
 use uuid::Uuid;
 
 pub(super) use super::credentials_suite::credential_sets_are_stored_streamed_and_replayed;
+pub(super) use super::limits_suite::{default_limits_and_fallback_persist, key_limits_persist_stream_and_patch};
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -32,6 +33,8 @@ macro_rules! store_suite {
             watchers_learn_each_commit,
             key_endpoint_allow_lists_persist,
             credential_sets_are_stored_streamed_and_replayed,
+            key_limits_persist_stream_and_patch,
+            default_limits_and_fallback_persist,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {
@@ -56,6 +59,7 @@ pub(crate) fn new_key(name: &str) -> (NewKey, KeySecret) {
         expires_at: None,
         allowed_providers: ProviderSet::empty(),
         allowed_endpoints: Vec::new(),
+        limits: None,
     };
     (key, secret)
 }

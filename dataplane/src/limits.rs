@@ -13,7 +13,10 @@
 //! - `admission.rs`: one request's admission, and the [`Admission`] guard it holds;
 //! - `refusal.rs`: why a request was refused, and the providers' rate-limit headers;
 //! - `demand.rs`: the demand reports sent to the control plane;
-//! - `metrics.rs`: refusals and leases at scrape time; `calendar.rs`: UTC budget periods.
+//! - `metrics.rs`: refusals and leases at scrape time.
+//!
+//! The limits themselves and their budget periods are `aurora_core`'s, shared with the control
+//! plane, so a period ends at the same instant on both.
 //!
 //! **Invariants:** admission reads and writes atomics only (no lock, no allocation beyond the
 //! first request a key ever makes here); the registry map is read without locks (a persistent
@@ -21,7 +24,6 @@
 //! pruning; an admission's concurrency slot is freed exactly once, when it is dropped.
 
 mod admission;
-mod calendar;
 mod config;
 mod demand;
 mod lease;
@@ -37,7 +39,7 @@ use arc_swap::ArcSwap;
 use aurora_proto::v1::Leases;
 
 pub use admission::{Admission, KeyLimiter};
-pub use config::{BudgetPeriod, Fallback, KeyLimits, LimitSettings};
+pub use config::{BudgetPeriod, Fallback, KeyLimits, LimitSettings, limits_from_proto, limits_to_proto};
 pub use demand::DemandReporter;
 pub use lease::Lease;
 pub use policy::{EndpointNotAllowed, KeyPolicy};

@@ -7,7 +7,6 @@
 //! before (a lease from the previous minute still holds, its caps counted afresh from zero in
 //! this one: the control plane keeps the sum of every replica's caps within the limit).
 
-use super::calendar;
 use super::config::{Fallback, KeyLimits};
 use super::window;
 
@@ -73,7 +72,7 @@ pub(super) fn caps(
     };
     // The budget: what the newest lease said was left (shared out when it no longer holds),
     // minus what was charged here since; the full budget once its period has ended.
-    let local_end = calendar::period_end(limits.budget_period, now_s);
+    let local_end = limits.budget_period.bounds(now_s).map(|(_, end)| end);
     let (budget_left, budget_end) = if limits.budget_tokens == 0 {
         (i64::MAX, None)
     } else {

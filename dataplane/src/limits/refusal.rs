@@ -7,7 +7,6 @@
 use aurora_core::ErrorShape;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::calendar;
 use super::config::BudgetPeriod;
 
 /// Which limit refused the request.
@@ -140,7 +139,7 @@ pub fn write_headers(view: &RateView, shape: ErrorShape, now_ms: i64, headers: &
     let reset = match shape {
         // OpenAI says how long until the reset ("17s"); Anthropic says when (RFC 3339).
         ErrorShape::OpenAi => format!("{}s", ceil_secs(view.reset_ms - now_ms)),
-        ErrorShape::Anthropic => calendar::rfc3339(view.reset_ms.div_euclid(1000)),
+        ErrorShape::Anthropic => rfc3339(view.reset_ms.div_euclid(1000)),
     };
     for (limit, [limit_name, remaining_name, reset_name]) in [view.requests, view.tokens].into_iter().zip(names) {
         let Some((limit, remaining)) = limit else { continue };
@@ -150,6 +149,12 @@ pub fn write_headers(view: &RateView, shape: ErrorShape, now_ms: i64, headers: &
             headers.insert(HeaderName::from_static(reset_name), value);
         }
     }
+}
+
+/// `2026-12-01T17:05:00Z` for Unix seconds (UTC, whole seconds), as Anthropic writes resets.
+fn rfc3339(unix_s: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix_s).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Milliseconds as whole seconds, rounded up, at least 1.

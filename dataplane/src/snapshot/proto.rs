@@ -12,7 +12,7 @@ use aurora_proto::v1::{
 };
 
 use super::{InvalidCredential, KeyId, ManagedKey, ProviderTls, ProviderTlsError, Settings, Snapshot, Upstream};
-use crate::limits::{KeyLimits, KeyPolicy, LimitSettings};
+use crate::limits::{KeyPolicy, LimitSettings, limits_from_proto, limits_to_proto};
 
 /// Why a snapshot or delta could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,7 +188,7 @@ impl Snapshot {
                         .and_then(|policy| policy.endpoints())
                         .map(|rules| rules.iter().map(ToString::to_string).collect())
                         .unwrap_or_default(),
-                    limits: key.policy.as_ref().and_then(|policy| policy.limits()).map(|limits| limits.to_proto()),
+                    limits: key.policy.as_ref().and_then(|policy| policy.limits()).map(limits_to_proto),
                     ..Default::default()
                 })
                 .collect(),
@@ -252,7 +252,7 @@ fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
         allowed_providers,
         policy: KeyPolicy::new(
             key.allowed_endpoints.iter().map(String::as_str),
-            key.limits.as_ref().map(KeyLimits::from_proto),
+            key.limits.as_ref().map(limits_from_proto),
         )
         .map(Arc::new),
     };
@@ -477,7 +477,7 @@ mod tests {
         };
         let snapshot = snapshot_from_chunk(chunk).unwrap();
         let policy = snapshot.keys.get(&KeyHash::of("l")).unwrap().policy.clone().unwrap();
-        assert_eq!(policy.limits(), Some(&KeyLimits::from_proto(&limits)));
+        assert_eq!(policy.limits(), Some(&limits_from_proto(&limits)));
         assert!(snapshot.keys.get(&KeyHash::of("a")).unwrap().policy.is_none());
         assert_eq!(snapshot.limits.fallback, crate::limits::Fallback::Closed);
 

@@ -278,6 +278,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
             durability: aurora_dataplane::cache::writer::Durability::none(),
             metrics: Default::default(),
             usage: None,
+            limiters: Default::default(),
         };
         subscribers.spawn(subscriber.run(endpoints.clone()));
         applied.push(receiver);

@@ -14,6 +14,8 @@ mod credential_sets;
 mod hardening;
 mod key_budgets;
 mod key_limits;
+mod key_limits_fleet;
+mod key_limits_streams;
 mod live_config;
 mod metrics;
 mod passthrough;

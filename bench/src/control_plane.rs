@@ -166,6 +166,7 @@ pub(crate) async fn run(
                             expires_at: None,
                             allowed_providers: ProviderSet::empty(),
                             allowed_endpoints: Vec::new(),
+                            limits: None,
                         },
                         &actor,
                     )
@@ -277,6 +278,7 @@ async fn fanout(control_plane: &ControlPlane, admin: &mut Admin, scale: Scale) -
             durability: aurora_dataplane::cache::writer::Durability::none(),
             metrics: Default::default(),
             usage: None,
+            limiters: Default::default(),
         };
         subscribers.spawn(subscriber.run(endpoints.clone()));
         applied.push(receiver);

@@ -17,6 +17,7 @@ mod durability;
 mod features;
 mod gateway;
 mod instructions;
+mod limits_accuracy;
 mod load;
 mod machine;
 mod nginx;
@@ -232,6 +233,16 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     progress("usage ingest from 20 data planes");
     usage_ingest::run(&mut report, &bin, scratch.path(), upstream.addr, usage_ingest::Scale::for_run(args.smoke))
         .await?;
+    progress("per-key rate limits across 3 data planes (leases, and the naive per-replica baseline)");
+    limits_accuracy::run(
+        &mut report,
+        &bin,
+        scratch.path(),
+        upstream.addr,
+        limits_accuracy::Scale::for_run(args.smoke),
+        args.smoke,
+    )
+    .await?;
     progress("control planes on PostgreSQL: cross-replica revocation");
     cross_replica::run(&mut report, &bin, upstream.addr, &args.postgres_url, scales.control_plane)
         .await

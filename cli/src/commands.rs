@@ -8,6 +8,7 @@ pub(crate) mod dataplane;
 pub(crate) mod dataplanes;
 pub(crate) mod key_rotation;
 pub(crate) mod keys;
+pub(crate) mod limits;
 pub(crate) mod output;
 pub(crate) mod providers;
 pub(crate) mod settings;

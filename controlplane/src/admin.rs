@@ -12,6 +12,7 @@ mod credentials;
 mod endpoints;
 mod error;
 mod rotate;
+mod limits;
 mod service;
 mod usage;
 mod validate;

@@ -62,7 +62,7 @@ impl Bootstrap {
 
         let mut settings = state.settings;
         if state.first_start {
-            settings = vars.settings();
+            settings = vars.settings().into();
         }
         if let Some(on) = vars.enable_passthrough_routes {
             settings.passthrough_enabled = on;

@@ -189,7 +189,7 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&url, crate::store::test_db::test_keyring()).await.unwrap());
         for enabled in [false, true] {
-            let patch = SettingsPatch { passthrough_enabled: Some(enabled), v1_alias_enabled: None };
+            let patch = SettingsPatch { passthrough_enabled: Some(enabled), ..SettingsPatch::default() };
             store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
         let feed = ChangeFeed::start(store.clone(), 100, Duration::from_secs(1)).await.unwrap();

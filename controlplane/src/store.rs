@@ -20,6 +20,8 @@ mod credentials;
 mod error;
 mod key_endpoints;
 mod key_rotation;
+pub(crate) mod key_limits;
+mod limit_presence;
 mod model;
 pub mod postgres;
 mod presence;
@@ -45,6 +47,7 @@ pub use credentials::{
 };
 pub use error::{StorageFailure, StoreError};
 pub use key_rotation::NewSecret;
+pub use limit_presence::LimitRow;
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, PreviousSecret, ProviderPatch, ProviderRecord, Settings,
     SettingsPatch, SettingsView, Snapshot,
@@ -222,7 +225,9 @@ mod credentials_suite;
 #[cfg(test)]
 mod key_rotation_suite;
 #[cfg(test)]
-mod suite;
+mod limits_suite;
+#[cfg(test)]
+pub(crate) mod suite;
 #[cfg(test)]
 pub(crate) mod test_db;
 #[cfg(test)]

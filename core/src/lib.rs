@@ -13,6 +13,7 @@ mod duration;
 mod endpoint_rule;
 mod expiry;
 mod key;
+mod limits;
 mod product_vars;
 mod provider;
 mod rotation;
@@ -35,6 +36,10 @@ pub use endpoint_rule::{
 };
 pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
 pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
+pub use limits::{
+    BudgetPeriod, KeyLimits, KeyLimitsError, KeyLimitsPatch, LimitFallback, LimitsUpdate, MAX_REQUEST_LIMIT,
+    MAX_TOKEN_LIMIT, UnknownBudgetPeriod, UnknownLimitFallback, WINDOW_SECS, effective_limits, window_start,
+};
 pub use product_vars::{
     MASTER_KEY_VAR, ProductVars, ProviderBaseUrls, ProviderCredentials, SecretsError, credential_var,
 };

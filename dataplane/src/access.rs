@@ -8,7 +8,9 @@
 //! `Drop` writes the record with the total duration and the bytes each way. Nothing here ever
 //! holds a key secret: the log names a key by its id. A request that reached an upstream also
 //! carries the response's [`Meter`]: the exchange feeds it the frames sent and ends it in the
-//! same `Drop`, so each upstream response yields exactly one [`crate::usage::Usage`].
+//! same `Drop`, so each upstream response yields exactly one [`crate::usage::Usage`]. A request
+//! of a limited key also carries its [`Admission`]: the `Drop` charges it the metered tokens
+//! and then frees its concurrency slot, whichever way the request ended.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +21,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
 
 use crate::auth::Principal;
+use crate::limits::Admission;
 use crate::metering::Meter;
 use crate::metrics::labels::Source;
 use crate::metrics::{Completed, RequestMetrics};
-use crate::usage::UsageOutcome;
+use crate::usage::{TokenCounts, UsageOutcome};
 
 /// How the response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub struct Exchange {
     bytes_out: u64,
     end: Option<End>,
     meter: Option<Meter>,
+    /// A limited key's hold on its limits; dropped (freeing its slot) with the exchange.
+    admission: Option<Admission>,
 }
 
 impl Exchange {
@@ -92,6 +97,7 @@ impl Exchange {
             bytes_out: 0,
             end: None,
             meter: None,
+            admission: None,
         }
     }
 
@@ -126,6 +132,15 @@ impl Exchange {
         self.meter = Some(meter);
     }
 
+    /// The request was admitted under its key's limits.
+    pub fn admit(&mut self, admission: Admission) {
+        self.admission = Some(admission);
+    }
+
+    pub fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
+    }
+
     /// A data frame is on its way to the client.
     pub fn sent(&mut self, data: &Bytes) {
         self.bytes_out += data.len() as u64;
@@ -138,6 +153,17 @@ impl Exchange {
     pub fn end(&mut self, end: End) {
         self.end.get_or_insert(end);
     }
+}
+
+/// The tokens a response costs a key's token limits: input plus output, with Anthropic's cache
+/// reads and writes, which it reports apart from `input_tokens` (OpenAI-style providers count
+/// cached tokens inside the prompt tokens already).
+pub fn charged_tokens(provider: ProviderKind, tokens: &TokenCounts) -> u64 {
+    let cache = match provider {
+        ProviderKind::Anthropic => tokens.cache_read_input.saturating_add(tokens.cache_creation_input),
+        _ => 0,
+    };
+    tokens.input.saturating_add(tokens.output).saturating_add(cache)
 }
 
 impl Drop for Exchange {
@@ -158,6 +184,12 @@ impl Drop for Exchange {
             usage
         });
         let known = usage.as_ref().filter(|u| u.outcome != UsageOutcome::Unknown);
+        if let (Some(admission), Some(usage), Some(provider)) = (&self.admission, known, self.provider) {
+            admission.charge(
+                charged_tokens(provider, &usage.tokens),
+                crate::credentials::unix_ms(std::time::SystemTime::now()),
+            );
+        }
         self.metrics.completed(&Completed {
             provider: self.provider,
             method: &self.method,

@@ -189,6 +189,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_limited_request_is_charged_its_tokens_and_frees_its_slot_however_it_ends() {
+        use crate::limits::{Fallback, KeyLimits, Limiters};
+        let metrics = Metrics::new(Arc::new(ConfigState::new()), None);
+        let limiters = Limiters::default();
+        let state = limiters.state(crate::snapshot::KeyId([4; 16]));
+        let limits = KeyLimits { max_concurrent: 1, tokens_per_minute: 1_000_000, ..Default::default() };
+        let admit = || limiters.admit(&state, &limits, Fallback::Share, limiters.now_ms());
+        let text = r#"{"model":"claude","usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":5}}"#;
+        let limited = |admission| {
+            let mut exchange = exchange(&metrics);
+            exchange.set_provider(aurora_core::ProviderKind::Anthropic);
+            exchange.respond(StatusCode::OK, Source::Upstream, false);
+            exchange.admit(admission);
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let metering = crate::metering::Metering::new(true, Arc::new(crate::usage::DiscardUsage));
+            exchange.meter(metering.start(StatusCode::OK, &headers));
+            Metered::new(full(text), exchange, Some(text.len() as u64))
+        };
+
+        let body = limited(admit().unwrap());
+        assert!(admit().is_err(), "the one slot is taken while the body is out");
+        body.collect().await.unwrap();
+        assert_eq!(state.in_flight(), 0, "the slot is freed when the body ends");
+        // Charged input + output + Anthropic's cache reads.
+        let next = admit().unwrap();
+        assert_eq!(next.view().tokens, Some((1_000_000, 1_000_000 - 12)));
+        drop(next);
+
+        // The client went away mid-response: the slot is freed all the same.
+        let abandoned = limited(admit().unwrap());
+        assert_eq!(state.in_flight(), 1);
+        drop(abandoned);
+        assert_eq!(state.in_flight(), 0);
+        assert!(admit().is_ok());
+    }
+
+    #[tokio::test]
     async fn counted_adds_every_data_frame() {
         let bytes = Arc::new(AtomicU64::new(0));
         let body = Counted::new(Full::new(Bytes::from_static(b"abcd")), bytes.clone());

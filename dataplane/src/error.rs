@@ -13,7 +13,7 @@ use crate::auth::AuthError;
 use crate::body::{ProxyBody, full};
 use crate::egress::connector::ProxyRefusal;
 use crate::headers::X_AURORA_ERROR;
-use crate::limits::EndpointNotAllowed;
+use crate::limits::{EndpointNotAllowed, Refusal};
 use crate::route::{self, PathError};
 use crate::upstream::tls::TlsFailure;
 
@@ -38,6 +38,9 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     EndpointNotAllowed(#[from] EndpointNotAllowed),
+    /// A gateway key's limit (rate, tokens, concurrency, budget) refused the request.
+    #[error("{0}")]
+    Limited(#[from] Refusal),
     #[error("provider {0} has no upstream credential configured (set {env} or use `aurora providers set`)", env = .0.credential_env())]
     CredentialMissing(ProviderKind),
     #[error("every credential of provider {0} is disabled (see `aurora providers credentials list {0}`)")]
@@ -92,6 +95,7 @@ impl GatewayError {
                 StatusCode::FORBIDDEN
             }
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::CredentialMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::CredentialsDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -117,6 +121,7 @@ impl GatewayError {
             GatewayError::Auth(AuthError::ProviderNotAllowed(_)) => "provider_not_allowed",
             GatewayError::Auth(_) => "invalid_api_key",
             GatewayError::EndpointNotAllowed(_) => "endpoint_not_allowed",
+            GatewayError::Limited(refusal) => refusal.code(),
             GatewayError::CredentialMissing(_) => "provider_credential_missing",
             GatewayError::CredentialsDisabled(_) => "provider_credentials_disabled",
             GatewayError::BodyTooLarge(_) => "request_too_large",
@@ -138,6 +143,7 @@ impl GatewayError {
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "api_error",
         }
@@ -145,6 +151,9 @@ impl GatewayError {
 
     /// The `error.type` OpenAI-style APIs use.
     fn openai_type(&self) -> &'static str {
+        if let GatewayError::Limited(refusal) = self {
+            return refusal.openai_type();
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
@@ -176,6 +185,10 @@ impl GatewayError {
             }
             GatewayError::MethodNotAllowed(_) => {
                 headers.insert(ALLOW, HeaderValue::from_static(route::FORWARDED_METHODS));
+            }
+            GatewayError::Limited(refusal) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
+                crate::limits::write_headers(&refusal.view, shape, refusal.now_ms, headers);
             }
             _ => {}
         }
@@ -242,6 +255,42 @@ mod tests {
         let body = body_json(GatewayError::from(err()).into_response(ErrorShape::OpenAi)).await;
         assert_eq!(body["error"]["code"], "endpoint_not_allowed");
         assert_eq!(body["error"]["type"], "permission_error");
+    }
+
+    #[tokio::test]
+    async fn limit_refusals_are_provider_shaped_429s_with_retry_after() {
+        use crate::limits::{BudgetPeriod, RateView, RefusalReason};
+        let now_ms = 1_796_143_262_000;
+        let refusal = |reason| Refusal {
+            reason,
+            retry_after_secs: 58,
+            limit: 30,
+            budget_period: BudgetPeriod::Month,
+            view: RateView { requests: Some((30, 0)), tokens: None, reset_ms: now_ms + 58_000 },
+            now_ms,
+        };
+        let response = GatewayError::from(refusal(RefusalReason::Requests)).into_response(ErrorShape::Anthropic);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "58");
+        assert_eq!(response.headers()["x-aurora-error"], "gateway");
+        assert_eq!(response.headers()["anthropic-ratelimit-requests-remaining"], "0");
+        assert_eq!(response.headers()["anthropic-ratelimit-requests-reset"], "2026-12-01T16:42:00Z");
+        let body = body_json(response).await;
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert!(body["error"]["message"].as_str().unwrap().contains("30 requests per minute"), "{body}");
+
+        let response = GatewayError::from(refusal(RefusalReason::Requests)).into_response(ErrorShape::OpenAi);
+        assert_eq!(response.headers()["x-ratelimit-limit-requests"], "30");
+        assert_eq!(response.headers()["x-ratelimit-reset-requests"], "58s");
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(body["error"]["type"], "requests");
+        assert_eq!(body["error"]["param"], serde_json::Value::Null);
+
+        let body =
+            body_json(GatewayError::from(refusal(RefusalReason::Budget)).into_response(ErrorShape::OpenAi)).await;
+        assert_eq!(body["error"]["code"], "insufficient_quota");
     }
 
     #[tokio::test]

@@ -129,6 +129,10 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     let mut metrics = Metrics::new(state.clone(), config_metrics.clone());
     let usage_metrics = usage_report::UsageReportMetrics::default();
     metrics.register_usage(&usage_metrics);
+    // Per-key limits' state, shared by the request path and the config stream (leases in,
+    // demand out); without a control plane no lease ever arrives and the fallback applies.
+    let limiters = Arc::new(limits::Limiters::default());
+    metrics.register_limits(limiters.clone());
     let metrics = Arc::new(metrics);
     let mut usage_reporter = None;
     let mut usage_sink: Arc<dyn usage::UsageSink> = Arc::new(usage::DiscardUsage);
@@ -136,7 +140,7 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         let (aggregator, reporter) = usage_reporting(&config, usage_metrics)?;
         usage_sink = aggregator;
         feeders.spawn(reporter.clone().run(config.usage.interval));
-        subscribe(&config.control_plane, &state, config_metrics, reporter.clone(), &mut feeders)?;
+        subscribe(&config.control_plane, &state, config_metrics, reporter.clone(), limiters.clone(), &mut feeders)?;
         usage_reporter = Some(reporter);
     } else {
         let (snapshot, source) = match &config.config_file {
@@ -164,6 +168,7 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         &config.upstream,
         &config.limits,
         metering,
+        limiters,
     ));
     let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
@@ -280,6 +285,7 @@ fn subscribe(
     state: &Arc<ConfigState>,
     metrics: ConfigMetrics,
     usage: Arc<usage_report::UsageReporter>,
+    limiters: Arc<limits::Limiters>,
     feeders: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     let node_token = config.node_token.as_deref().filter(|t| !t.is_empty()).ok_or(StartError::NodeTokenMissing)?;
@@ -316,6 +322,7 @@ fn subscribe(
         durability,
         metrics,
         usage: Some(usage),
+        limiters,
     };
     tracing::info!(node_id = %subscriber.node_id, control_planes = ?config.urls, "subscribing to the control plane");
     feeders.spawn(subscriber.run(endpoints));

@@ -202,6 +202,11 @@ impl Metrics {
         Metrics { registry, requests: Arc::new(requests), connections }
     }
 
+    /// Adds the per-key limits' metrics (see `limits`), read from `limiters` at scrape time.
+    pub fn register_limits(&mut self, limiters: Arc<crate::limits::Limiters>) {
+        self.registry.register_collector(Box::new(crate::limits::metrics::LimitCollector { limiters }));
+    }
+
     /// Adds the usage-delivery metrics (see `usage_report`).
     pub fn register_usage(&mut self, usage: &crate::usage_report::UsageReportMetrics) {
         usage.register(&mut self.registry);

@@ -26,10 +26,11 @@ use crate::config::{Limits, UpstreamConfig};
 use crate::credentials::CredentialHealth;
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
+use crate::limits::{Admission, Limiters};
 use crate::metering::Metering;
 use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
-use crate::snapshot::{ProviderTls, Snapshot};
+use crate::snapshot::{ManagedKey, ProviderTls, Snapshot};
 use crate::state::ConfigState;
 use crate::upstream::Upstreams;
 use crate::upstream::tls::TlsFailure;
@@ -41,6 +42,8 @@ pub struct Proxy {
     upstreams: Upstreams,
     metrics: Arc<RequestMetrics>,
     metering: Metering,
+    /// Per-key limits' state on this replica (issue 13).
+    limiters: Arc<Limiters>,
     response_header_timeout: Duration,
     idle_timeout: Duration,
     max_request_body_bytes: u64,
@@ -56,6 +59,8 @@ struct Forward {
     tls: Option<Arc<ProviderTls>>,
     /// The health of the credential the request carries, told about the upstream's answer.
     credential: Option<Arc<CredentialHealth>>,
+    /// The key's hold on its limits, when it has any.
+    admission: Option<Admission>,
 }
 
 /// A refused request and the error shape its provider's SDK understands.
@@ -69,12 +74,14 @@ impl Proxy {
         upstream: &UpstreamConfig,
         limits: &Limits,
         metering: Metering,
+        limiters: Arc<Limiters>,
     ) -> Self {
         Proxy {
             state,
             upstreams,
             metrics,
             metering,
+            limiters,
             response_header_timeout: upstream.response_header_timeout,
             idle_timeout: upstream.idle_timeout,
             max_request_body_bytes: limits.max_request_body_bytes,
@@ -121,7 +128,11 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape, provider, tls, credential } = self.check(&mut parts, request_id, exchange)?;
+        let Forward { uri, shape, provider, tls, credential, admission } =
+            self.check(&mut parts, request_id, exchange)?;
+        if let Some(admission) = admission {
+            exchange.admit(admission);
+        }
 
         let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
@@ -168,6 +179,10 @@ impl Proxy {
             return Err((GatewayError::UpstreamResponseInvalid(invalid), shape));
         }
         headers::prepare_response(&mut parts.headers, request_id);
+        if let Some(admission) = exchange.admission() {
+            // A limited key's own limits, so its clients can pace themselves before a refusal.
+            crate::limits::write_headers(admission.view(), shape, self.limiters.now_ms(), &mut parts.headers);
+        }
         Ok(Response::from_parts(parts, Either::Right(TimeoutBody::new(self.idle_timeout, body))))
     }
 
@@ -218,12 +233,41 @@ impl Proxy {
         if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
             return Err((GatewayError::BodyTooLarge(self.max_request_body_bytes), shape));
         }
+        // Last of the checks, so a request refused for anything else uses none of the key's
+        // capacity.
+        let admission = match key {
+            Some(key) => self.admit(snapshot, key).map_err(|err| (err, shape))?,
+            None => None,
+        };
 
         let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id);
         let credential = credential.map(|c| Arc::clone(&c.health));
-        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential })
+        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential, admission })
+    }
+
+    /// Admits the request under the key's limits: its own, else the snapshot's defaults. A key
+    /// with neither costs one branch and touches no shared state.
+    fn admit(&self, snapshot: &Snapshot, key: &ManagedKey) -> Result<Option<Admission>, GatewayError> {
+        let policy = key.policy.as_deref();
+        let own = policy.and_then(|policy| policy.limits());
+        let Some(limits) = own.or(snapshot.limits.default_key_limits.as_ref()) else { return Ok(None) };
+        if limits.is_unlimited() {
+            return Ok(None);
+        }
+        let found;
+        let state = match policy {
+            Some(policy) if own.is_some() => policy.limiter(|| self.limiters.state(key.id)),
+            // Under the default limits: no policy to keep the state in, so the registry's
+            // lock-free lookup.
+            _ => {
+                found = self.limiters.state(key.id);
+                &found
+            }
+        };
+        let now_ms = self.limiters.now_ms();
+        Ok(Some(self.limiters.admit(state, limits, snapshot.limits.fallback, now_ms)?))
     }
 
     /// Maps a failed upstream exchange to the error the client sees.

@@ -21,7 +21,7 @@ use http::{HeaderName, HeaderValue};
 
 pub use crate::credentials::InvalidCredential;
 use crate::credentials::{CredentialSet, UpstreamCredential};
-use crate::limits::KeyPolicy;
+use crate::limits::{KeyPolicy, LimitSettings};
 
 pub use file::{SnapshotFile, SnapshotFileError};
 pub use key_table::KeyTable;
@@ -33,6 +33,8 @@ pub use provider_tls::{ProviderTls, ProviderTlsError};
 pub struct Snapshot {
     pub revision: u64,
     pub settings: Settings,
+    /// Default key limits and the fallback without a lease (issue 13).
+    pub limits: LimitSettings,
     providers: [Option<Arc<Upstream>>; ProviderKind::ALL.len()],
     pub master_key: Option<KeyHash>,
     pub keys: KeyTable,
@@ -174,6 +176,7 @@ impl Snapshot {
         Snapshot {
             revision,
             settings,
+            limits: LimitSettings::default(),
             providers: Default::default(),
             master_key,
             keys: KeyTable::default(),

@@ -36,6 +36,8 @@ pub struct Subscriber {
     pub metrics: ConfigMetrics,
     /// Delivers usage reports on each session's stream; `None`: usage is not reported.
     pub usage: Option<Arc<crate::usage_report::UsageReporter>>,
+    /// Per-key limits: leases from the stream are applied here, demand reported from here.
+    pub limiters: Arc<crate::limits::Limiters>,
 }
 
 impl std::fmt::Debug for Subscriber {

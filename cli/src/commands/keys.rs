@@ -8,6 +8,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::client::{AdminClient, CallExt, ClientArgs};
+use super::limits::{self, LimitArgs};
 use super::output::{self, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -30,7 +31,7 @@ enum KeysCommand {
         /// The key's id.
         id: String,
     },
-    /// Change a key's name, description, status, expiry, allowed providers or endpoints.
+    /// Change a key's name, description, status, expiry, allowed providers, endpoints or limits.
     Update(UpdateArgs),
     /// Issue a new secret for a key (same id, limits and usage) and print it (shown only this
     /// once); the old secret keeps working for the --grace period.
@@ -69,6 +70,8 @@ struct CreateArgs {
     /// endpoint].
     #[arg(long = "allow-endpoint", value_name = "RULE")]
     allow_endpoints: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// Both forms are turned into an instant while the arguments are parsed, and refused there
@@ -137,6 +140,11 @@ struct UpdateArgs {
     /// Allow every endpoint of the allowed providers again.
     #[arg(long, group = "endpoints")]
     all_endpoints: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Drop the key's own limits: the default limits (`aurora settings`) apply again.
+    #[arg(long, conflicts_with_all = ["rpm", "tpm", "max_concurrent", "budget_tokens", "budget_period", "no_limits"])]
+    default_limits: bool,
 }
 
 fn parse_time(raw: &str) -> Result<SystemTime, String> {
@@ -172,6 +180,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 allowed_providers: create.providers,
                 disabled: create.disabled,
                 allowed_endpoints: create.allow_endpoints,
+                limits: create.limits.for_create(),
             };
             let created = client.create_key(request).await.or_status()?;
             let key = created.key.unwrap_or_default();
@@ -228,6 +237,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 expiry,
                 allowed_providers: allowed.map(|providers| pb::ProviderList { providers }),
                 allowed_endpoints: endpoints.map(|rules| pb::EndpointList { rules }),
+                limits: update.limits.for_update(update.default_limits),
             };
             let updated = client.update_key(request).await.or_status()?;
             print_key(&updated.key.unwrap_or_default(), Some(updated.revision), format)?;
@@ -300,6 +310,7 @@ fn print_key(key: &pb::Key, revision: Option<u64>, format: OutputFormat) -> anyh
                     aurora_core::text::escape(&key.allowed_endpoints.join("; "))
                 ));
             }
+            text.push_str(&limits::status_lines(key));
             if let Some(revision) = revision {
                 text.push_str(&format!("revision: {revision}\n"));
             }

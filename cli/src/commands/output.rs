@@ -118,6 +118,8 @@ pub(crate) fn key_json(key: &pb::Key) -> Value {
         "expires_at": timestamp(key.expires_at.as_ref()),
         "allowed_providers": key.allowed_providers,
         "allowed_endpoints": key.allowed_endpoints,
+        "limits": super::limits::limits_json(key.limits.as_ref()),
+        "limit_status": super::limits::status_json(key.limit_status.as_ref()),
         "created_at": timestamp(key.created_at.as_ref()),
         "updated_at": timestamp(key.updated_at.as_ref()),
         "revoked_at": timestamp(key.revoked_at.as_ref()),
@@ -198,6 +200,8 @@ pub(crate) fn settings_json(settings: &pb::Settings) -> Value {
         "passthrough_enabled": settings.passthrough_enabled,
         "v1_alias_enabled": settings.v1_alias_enabled,
         "enabled_providers": settings.enabled_providers,
+        "default_key_limits": super::limits::limits_json(settings.default_key_limits.as_ref()),
+        "limit_fallback": settings.limit_fallback,
         "revision": settings.revision,
     })
 }
@@ -207,6 +211,9 @@ pub(crate) fn settings_table(settings: &pb::Settings) -> Table {
     table.row(vec!["passthrough".into(), settings.passthrough_enabled.to_string()]);
     table.row(vec!["v1-alias".into(), settings.v1_alias_enabled.to_string()]);
     table.row(vec!["enabled providers".into(), settings.enabled_providers.join(",")]);
+    let defaults = settings.default_key_limits.as_ref().map_or_else(|| "none".to_owned(), super::limits::limits_line);
+    table.row(vec!["default key limits".into(), defaults]);
+    table.row(vec!["limit fallback".into(), settings.limit_fallback.clone()]);
     table.row(vec!["revision".into(), settings.revision.to_string()]);
     table
 }

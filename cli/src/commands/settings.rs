@@ -1,4 +1,5 @@
-//! `aurora settings get|set`: passthrough routes and the /v1 alias.
+//! `aurora settings get|set`: passthrough routes, the /v1 alias, default key limits and the
+//! limit fallback.
 
 use aurora_proto::v1 as pb;
 use clap::builder::BoolishValueParser;
@@ -6,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::client::{CallExt, ClientArgs};
+use super::limits::DefaultLimitArgs;
 use super::output::{self, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -34,6 +36,8 @@ struct SetArgs {
     /// Accept and strip a leading /v1 segment (ALLOW_PASSTHROUGH_V1_ALIAS).
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), group = "change")]
     v1_alias: Option<bool>,
+    #[command(flatten)]
+    limits: DefaultLimitArgs,
 }
 
 pub(crate) async fn run(args: SettingsArgs) -> anyhow::Result<()> {
@@ -42,8 +46,12 @@ pub(crate) async fn run(args: SettingsArgs) -> anyhow::Result<()> {
     let (settings, revision) = match args.command {
         SettingsCommand::Get => (client.get_settings(pb::GetSettingsRequest {}).await.or_status()?, None),
         SettingsCommand::Set(set) => {
-            let request =
-                pb::UpdateSettingsRequest { passthrough_enabled: set.passthrough, v1_alias_enabled: set.v1_alias };
+            let request = pb::UpdateSettingsRequest {
+                passthrough_enabled: set.passthrough,
+                v1_alias_enabled: set.v1_alias,
+                default_key_limits: set.limits.update(),
+                limit_fallback: set.limits.limit_fallback.clone(),
+            };
             let updated = client.update_settings(request).await.or_status()?;
             (updated.settings.unwrap_or_default(), Some(updated.revision))
         }

@@ -41,6 +41,9 @@ pub(crate) fn key_at(record: &KeyRecord, now: SystemTime) -> pb::Key {
         allowed_endpoints: record.allowed_endpoints.iter().map(ToString::to_string).collect(),
         current_secret: Some(current_secret),
         previous_secret,
+        limits: record.limits.as_ref().map(super::limits::to_pb),
+        // Filled in by GetKey alone: it needs the fleet's live counts.
+        limit_status: None,
     }
 }
 
@@ -76,6 +79,8 @@ pub(crate) fn settings(view: &SettingsView) -> pb::Settings {
         v1_alias_enabled: view.settings.v1_alias_enabled,
         enabled_providers: view.enabled_providers.iter().map(|k| ProviderKind::as_str(k).to_owned()).collect(),
         revision: view.revision,
+        default_key_limits: view.settings.default_key_limits.as_ref().map(super::limits::to_pb),
+        limit_fallback: view.settings.limit_fallback.as_str().to_owned(),
     }
 }
 

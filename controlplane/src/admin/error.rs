@@ -25,6 +25,7 @@ impl From<AdminError> for Status {
                 StoreError::KeyNameTaken(_) | StoreError::CredentialNameTaken(_) => {
                     Status::already_exists(err.to_string())
                 }
+                StoreError::InvalidLimits(..) => Status::invalid_argument(err.to_string()),
                 StoreError::TooManyCredentials(_) => Status::resource_exhausted(err.to_string()),
                 StoreError::KeyRevoked(_) | StoreError::KeyAlreadyRevoked(_) | StoreError::RotateRevoked(_) => {
                     Status::failed_precondition(err.to_string())
@@ -76,6 +77,13 @@ mod tests {
             (StoreError::ProviderNotFound(aurora_core::ProviderKind::Zai), Code::NotFound),
             (StoreError::KeyNameTaken("ci".into()), Code::AlreadyExists),
             (StoreError::KeyRevoked(id), Code::FailedPrecondition),
+            (
+                StoreError::InvalidLimits(
+                    "limits",
+                    aurora_core::KeyLimitsError::PeriodWithoutBudget(Default::default()),
+                ),
+                Code::InvalidArgument,
+            ),
             (StoreError::KeyAlreadyRevoked(id), Code::FailedPrecondition),
             (StoreError::RotateRevoked(id), Code::FailedPrecondition),
             (StoreError::Corrupt("keys.hash".into()), Code::Internal),

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
 use super::{audit, convert, credentials, endpoints, rotate, validate};
+use super::{audit, convert, credentials, endpoints, limits, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 
@@ -20,11 +21,19 @@ pub struct AdminApi {
     fleet: Arc<Fleet>,
     /// This control-plane process, named in every audit record it commits.
     replica: Arc<str>,
+    /// The live limit counts `GetKey` shows; without it, only the limits in force.
+    capacity: Option<Arc<crate::capacity::Capacity>>,
 }
 
 impl AdminApi {
     pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>, replica: Arc<str>) -> Self {
-        AdminApi { store, fleet, replica }
+        AdminApi { store, fleet, replica, capacity: None }
+    }
+
+    /// Shows what is left of each key's limits in `GetKey`, from `capacity`'s counts.
+    pub fn with_capacity(mut self, capacity: Arc<crate::capacity::Capacity>) -> Self {
+        self.capacity = Some(capacity);
+        self
     }
 
     /// Who is behind `request`, for the audit record of the mutation it asks for.
@@ -58,6 +67,7 @@ impl AdminService for AdminApi {
                     expires_at: req.expires_at.as_ref().map(|t| validate::expires_at(t, now)).transpose()?,
                     allowed_providers: validate::providers("allowed_providers", &req.allowed_providers)?,
                     allowed_endpoints: endpoints::endpoint_rules("allowed_endpoints", &req.allowed_endpoints)?,
+                    limits: req.limits.as_ref().map(|raw| limits::limits("limits", raw)).transpose()?,
                 };
                 let (record, revision) = self.store.create_key(new, &actor).await?;
                 tracing::info!(key_id = %record.id, revision, "key created");
@@ -72,7 +82,11 @@ impl AdminService for AdminApi {
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
-                Ok(convert::key(&self.store.get_key(id).await?))
+                let record = self.store.get_key(id).await?;
+                let settings = self.store.get_settings().await?.settings;
+                let mut key = convert::key(&record);
+                key.limit_status = Some(limits::status(&record, &settings, self.capacity.as_deref()));
+                Ok(key)
             }
             .await,
         )
@@ -125,6 +139,7 @@ impl AdminService for AdminApi {
                         .as_ref()
                         .map(|list| endpoints::endpoint_rules("allowed_endpoints", &list.rules))
                         .transpose()?,
+                    limits: req.limits.as_ref().map(|raw| limits::update("limits", raw)).transpose()?,
                 };
                 let (record, revision) = self.store.update_key(id, patch, &actor).await?;
                 tracing::info!(key_id = %id, revision, "key updated");
@@ -296,6 +311,12 @@ impl AdminService for AdminApi {
                 let patch = SettingsPatch {
                     passthrough_enabled: req.passthrough_enabled,
                     v1_alias_enabled: req.v1_alias_enabled,
+                    default_key_limits: req
+                        .default_key_limits
+                        .as_ref()
+                        .map(|raw| limits::update("default_key_limits", raw))
+                        .transpose()?,
+                    limit_fallback: req.limit_fallback.as_deref().map(limits::fallback).transpose()?,
                 };
                 let (view, revision) = self.store.update_settings(patch, &actor).await?;
                 tracing::info!(revision, "settings updated");
@@ -375,3 +396,7 @@ mod rotate_tests;
 #[cfg(test)]
 #[path = "service_limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "service_key_limits_tests.rs"]
+mod key_limits_tests;

@@ -110,6 +110,7 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
             allowed_providers: vec!["anthropic".into()],
             disabled: false,
             allowed_endpoints: vec!["anthropic POST /v1/messages".into()],
+            limits: None,
         })
         .await
         .unwrap()
@@ -121,7 +122,9 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
     assert_eq!(key.allowed_endpoints, ["anthropic POST /messages"], "canonical form");
     assert!(key.enabled && key.revoked_at.is_none());
 
-    let fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
+    let mut fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
+    // GetKey alone adds the limits in force (none here) and what is left of them.
+    assert_eq!(fetched.limit_status.take().map(|s| s.source), Some("none".to_owned()));
     assert_eq!(fetched, key);
 
     let updated = admin
@@ -361,7 +364,7 @@ async fn settings_round_trip_with_revisions() {
     assert!(settings.passthrough_enabled && settings.v1_alias_enabled);
     assert_eq!(settings.enabled_providers.len(), 5);
     let updated = admin
-        .update_settings(pb::UpdateSettingsRequest { passthrough_enabled: None, v1_alias_enabled: Some(false) })
+        .update_settings(pb::UpdateSettingsRequest { v1_alias_enabled: Some(false), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -155,7 +155,7 @@ mod tests {
 
     async fn commit(store: &dyn Store, times: usize) {
         for i in 0..times {
-            let patch = SettingsPatch { passthrough_enabled: Some(i % 2 == 0), v1_alias_enabled: None };
+            let patch = SettingsPatch { passthrough_enabled: Some(i % 2 == 0), ..SettingsPatch::default() };
             store.update_settings(patch, &crate::store::Actor::for_tests()).await.unwrap();
         }
     }

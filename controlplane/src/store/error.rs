@@ -18,6 +18,10 @@ pub enum StoreError {
     KeyAlreadyRevoked(Uuid),
     #[error("key {0} is revoked: its secret cannot be rotated")]
     RotateRevoked(Uuid),
+    /// A limits patch that leaves them inconsistent (checked in the update's transaction,
+    /// against the limits it patches); the field is `limits` or `default_key_limits`.
+    #[error("{0}: {1}")]
+    InvalidLimits(&'static str, aurora_core::KeyLimitsError),
     #[error("provider {0} has no credential named {1:?}")]
     CredentialNotFound(ProviderKind, String),
     #[error("a credential named {0:?} already exists")]

@@ -7,7 +7,10 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aurora_core::{BaseUrl, DefaultHeaders, EndpointRule, KeyHash, ProviderKind, ProviderSet};
+use aurora_core::{
+    BaseUrl, DefaultHeaders, EndpointRule, KeyHash, KeyLimits, KeyLimitsError, LimitFallback, LimitsUpdate,
+    ProviderKind, ProviderSet,
+};
 use aurora_proto::v1::{ConfigSettings, HeaderField, KeyConfig, ProviderConfig};
 use uuid::Uuid;
 
@@ -56,6 +59,8 @@ pub struct KeyRecord {
     pub allowed_providers: ProviderSet,
     /// Empty: every endpoint of the allowed providers.
     pub allowed_endpoints: Vec<EndpointRule>,
+    /// The key's own limits; `None`: the default limits apply (see [`Settings`]).
+    pub limits: Option<KeyLimits>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub revoked_at: Option<SystemTime>,
@@ -92,6 +97,7 @@ impl KeyRecord {
             allowed_endpoints: self.allowed_endpoints.iter().map(ToString::to_string).collect(),
             previous_hash: previous.map(|p| p.hash.as_bytes().to_vec()).unwrap_or_default(),
             previous_expires_at: previous.map(|p| time::to_unix_secs(p.expires_at)).unwrap_or(0),
+            limits: self.limits.as_ref().map(super::key_limits::to_config),
             ..Default::default()
         }
     }
@@ -108,6 +114,8 @@ pub struct NewKey {
     pub expires_at: Option<SystemTime>,
     pub allowed_providers: ProviderSet,
     pub allowed_endpoints: Vec<EndpointRule>,
+    /// `None`: the default limits apply.
+    pub limits: Option<KeyLimits>,
 }
 
 /// A partial update of a key: `None` leaves a field alone.
@@ -120,6 +128,9 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<SystemTime>>,
     pub allowed_providers: Option<ProviderSet>,
     pub allowed_endpoints: Option<Vec<EndpointRule>>,
+    /// Applied to the key's own limits inside the update's transaction (so two patches of
+    /// different limits never lose one another).
+    pub limits: Option<LimitsUpdate>,
 }
 
 /// A client certificate chain and its private key (PEM), for mutual TLS with an upstream. The
@@ -251,14 +262,41 @@ impl ProviderPatch {
     }
 }
 
-pub use aurora_core::Settings;
+/// The global settings: the passthrough switches ([`aurora_core::Settings`]) and the limits of
+/// keys without their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub passthrough_enabled: bool,
+    pub v1_alias_enabled: bool,
+    /// `None`: keys without their own limits have none.
+    pub default_key_limits: Option<KeyLimits>,
+    pub limit_fallback: LimitFallback,
+}
+
+impl From<aurora_core::Settings> for Settings {
+    fn from(switches: aurora_core::Settings) -> Self {
+        Settings {
+            passthrough_enabled: switches.passthrough_enabled,
+            v1_alias_enabled: switches.v1_alias_enabled,
+            default_key_limits: None,
+            limit_fallback: LimitFallback::default(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        aurora_core::Settings::default().into()
+    }
+}
 
 /// The settings as the config stream carries them.
 pub(crate) fn settings_config(settings: Settings) -> ConfigSettings {
     ConfigSettings {
         passthrough_enabled: settings.passthrough_enabled,
         v1_alias_enabled: settings.v1_alias_enabled,
-        ..Default::default()
+        default_key_limits: settings.default_key_limits.as_ref().map(super::key_limits::to_config),
+        limit_fallback: super::key_limits::fallback_config(settings.limit_fallback) as i32,
     }
 }
 
@@ -267,20 +305,33 @@ pub(crate) fn settings_config(settings: Settings) -> ConfigSettings {
 pub struct SettingsPatch {
     pub passthrough_enabled: Option<bool>,
     pub v1_alias_enabled: Option<bool>,
+    pub default_key_limits: Option<LimitsUpdate>,
+    pub limit_fallback: Option<LimitFallback>,
 }
 
 impl SettingsPatch {
     pub fn is_empty(&self) -> bool {
-        self.passthrough_enabled.is_none() && self.v1_alias_enabled.is_none()
+        self.passthrough_enabled.is_none()
+            && self.v1_alias_enabled.is_none()
+            && self.default_key_limits.is_none()
+            && self.limit_fallback.is_none()
     }
 
-    pub(crate) fn apply(self, settings: &mut Settings) {
+    /// Fails (changing nothing) when the patched default limits are inconsistent.
+    pub(crate) fn apply(self, settings: &mut Settings) -> Result<(), KeyLimitsError> {
+        if let Some(update) = self.default_key_limits {
+            settings.default_key_limits = update.apply(settings.default_key_limits)?;
+        }
         if let Some(on) = self.passthrough_enabled {
             settings.passthrough_enabled = on;
         }
         if let Some(on) = self.v1_alias_enabled {
             settings.v1_alias_enabled = on;
         }
+        if let Some(fallback) = self.limit_fallback {
+            settings.limit_fallback = fallback;
+        }
+        Ok(())
     }
 }
 

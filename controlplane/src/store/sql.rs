@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, ProviderKind, ProviderSet};
+use aurora_core::{BaseUrl, DefaultHeaders, KeyHash, KeyLimits, ProviderKind, ProviderSet};
 use aurora_proto::v1::{Change, Delta};
 use futures_util::future::BoxFuture;
 use prost::Message;
@@ -30,6 +30,7 @@ use super::change::ChangeEntry;
 use super::credentials::{CredentialPatch, NewCredential};
 use super::error::describe;
 use super::key_endpoints::{endpoint_list, parse_endpoint_list};
+use super::key_limits;
 use super::model::{
     ClientIdentity, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch, SettingsView,
     Snapshot,
@@ -136,10 +137,21 @@ pub(super) fn observe(head: &watch::Sender<Revision>, revision: Revision) {
     });
 }
 
-macro_rules! key_columns {
+/// The columns `insert_key` writes.
+macro_rules! key_base_columns {
     () => {
         "id, name, description, hash, redacted, enabled, expires_at, allowed_providers, created_at, updated_at, revoked_at, \
          allowed_endpoints, previous_hash, previous_redacted, previous_expires_at"
+    };
+}
+
+/// The columns a key is read from: its base columns and its limits (`write_key_limits`).
+macro_rules! key_columns {
+    () => {
+        concat!(
+            key_base_columns!(),
+            ", limit_rpm, limit_tpm, limit_concurrent, limit_budget_tokens, limit_budget_period"
+        )
     };
 }
 
@@ -293,7 +305,7 @@ where
     async fn insert_key(conn: &mut DB::Connection, record: &KeyRecord) -> Result<(), StoreError> {
         sqlx::query(concat!(
             "INSERT INTO keys (",
-            key_columns!(),
+            key_base_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(record.id.to_string())
@@ -354,7 +366,36 @@ where
             revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(time::from_millis),
             allowed_endpoints: parse_endpoint_list(&row.try_get::<String, _>("allowed_endpoints")?)?,
             previous: Self::previous_from_row(row)?,
+            limits: Self::limits_from_row(row, "keys", "limit_")?,
         })
+    }
+
+    /// The five limit columns `{prefix}rpm` ... `{prefix}budget_period` of `row`.
+    fn limits_from_row(row: &DB::Row, table: &str, prefix: &str) -> Result<Option<KeyLimits>, StoreError> {
+        let mut numbers = [None; 4];
+        for (number, suffix) in numbers.iter_mut().zip(key_limits::COLUMNS) {
+            *number = row.try_get::<Option<i64>, _>(format!("{prefix}{suffix}").as_str())?;
+        }
+        let period: Option<String> = row.try_get(format!("{prefix}budget_period").as_str())?;
+        key_limits::from_columns(table, prefix, numbers, period)
+    }
+
+    /// Writes a key's own limits (a statement of its own, beside `insert_key`/`write_key`).
+    async fn write_key_limits(conn: &mut DB::Connection, record: &KeyRecord) -> Result<(), StoreError> {
+        let ([rpm, tpm, concurrent, budget], period) = key_limits::columns(record.limits.as_ref());
+        sqlx::query(
+            "UPDATE keys SET limit_rpm = $1, limit_tpm = $2, limit_concurrent = $3, limit_budget_tokens = $4, \
+             limit_budget_period = $5 WHERE id = $6",
+        )
+        .bind(rpm)
+        .bind(tpm)
+        .bind(concurrent)
+        .bind(budget)
+        .bind(period)
+        .bind(record.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     /// The providers with a record, in `ProviderKind::ALL` order.
@@ -448,13 +489,18 @@ where
         keyring: &Keyring,
         conn: &mut DB::Connection,
     ) -> Result<(Settings, Option<KeyHash>), StoreError> {
-        let row =
-            sqlx::query("SELECT passthrough_enabled, v1_alias_enabled, master_key_hash, master_key_sealed FROM settings WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
+        let row = sqlx::query(
+            "SELECT passthrough_enabled, v1_alias_enabled, master_key_hash, master_key_sealed, \
+                         default_limit_rpm, default_limit_tpm, default_limit_concurrent, default_limit_budget_tokens, \
+                         default_limit_budget_period, limit_fallback FROM settings WHERE id = 1",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         let settings = Settings {
             passthrough_enabled: row.try_get("passthrough_enabled")?,
             v1_alias_enabled: row.try_get("v1_alias_enabled")?,
+            default_key_limits: Self::limits_from_row(&row, "settings", "default_limit_")?,
+            limit_fallback: key_limits::parse_fallback(&row.try_get::<String, _>("limit_fallback")?)?,
         };
         let bytes = match row.try_get::<Option<Vec<u8>>, _>("master_key_sealed")? {
             Some(sealed) => Some(at_rest::open_bytes(keyring, "settings", "master_key_sealed", &sealed)?),
@@ -470,12 +516,21 @@ where
     }
 
     async fn write_settings(conn: &mut DB::Connection, settings: Settings, now: SystemTime) -> Result<(), StoreError> {
+        let ([rpm, tpm, concurrent, budget], period) = key_limits::columns(settings.default_key_limits.as_ref());
         sqlx::query(
-            "UPDATE settings SET passthrough_enabled = $1, v1_alias_enabled = $2, updated_at = $3 WHERE id = 1",
+            "UPDATE settings SET passthrough_enabled = $1, v1_alias_enabled = $2, updated_at = $3, \
+             default_limit_rpm = $4, default_limit_tpm = $5, default_limit_concurrent = $6, \
+             default_limit_budget_tokens = $7, default_limit_budget_period = $8, limit_fallback = $9 WHERE id = 1",
         )
         .bind(settings.passthrough_enabled)
         .bind(settings.v1_alias_enabled)
         .bind(time::to_millis(now))
+        .bind(rpm)
+        .bind(tpm)
+        .bind(concurrent)
+        .bind(budget)
+        .bind(period)
+        .bind(settings.limit_fallback.as_str())
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -526,12 +581,14 @@ where
                     expires_at: key.expires_at,
                     allowed_providers: key.allowed_providers,
                     allowed_endpoints: key.allowed_endpoints,
+                    limits: key.limits,
                     created_at: now,
                     updated_at: now,
                     revoked_at: None,
                     previous: None,
                 };
                 Self::insert_key(&mut tx, &record).await?;
+                Self::write_key_limits(&mut tx, &record).await?;
                 let event = AuditEvent::key_created(&record);
                 self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
@@ -593,9 +650,16 @@ where
                 if let Some(allowed) = patch.allowed_endpoints {
                     record.allowed_endpoints = allowed;
                 }
+                if let Some(update) = patch.limits {
+                    record.limits =
+                        update.apply(record.limits).map_err(|err| StoreError::InvalidLimits("limits", err))?;
+                }
                 let now = time::now();
                 record.updated_at = now;
                 Self::write_key(&mut tx, &record).await?;
+                if record.limits != before.limits {
+                    Self::write_key_limits(&mut tx, &record).await?;
+                }
                 let event = AuditEvent::key_updated(&before, &record);
                 self.commit(tx, revision, &[ChangeEntry::key_upsert(&record)], now, actor, event).await?;
                 Ok((record, revision))
@@ -731,7 +795,7 @@ where
                 let (mut tx, revision) = self.begin_write().await?;
                 let (mut settings, _) = Self::fetch_settings(&self.keyring, &mut tx).await?;
                 let before = settings;
-                patch.apply(&mut settings);
+                patch.apply(&mut settings).map_err(|err| StoreError::InvalidLimits("default_key_limits", err))?;
                 let now = time::now();
                 Self::write_settings(&mut tx, settings, now).await?;
                 let view = Self::settings_view(&self.keyring, &mut tx, revision).await?;

@@ -17,6 +17,7 @@ pub(super) use super::key_rotation_suite::{
     a_rotation_keeps_the_key_and_its_previous_secret_for_the_grace, rotations_replace_clear_and_refuse_precisely,
     rotations_replay_and_an_ended_grace_leaves_the_stream,
 };
+pub(super) use super::limits_suite::{default_limits_and_fallback_persist, key_limits_persist_stream_and_patch};
 use super::test_db::TestDb;
 use super::{Credential, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Snapshot, Store, StoreError};
 use crate::bootstrap::Bootstrap;
@@ -39,6 +40,8 @@ macro_rules! store_suite {
             a_rotation_keeps_the_key_and_its_previous_secret_for_the_grace,
             rotations_replace_clear_and_refuse_precisely,
             rotations_replay_and_an_ended_grace_leaves_the_stream,
+            key_limits_persist_stream_and_patch,
+            default_limits_and_fallback_persist,
         );
     };
     (@tests $db:expr; $($name:ident,)*) => {
@@ -63,6 +66,7 @@ pub(crate) fn new_key(name: &str) -> (NewKey, KeySecret) {
         expires_at: None,
         allowed_providers: ProviderSet::empty(),
         allowed_endpoints: Vec::new(),
+        limits: None,
     };
     (key, secret)
 }

@@ -12,7 +12,7 @@ use aurora_proto::v1::{
 };
 
 use super::{InvalidCredential, KeyId, ManagedKey, ProviderTls, ProviderTlsError, Settings, Snapshot, Upstream};
-use crate::limits::KeyPolicy;
+use crate::limits::{KeyPolicy, LimitSettings, limits_from_proto, limits_to_proto};
 
 /// Why a snapshot or delta could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +58,9 @@ impl SnapshotAssembly {
         if !chunk.first {
             return Err(ApplyError::MissingFirstChunk);
         }
-        let settings = chunk.settings.map(settings_from).unwrap_or_default();
+        let settings = chunk.settings.as_ref().map(settings_from).unwrap_or_default();
         let mut snapshot = Snapshot::new(chunk.revision, settings, master_key_from(&chunk.master_key_hash)?);
+        snapshot.limits = chunk.settings.as_ref().map(LimitSettings::from_proto).unwrap_or_default();
         // An absent or malformed id reads as "unknown": the next resume then takes a snapshot.
         snapshot.store_id = chunk.store_id.as_slice().try_into().unwrap_or_default();
         for provider in &chunk.providers {
@@ -107,7 +108,10 @@ impl Snapshot {
         next.revision = delta.revision;
         for change in &delta.changes {
             match change.change.as_ref().ok_or(ApplyError::EmptyChange)? {
-                change::Change::Settings(settings) => next.settings = settings_from(*settings),
+                change::Change::Settings(settings) => {
+                    next.settings = settings_from(settings);
+                    next.limits = LimitSettings::from_proto(settings);
+                }
                 change::Change::ProviderUpsert(provider) => next.set_provider(upstream_from(provider)?),
                 change::Change::ProviderDelete(name) => next.remove_provider(provider_kind(name)?),
                 change::Change::KeyUpsert(key) => {
@@ -131,10 +135,14 @@ impl Snapshot {
             revision: self.revision,
             first: true,
             last: true,
-            settings: Some(ConfigSettings {
-                passthrough_enabled: self.settings.passthrough_enabled,
-                v1_alias_enabled: self.settings.v1_alias_enabled,
-                ..Default::default()
+            settings: Some({
+                let mut settings = ConfigSettings {
+                    passthrough_enabled: self.settings.passthrough_enabled,
+                    v1_alias_enabled: self.settings.v1_alias_enabled,
+                    ..Default::default()
+                };
+                self.limits.write_proto(&mut settings);
+                settings
             }),
             providers: self
                 .providers()
@@ -187,6 +195,7 @@ impl Snapshot {
                         .unwrap_or_default(),
                     previous_hash: previous.map(|(hash, _)| hash.as_bytes().to_vec()).unwrap_or_default(),
                     previous_expires_at: previous.map_or(0, |(_, expires_at)| expires_at),
+                    limits: key.policy.as_ref().and_then(|policy| policy.limits()).map(limits_to_proto),
                     ..Default::default()
                 })
                 .collect(),
@@ -194,7 +203,7 @@ impl Snapshot {
     }
 }
 
-fn settings_from(settings: ConfigSettings) -> Settings {
+fn settings_from(settings: &ConfigSettings) -> Settings {
     Settings { passthrough_enabled: settings.passthrough_enabled, v1_alias_enabled: settings.v1_alias_enabled }
 }
 
@@ -248,7 +257,11 @@ fn key_from(key: &KeyConfig) -> Result<(KeyHash, ManagedKey), ApplyError> {
         enabled: key.enabled,
         expires_at: std::num::NonZeroI64::new(key.expires_at),
         allowed_providers,
-        policy: KeyPolicy::from_rules(key.allowed_endpoints.iter().map(String::as_str)).map(Arc::new),
+        policy: KeyPolicy::new(
+            key.allowed_endpoints.iter().map(String::as_str),
+            key.limits.as_ref().map(limits_from_proto),
+        )
+        .map(Arc::new),
     };
     Ok((hash, managed))
 }
@@ -518,6 +531,49 @@ mod tests {
         // A malformed previous hash is refused like a malformed hash.
         let bad = KeyConfig { previous_hash: vec![1; 3], ..key("z", true, 0) };
         assert_eq!(base.apply(&delta(4, vec![change::Change::KeyUpsert(bad)])).unwrap_err(), ApplyError::KeyHash(3));
+    }
+
+    #[test]
+    fn limits_survive_the_cache_and_keys_without_them_hold_no_policy() {
+        let limits = aurora_proto::v1::KeyLimits { requests_per_minute: 30, max_concurrent: 2, ..Default::default() };
+        let limited = KeyConfig { limits: Some(limits), ..key("l", true, 0) };
+        let defaults = aurora_proto::v1::KeyLimits { tokens_per_minute: 500, ..Default::default() };
+        let settings = ConfigSettings {
+            passthrough_enabled: true,
+            default_key_limits: Some(defaults),
+            limit_fallback: aurora_proto::v1::LimitFallback::Closed as i32,
+            ..Default::default()
+        };
+        let chunk = SnapshotChunk {
+            last: true,
+            settings: Some(settings),
+            keys: vec![limited, key("a", true, 0)],
+            ..first_chunk()
+        };
+        let snapshot = snapshot_from_chunk(chunk).unwrap();
+        let policy = snapshot.keys.get(&KeyHash::of("l")).unwrap().policy.clone().unwrap();
+        assert_eq!(policy.limits(), Some(&limits_from_proto(&limits)));
+        assert!(snapshot.keys.get(&KeyHash::of("a")).unwrap().policy.is_none());
+        assert_eq!(snapshot.limits.fallback, crate::limits::Fallback::Closed);
+
+        let again = snapshot_from_chunk(snapshot.to_chunk()).unwrap();
+        assert_eq!(again.limits, snapshot.limits);
+        assert_eq!(again.keys, snapshot.keys);
+        let cached = again.to_chunk();
+        assert_eq!(cached.keys.iter().find(|k| k.hash == KeyHash::of("l").as_bytes()).unwrap().limits, Some(limits));
+        assert_eq!(cached.settings.unwrap().default_key_limits, Some(defaults));
+
+        // A settings change replaces the defaults; a key change keeps the policy's equality.
+        let cleared = again
+            .apply(&Delta {
+                revision: 4,
+                changes: vec![upsert(change::Change::Settings(ConfigSettings {
+                    passthrough_enabled: true,
+                    ..Default::default()
+                }))],
+            })
+            .unwrap();
+        assert_eq!(cleared.limits, LimitSettings::default());
     }
 
     #[test]

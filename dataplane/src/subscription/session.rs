@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use super::{Subscriber, connect};
 use crate::credentials;
+use crate::limits::DemandReporter;
 use crate::snapshot::{Snapshot, SnapshotAssembly};
 
 /// Config messages can be large (a snapshot chunk holds 10 000 keys); allow generous room.
@@ -70,6 +71,7 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
     let _usage = subscriber.usage.as_ref().map(|usage| AbortOnDrop(usage.attach(outbound.clone())));
     let mut applier = Applier { subscriber, outbound, assembly: None, awaiting_snapshot: false };
     let mut reporter = credentials::report::Reporter::new();
+    let mut demand = DemandReporter::new(subscriber.limiters.clone());
     loop {
         // Reports go out between messages; the stall deadline still counts from the last one.
         let deadline = tokio::time::Instant::now() + subscriber.stall_timeout;
@@ -78,6 +80,9 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
                 received = tokio::time::timeout_at(deadline, inbound.message()) => break received,
                 report = reporter.next(&subscriber.state) => {
                     applier.send(subscribe_request::Message::CredentialReport(report)).await;
+                }
+                report = demand.next() => {
+                    applier.send(subscribe_request::Message::DemandReport(report)).await;
                 }
             }
         };
@@ -100,8 +105,9 @@ pub(super) async fn run(subscriber: &Subscriber, endpoint: &Endpoint) -> Result<
                     usage.acknowledged(&ack);
                 }
             }
-            // Leases are granted only to replicas that report demand (issue 13's limits).
-            Some(subscribe_response::Message::Leases(_)) | None => {}
+            // This replica's share of each limited key's capacity, replacing the previous one.
+            Some(subscribe_response::Message::Leases(leases)) => subscriber.limiters.apply_leases(&leases),
+            None => {}
         }
     }
 }

@@ -62,6 +62,7 @@ impl AuditEvent {
         event.set("expires_at", time(key.expires_at));
         event.set("allowed_providers", providers(key.allowed_providers));
         event.set("allowed_endpoints", endpoints(&key.allowed_endpoints));
+        event.set("limits", limits(key.limits.as_ref()));
         event
     }
 
@@ -85,6 +86,9 @@ impl AuditEvent {
         }
         if before.allowed_endpoints != after.allowed_endpoints {
             event.set("allowed_endpoints", endpoints(&after.allowed_endpoints));
+        }
+        if before.limits != after.limits {
+            event.set("limits", limits(after.limits.as_ref()));
         }
         event
     }
@@ -207,6 +211,26 @@ fn settings_changes(event: &mut AuditEvent, prefix: &str, before: Settings, afte
     }
     if before.v1_alias_enabled != after.v1_alias_enabled {
         event.set(format!("{prefix}v1_alias_enabled"), json!(after.v1_alias_enabled));
+    }
+    if before.default_key_limits != after.default_key_limits {
+        event.set(format!("{prefix}default_key_limits"), limits(after.default_key_limits.as_ref()));
+    }
+    if before.limit_fallback != after.limit_fallback {
+        event.set(format!("{prefix}limit_fallback"), json!(after.limit_fallback.as_str()));
+    }
+}
+
+/// A set of limits as its fields; `null` for none (a key then follows the default limits).
+fn limits(limits: Option<&aurora_core::KeyLimits>) -> Value {
+    match limits {
+        None => Value::Null,
+        Some(l) => json!({
+            "requests_per_minute": l.requests_per_minute,
+            "tokens_per_minute": l.tokens_per_minute,
+            "max_concurrent": l.max_concurrent,
+            "budget_tokens": l.budget_tokens,
+            "budget_period": l.budget_period.as_str(),
+        }),
     }
 }
 
@@ -353,6 +377,7 @@ mod tests {
             expires_at: None,
             allowed_providers: ProviderSet::empty(),
             allowed_endpoints: Vec::new(),
+            limits: None,
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
             revoked_at: None,

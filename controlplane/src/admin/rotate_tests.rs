@@ -88,6 +88,7 @@ fn secret_states_follow_the_clock_and_the_key_expiry() {
         created_at: at(0),
         updated_at: at(0),
         revoked_at: None,
+        limits: None,
         previous: Some(PreviousSecret {
             hash: KeyHash::of("old"), redacted: "aur_…old0".into(), expires_at: at(1000)
         }),

@@ -9,8 +9,7 @@ use aurora_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::error::AdminError;
-use super::{audit, convert, credentials, endpoints, rotate, validate};
-use super::{audit, convert, credentials, endpoints, limits, validate};
+use super::{audit, convert, credentials, endpoints, limits, rotate, validate};
 use crate::fleet::Fleet;
 use crate::store::{Actor, KeyPatch, NewKey, ProviderPatch, SettingsPatch, Store};
 

@@ -138,6 +138,22 @@ impl Admin {
         Ok(Key { id, secret: response.secret, revision: response.revision })
     }
 
+    /// Creates a key with every limit far above any benchmark's load (so it is never refused):
+    /// what per-key limits cost on the request path.
+    pub(crate) async fn create_limited_key(&mut self, name: &str) -> anyhow::Result<Key> {
+        let limits = aurora_proto::v1::Limits {
+            requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
+            tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
+            max_concurrent: aurora_core::MAX_REQUEST_LIMIT,
+            budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
+            budget_period: "month".into(),
+        };
+        let create = CreateKeyRequest { name: name.into(), limits: Some(limits), ..Default::default() };
+        let response = self.client.create_key(request(create)).await?.into_inner();
+        let id = response.key.map(|key| key.id).context("CreateKey returned no key")?;
+        Ok(Key { id, secret: response.secret, revision: response.revision })
+    }
+
     /// Revokes a key; returns the revision that committed it.
     pub(crate) async fn revoke_key(&mut self, id: &str) -> anyhow::Result<u64> {
         Ok(self.client.revoke_key(request(RevokeKeyRequest { id: id.into() })).await?.into_inner().revision)

@@ -23,18 +23,20 @@ ALTER TABLE settings ADD COLUMN limit_fallback TEXT NOT NULL DEFAULT 'share';
 -- minute window, summed) every 250 ms; every replica reads the others' unexpired rows, so
 -- the caps it grants its own data planes keep the fleet-wide sum within each limit (see
 -- controlplane/src/capacity). Runtime state, never a revision.
---   admitted/refused/tokens: sums over that replica's data planes for window_start;
---   in_flight: their requests in flight now; replicas: its data planes holding a stream;
---   budget_tokens: tokens its data planes reported for the key that no committed usage
---   report holds yet (the budget's uncommitted part).
+--   key_id: the key's UUID, or '' for the row that only says how many data planes
+--   (replicas) that control plane serves;
+--   admitted/tokens: sums over its data planes for window_start; in_flight: requests in
+--   flight now; weight: their summed demand weight; busy: how many of them show demand;
+--   budget_tokens: tokens they reported for the key that no committed usage holds yet.
 CREATE TABLE limit_presence (
     instance      TEXT NOT NULL,
     key_id        TEXT NOT NULL,
     window_start  BIGINT NOT NULL,
     admitted      BIGINT NOT NULL,
-    refused       BIGINT NOT NULL,
     tokens        BIGINT NOT NULL,
     in_flight     BIGINT NOT NULL,
+    weight        BIGINT NOT NULL,
+    busy          BIGINT NOT NULL,
     replicas      BIGINT NOT NULL,
     budget_tokens BIGINT NOT NULL,
     expires_at    BIGINT NOT NULL,

@@ -71,6 +71,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub grpc_limits: crate::grpc_limits::GrpcLimits,
+
+    /// Capacity leases for per-key limits (issue 13).
+    #[command(flatten)]
+    pub capacity: crate::capacity::CapacityConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Config {
             .field("stream", &self.stream)
             .field("tls", &self.tls)
             .field("grpc_limits", &self.grpc_limits)
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -169,6 +174,7 @@ impl Config {
             },
             tls: TlsConfig::default(),
             grpc_limits: crate::grpc_limits::GrpcLimits::default(),
+            capacity: crate::capacity::CapacityConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod capacity;
 pub mod config;
 pub mod config_stream;
 pub mod credential_health;

@@ -92,6 +92,8 @@ pub struct ControlPlane {
     /// This process's id in audit records and the presence table.
     replica: Arc<str>,
     audit_retention: Option<Duration>,
+    /// Per-key limits' capacity leases (issue 13).
+    capacity: Arc<crate::capacity::Capacity>,
 }
 
 /// Opens the store (migrating it), applies the environment, and binds the listener.
@@ -124,6 +126,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         None => None,
     };
     let fleet = Fleet::new();
+    let capacity = crate::capacity::Capacity::new(config.capacity.clone(), Arc::new(crate::capacity::SystemClock));
     let metrics = Arc::new(Metrics::new(feed.clone(), fleet.clone(), store.write_status()));
     Ok(ControlPlane {
         listener,
@@ -143,6 +146,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         usage_retention: config.usage_retention,
         replica,
         audit_retention: config.audit_retention,
+        capacity,
     })
 }
 
@@ -221,7 +225,9 @@ impl ControlPlane {
         // Several replicas on one database: each sees every replica's data planes.
         let presence = self.store.presence_table();
         let instance = self.replica.to_string();
+        background.spawn(self.capacity.clone().run(self.store.clone()));
         if let Some(table) = &presence {
+            background.spawn(crate::capacity::share(self.capacity.clone(), table.clone(), instance.clone()));
             let timing = crate::fleet_share::Timing::default();
             background.spawn(crate::fleet_share::share(self.fleet.clone(), table.clone(), instance.clone(), timing));
             background.spawn(crate::credential_share::share(self.fleet.clone(), table.clone(), instance.clone()));
@@ -256,9 +262,11 @@ impl ControlPlane {
 
         // Probes and reflection work without a token; the admin API needs the master key and
         // the config stream the node token.
-        let admin =
-            AdminServiceServer::new(AdminApi::new(self.store.clone(), self.fleet.clone(), self.replica.clone()))
-                .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
+        let admin = AdminServiceServer::new(
+            AdminApi::new(self.store.clone(), self.fleet.clone(), self.replica.clone())
+                .with_capacity(self.capacity.clone()),
+        )
+        .max_decoding_message_size(grpc_limits::ADMIN_MAX_MESSAGE);
         let admin = tonic::service::interceptor::InterceptedService::new(admin, self.admin_auth.clone());
         // Outside the interceptor, so refused calls are counted too.
         let admin = AdminCalls::new(admin, self.metrics.admin_calls.clone());
@@ -266,7 +274,8 @@ impl ControlPlane {
         let snapshots = Arc::new(SnapshotSource::new(self.store.clone()));
         let usage = UsageIngest::start(self.store.clone(), self.usage_retention, self.metrics.usage.clone());
         let stream = ConfigStream::new(self.feed.clone(), snapshots, self.fleet.clone(), self.heartbeat, closed)
-            .with_usage(usage);
+            .with_usage(usage)
+            .with_capacity(self.capacity.clone());
         let config = ConfigServiceServer::new(stream).max_decoding_message_size(grpc_limits::CONFIG_STREAM_MAX_MESSAGE);
         let config = tonic::service::interceptor::InterceptedService::new(config, self.node_auth);
 

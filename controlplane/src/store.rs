@@ -19,7 +19,8 @@ mod credential_presence;
 mod credentials;
 mod error;
 mod key_endpoints;
-mod key_limits;
+pub(crate) mod key_limits;
+mod limit_presence;
 mod model;
 pub mod postgres;
 mod presence;
@@ -44,6 +45,7 @@ pub use credentials::{
     CredentialPatch, CredentialSet, DEFAULT_CREDENTIAL, MAX_CREDENTIALS, NamedCredential, NewCredential,
 };
 pub use error::{StorageFailure, StoreError};
+pub use limit_presence::LimitRow;
 pub use model::{
     ClientIdentity, Credential, KeyPatch, KeyRecord, NewKey, ProviderPatch, ProviderRecord, Settings, SettingsPatch,
     SettingsView, Snapshot,

@@ -7,6 +7,7 @@ use aurora_core::{BudgetPeriod, KeyLimits, KeyLimitsPatch, LimitFallback, Limits
 use aurora_proto::v1 as pb;
 
 use super::validate::FieldError;
+use crate::store::{KeyRecord, Settings};
 
 /// `""` is accepted for "none" (proto3's default).
 fn period(field: &'static str, raw: &str) -> Result<BudgetPeriod, FieldError> {
@@ -64,6 +65,37 @@ pub(crate) fn update(field: &'static str, raw: &pb::LimitsUpdate) -> Result<Limi
 
 pub(crate) fn fallback(raw: &str) -> Result<LimitFallback, FieldError> {
     raw.parse().map_err(|err| FieldError { field: "limit_fallback", message: format!("{}: {err}", excerpt(raw)) })
+}
+
+/// The limits in force for `record` and what is left of each now, fleet-wide.
+pub(crate) fn status(
+    record: &KeyRecord,
+    settings: &Settings,
+    capacity: Option<&crate::capacity::Capacity>,
+) -> pb::KeyLimitStatus {
+    let (source, limits) = match (&record.limits, &settings.default_key_limits) {
+        (Some(own), _) => ("key", *own),
+        (None, Some(default)) => ("default", *default),
+        (None, None) => ("none", KeyLimits::default()),
+    };
+    let source = if limits.is_unlimited() { "none" } else { source };
+    let mut status =
+        pb::KeyLimitStatus { source: source.to_owned(), limits: Some(to_pb(&limits)), ..Default::default() };
+    let Some(capacity) = capacity.filter(|_| source != "none") else { return status };
+    let counts = capacity.counts(*record.id.as_bytes(), &limits);
+    status.window_start = counts.window_start;
+    status.requests_admitted = counts.requests_admitted;
+    status.requests_remaining = u64::from(limits.requests_per_minute).saturating_sub(counts.requests_admitted);
+    status.tokens_charged = counts.tokens_charged;
+    status.tokens_remaining = limits.tokens_per_minute.saturating_sub(counts.tokens_charged);
+    status.in_flight = u32::try_from(counts.in_flight).unwrap_or(u32::MAX);
+    status.budget_used = counts.budget_used;
+    let budget = i64::try_from(limits.budget_tokens).unwrap_or(i64::MAX);
+    status.budget_remaining = budget.saturating_sub(i64::try_from(counts.budget_used).unwrap_or(i64::MAX));
+    status.budget_period_end =
+        (counts.budget_period_end > 0).then(|| prost_types::Timestamp { seconds: counts.budget_period_end, nanos: 0 });
+    status.replicas = counts.replicas;
+    status
 }
 
 pub(crate) fn to_pb(limits: &KeyLimits) -> pb::Limits {

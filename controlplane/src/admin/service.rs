@@ -20,11 +20,19 @@ pub struct AdminApi {
     fleet: Arc<Fleet>,
     /// This control-plane process, named in every audit record it commits.
     replica: Arc<str>,
+    /// The live limit counts `GetKey` shows; without it, only the limits in force.
+    capacity: Option<Arc<crate::capacity::Capacity>>,
 }
 
 impl AdminApi {
     pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>, replica: Arc<str>) -> Self {
-        AdminApi { store, fleet, replica }
+        AdminApi { store, fleet, replica, capacity: None }
+    }
+
+    /// Shows what is left of each key's limits in `GetKey`, from `capacity`'s counts.
+    pub fn with_capacity(mut self, capacity: Arc<crate::capacity::Capacity>) -> Self {
+        self.capacity = Some(capacity);
+        self
     }
 
     /// Who is behind `request`, for the audit record of the mutation it asks for.
@@ -73,7 +81,11 @@ impl AdminService for AdminApi {
         reply(
             async {
                 let id = validate::key_id(&req.id)?;
-                Ok(convert::key(&self.store.get_key(id).await?))
+                let record = self.store.get_key(id).await?;
+                let settings = self.store.get_settings().await?.settings;
+                let mut key = convert::key(&record);
+                key.limit_status = Some(limits::status(&record, &settings, self.capacity.as_deref()));
+                Ok(key)
             }
             .await,
         )

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::feed::{ChangeFeed, TooOld};
 use super::snapshot::SnapshotSource;
+use crate::capacity::{Capacity, LeaseFeed};
 use crate::fleet::{Fleet, Registration};
 use crate::store::Revision;
 
@@ -30,6 +31,9 @@ pub struct ConfigStream {
     closing: watch::Receiver<bool>,
     /// Where usage reports go; without it they stay unacknowledged (the replica keeps them).
     usage: Option<Arc<super::UsageIngest>>,
+    /// Where demand reports go and leases come from; without it, demand reports are dropped
+    /// and no leases are sent (replicas apply the limit fallback).
+    capacity: Option<Arc<Capacity>>,
 }
 
 impl ConfigStream {
@@ -40,12 +44,18 @@ impl ConfigStream {
         heartbeat: Duration,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        ConfigStream { feed, snapshots, fleet, heartbeat, closing, usage: None }
+        ConfigStream { feed, snapshots, fleet, heartbeat, closing, usage: None, capacity: None }
     }
 
     /// Accepts usage reports on the streams and commits them through `ingest`.
     pub fn with_usage(mut self, ingest: Arc<super::UsageIngest>) -> Self {
         self.usage = Some(ingest);
+        self
+    }
+
+    /// Takes demand reports and sends every replica its capacity leases (issue 13).
+    pub fn with_capacity(mut self, capacity: Arc<Capacity>) -> Self {
+        self.capacity = Some(capacity);
         self
     }
 }
@@ -139,6 +149,8 @@ impl Session {
         let mut snapshot_on_next_change = false;
         let mut closing = self.stream.closing.clone();
         let mut cooldowns = self.stream.fleet.credential_health().subscribe();
+        // Joined before the first snapshot is sent; the first leases follow it.
+        let mut leases = self.stream.capacity.as_ref().map(|capacity| capacity.join(self.registration.id()));
         let mut heartbeat = tokio::time::interval(self.stream.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -171,6 +183,7 @@ impl Session {
                     return Err(End::Internal("the change feed stopped".into()));
                 },
                 cooldown = cooldowns.recv() => self.forward_cooldowns(cooldown).await?,
+                lease = next_leases(&mut leases) => self.send(lease).await?,
                 _ = heartbeat.tick() => {
                     let beat = subscribe_response::Message::Heartbeat(Heartbeat { head_revision: self.stream.feed.head() });
                     self.send(PreEncoded::encode(&SubscribeResponse { message: Some(beat) })).await?;
@@ -199,6 +212,11 @@ impl Session {
                     Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::UsageReport(report)) })) => {
                         if let Some(usage) = &self.stream.usage {
                             usage.submit(&self.node_id, report, &self.outbound);
+                        }
+                    }
+                    Ok(Some(SubscribeRequest { message: Some(subscribe_request::Message::DemandReport(report)) })) => {
+                        if let Some(capacity) = &self.stream.capacity {
+                            capacity.report(self.registration.id(), &report);
                         }
                     }
                     Ok(Some(_)) => return Err(End::ProtocolError("unexpected message: only Ack, Nack and reports may follow the Hello")),
@@ -252,6 +270,21 @@ impl Session {
     async fn send(&self, bytes: PreEncoded) -> Result<(), End> {
         self.outbound.send(Ok(bytes)).await.map_err(|_| End::ReplicaClosed)
     }
+}
+
+/// The replica's next leases; never resolves without a capacity board.
+async fn next_leases(feed: &mut Option<LeaseFeed>) -> PreEncoded {
+    if let Some(feed) = feed {
+        loop {
+            if feed.receiver.changed().await.is_err() {
+                break;
+            }
+            if let Some(leases) = feed.receiver.borrow_and_update().clone() {
+                return leases;
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Resolves once the control plane starts shutting down (or the signal is gone).

@@ -90,6 +90,24 @@ pub(crate) fn fallback_config(fallback: LimitFallback) -> pb::LimitFallback {
     }
 }
 
+/// The config stream's limits as the domain type (the allocator reads them back from
+/// snapshots); an unknown period from a newer control plane reads as "never renews".
+pub(crate) fn from_config(limits: &pb::KeyLimits) -> KeyLimits {
+    let budget_period = match pb::BudgetPeriod::try_from(limits.budget_period) {
+        Ok(pb::BudgetPeriod::Day) => BudgetPeriod::Day,
+        Ok(pb::BudgetPeriod::Week) => BudgetPeriod::Week,
+        Ok(pb::BudgetPeriod::Month) => BudgetPeriod::Month,
+        Ok(pb::BudgetPeriod::None) | Err(_) => BudgetPeriod::None,
+    };
+    KeyLimits {
+        requests_per_minute: limits.requests_per_minute,
+        tokens_per_minute: limits.tokens_per_minute,
+        max_concurrent: limits.max_concurrent,
+        budget_tokens: limits.budget_tokens,
+        budget_period,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +132,6 @@ mod tests {
         assert!(negative.unwrap_err().to_string().ends_with("settings.default_limit_tpm"));
         let period = from_columns("keys", "limit_", [Some(1), Some(0), Some(0), Some(0)], Some("hour".into()));
         assert!(period.unwrap_err().to_string().ends_with("keys.limit_budget_period"));
+        assert_eq!(from_config(&to_config(&limits)), limits);
     }
 }

@@ -50,6 +50,16 @@ pub trait PresenceTable: Send + Sync + std::fmt::Debug {
         &self,
         instance: &str,
     ) -> Result<Vec<crate::credential_health::CredentialRow>, StoreError>;
+
+    /// Like [`PresenceTable::publish`], for this replica's summed limit demand (issue 13).
+    async fn publish_limits(
+        &self,
+        instance: &str,
+        rows: &[super::limit_presence::LimitRow],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Every other replica's unexpired limit demand.
+    async fn other_limits(&self, instance: &str) -> Result<Vec<super::limit_presence::LimitRow>, StoreError>;
 }
 
 /// [`PresenceTable`] in the `fleet_presence` table of a PostgreSQL store.
@@ -60,6 +70,19 @@ pub(super) struct PgPresence {
 
 #[async_trait]
 impl PresenceTable for PgPresence {
+    async fn publish_limits(
+        &self,
+        instance: &str,
+        rows: &[super::limit_presence::LimitRow],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        super::limit_presence::publish(&self.pool, instance, rows, ttl).await
+    }
+
+    async fn other_limits(&self, instance: &str) -> Result<Vec<super::limit_presence::LimitRow>, StoreError> {
+        super::limit_presence::others(&self.pool, instance).await
+    }
+
     async fn publish_credentials(
         &self,
         instance: &str,

@@ -328,3 +328,32 @@ async fn with_the_limit_fallback_closed_limited_keys_are_refused_without_a_lease
     let series = "aurora_dataplane_limit_refusals_total{reason=\"no_lease\"}";
     assert!(metric(dp, series).await.unwrap() >= 1.0);
 }
+
+#[tokio::test]
+async fn default_limits_bind_keys_without_their_own_and_no_limits_opts_out() {
+    let fleet = LimitFleet::start(1).await;
+    fleet.cp().cli(&["settings", "set", "--default-rpm", "3", "--wait"]).await.ok();
+    let defaulted = fleet.key("defaulted", &[]).await;
+    let exempt = fleet.key("exempt", &["--no-limits"]).await;
+    let client = reqwest::Client::new();
+    let dp = &fleet.dataplanes[0];
+
+    // Refused within a few calls (more than 3 only if a window turns meanwhile), with the
+    // default's figures in the headers of the admitted ones.
+    let mut answers = Vec::new();
+    while !answers.iter().any(|a: &Answer| a.status == 429) {
+        assert!(answers.len() < 10, "the default limit never refused: {answers:?}");
+        answers.push(call(&client, dp, &defaulted).await);
+    }
+    let first = &answers[0];
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["anthropic-ratelimit-requests-limit"], "3");
+    assert_eq!(first.headers["anthropic-ratelimit-requests-remaining"], "2");
+
+    // `--no-limits` keeps the defaults away: no refusal, and no rate-limit headers of ours.
+    for _ in 0..10 {
+        let answer = call(&client, dp, &exempt).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(!answer.headers.contains_key("anthropic-ratelimit-requests-limit"));
+    }
+}

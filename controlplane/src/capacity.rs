@@ -5,7 +5,7 @@
 //! board keeps each replica's latest counts, and about every 250 ms while a key is active (at
 //! once after a refusal, and at least every third of a lease's validity otherwise) sends each
 //! replica its `Leases`: per limited key, the most requests and tokens it may admit in the
-//! current minute window, its concurrency slots, and its part of the budget left.
+//! current minute window, its concurrency slots, and the budget the fleet has left.
 //!
 //! Invariants (see `split.rs` and docs/ARCHITECTURE.md, "Capacity leases"):
 //! - for each key and window, the caps granted at one instant sum to at most the limit, and no

@@ -213,7 +213,7 @@ mod credentials_suite;
 #[cfg(test)]
 mod limits_suite;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 #[cfg(test)]
 pub(crate) mod test_db;
 #[cfg(test)]

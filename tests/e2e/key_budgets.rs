@@ -2,9 +2,14 @@
 //! and clears them; a budget exhausted by metered usage is refused on every replica and
 //! renews when its period rolls over.
 
-use serde_json::json;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use serde_json::{Value, json};
+
+use crate::key_limits_fleet::{anthropic_upstream, metric, unix_ms};
 use crate::support::controlplane::TestControlplane;
+use crate::support::dataplane::TestDataplane;
+use crate::support::wait;
 
 #[tokio::test]
 async fn limits_are_set_shown_patched_and_cleared_from_the_cli() {
@@ -71,4 +76,130 @@ async fn limits_are_set_shown_patched_and_cleared_from_the_cli() {
     assert_eq!(cleared["default_key_limits"], serde_json::Value::Null);
     let bad = cp.cli(&["settings", "set", "--limit-fallback", "open"]).await;
     assert_eq!(bad.code, Some(2), "{bad:?}");
+}
+
+/// Tokens each OpenAI-shaped call of the mock upstream is charged (prompt 3 + completion 1).
+const TOKENS_PER_CALL: u64 = 4;
+/// Seconds from the control plane's start until its budget clock crosses midnight UTC.
+const UNTIL_ROLLOVER: i64 = 25;
+
+async fn chat(client: &reqwest::Client, dp: &TestDataplane, token: &str) -> (u16, Value) {
+    let response = client
+        .post(dp.url("/p/openai/v1/chat/completions"))
+        .bearer_auth(token)
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_is_refused_on_every_replica_and_renews_when_the_period_rolls_over() {
+    let upstream = anthropic_upstream().await;
+    // The control plane's budget clock (a debug-build-only offset) is set so that its UTC
+    // day ends UNTIL_ROLLOVER seconds from now: the test sees a period roll over without
+    // waiting for midnight. Windows and lease validity stay on the real clock.
+    let now = unix_ms().div_euclid(1000);
+    let next_midnight = (now.div_euclid(86_400) + 1) * 86_400;
+    let offset = next_midnight - UNTIL_ROLLOVER - now;
+    let rollover = now + UNTIL_ROLLOVER;
+    let (offset, openai) = (offset.to_string(), format!("{}/openai/v1", upstream.uri()));
+    let cp = TestControlplane::start(&[
+        ("AURORA_DEBUG_BUDGET_CLOCK_OFFSET", offset.as_str()),
+        ("OPENAI_BASE_URL", openai.as_str()),
+        ("OPENAI_API_KEY", "sk-oa-upstream"),
+    ])
+    .await;
+    let mut dataplanes = Vec::new();
+    for index in 0..3 {
+        dataplanes.push(TestDataplane::subscribed(&cp.url(), &format!("dp-budget-{index}"), &[]).await);
+    }
+    for dp in &dataplanes {
+        dp.wait_ready().await;
+    }
+    let budget = (4 * TOKENS_PER_CALL).to_string();
+    let created = cp
+        .cli(&[
+            "keys",
+            "create",
+            "--name",
+            "budgeted",
+            "--budget-tokens",
+            &budget,
+            "--budget-period",
+            "day",
+            "-o",
+            "json",
+            "--wait",
+        ])
+        .await
+        .json();
+    let (id, token) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+    let client = reqwest::Client::new();
+    // Until its first lease reaches a replica, a new key has the fallback share there.
+    for dp in &dataplanes {
+        wait::until_async("the new key's lease", || async {
+            (metric(dp, "aurora_dataplane_limit_leases{state=\"held\"}").await? >= 1.0).then_some(())
+        })
+        .await;
+    }
+
+    // Metered usage on one replica spends the budget.
+    for _ in 0..4 {
+        let (status, body) = chat(&client, &dataplanes[0], &token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(unix_ms().div_euclid(1000) < rollover - 5, "the machine is too slow for this test's clock");
+
+    // Within a second of the last usage-carrying response, every replica refuses, with
+    // OpenAI's own code for an exhausted quota.
+    let spent = Instant::now();
+    let mut refused = [false; 3];
+    while !refused.iter().all(|r| *r) {
+        assert!(spent.elapsed() < Duration::from_secs(1), "not refused everywhere within 1 s: {refused:?}");
+        for (index, dp) in dataplanes.iter().enumerate() {
+            if refused[index] {
+                continue;
+            }
+            let (status, body) = chat(&client, dp, &token).await;
+            if status == 429 {
+                assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+                refused[index] = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for dp in &dataplanes {
+        let (status, body) = chat(&client, dp, &token).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (429, Some("insufficient_quota")), "stays refused");
+    }
+
+    // `keys get` shows the budget used, what is left (nothing) and when it renews.
+    let shown = cp.cli(&["keys", "get", &id, "-o", "json"]).await.json();
+    let status = &shown["limit_status"];
+    assert_eq!(status["source"], "key");
+    assert!(status["budget_used"].as_u64().unwrap() >= 4 * TOKENS_PER_CALL, "{status}");
+    assert!(status["budget_remaining"].as_i64().unwrap() <= 0, "{status}");
+    let end = status["budget_period_end"].as_str().unwrap().to_owned();
+    let expected = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(rollover.unsigned_abs()));
+    assert_eq!(end, expected.to_string(), "{status}");
+    let table = cp.cli(&["keys", "get", &id]).await.ok().to_owned();
+    assert!(table.contains(&format!("left of {budget}, renews {end}")), "{table}");
+
+    // The period rolls over: every replica admits the key again.
+    let deadline = Instant::now() + Duration::from_secs(u64::try_from(UNTIL_ROLLOVER).unwrap() + 15);
+    for dp in &dataplanes {
+        loop {
+            let (status, body) = chat(&client, dp, &token).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+            assert!(Instant::now() < deadline, "the budget did not renew on {}", dp.addr);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(unix_ms().div_euclid(1000) >= rollover, "admitted again only once the period ended");
 }

@@ -131,3 +131,31 @@ fn unlimited_keys_in_reports_are_ignored() {
     board.report(1, &report);
     assert!(board.lock().replicas[&1].demand.is_empty());
 }
+
+#[tokio::test]
+async fn the_lease_task_follows_the_store_and_grants_new_keys_at_once() {
+    let db = crate::store::test_db::TestDb::sqlite();
+    let store = db.open().await;
+    let clock = Arc::new(ManualClock(AtomicI64::new(START)));
+    let board = Capacity::new(CapacityConfig::default(), clock.clone());
+    let mut a = board.join(1);
+    let task = tokio::spawn(board.clone().run(store.clone()));
+    let (mut key, _) = crate::store::suite::new_key("limited");
+    key.limits = Some(KeyLimits { budget_tokens: 16, budget_period: BudgetPeriod::Day, ..Default::default() });
+    let (record, _) = store.create_key(key, &crate::store::suite::actor()).await.unwrap();
+    let id = *record.id.as_bytes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // The clock moves on as the task runs (it grants at most every 50 ms of it).
+        clock.0.fetch_add(100, Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.receiver.changed()).await;
+        if let Some(leases) = leases(&mut a) {
+            if let Some(lease) = leases.keys.iter().find(|k| k.key_id == id) {
+                assert_eq!((lease.budget_remaining, lease.budget_period_end), (16, 1_796_256_000));
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no lease for the new key");
+    }
+    task.abort();
+}

@@ -74,23 +74,13 @@ pub(crate) fn grant(
         let requests = cap(u64::from(limits.requests_per_minute), &holders(&|d| d.admitted_in(window), peer.admitted));
         let tokens = cap(limits.tokens_per_minute, &holders(&|d| d.tokens_in(window), peer.tokens));
         let slots = cap(u64::from(limits.max_concurrent), &holders(&|d| u64::from(d.in_flight), peer.in_flight));
-        let budget = key.budget.map(|(remaining, end)| {
-            let shares = match u64::try_from(remaining) {
-                Ok(left) if left > 0 => split(left, &holders(&|_| 0, 0)),
-                // Nothing left (or overspent): every replica is told so, and refuses.
-                _ => vec![0; replicas.len() + usize::from(has_peers)],
-            };
-            (shares, remaining, end)
-        });
         for (index, lease) in leases.iter_mut().enumerate() {
-            let (budget_remaining, budget_period_end) = match &budget {
-                Some((shares, remaining, end)) => {
-                    let share =
-                        if *remaining > 0 { i64::try_from(shares[index]).unwrap_or(i64::MAX) } else { *remaining };
-                    (share, *end)
-                }
-                None => (0, 0),
-            };
+            // The budget is not divided: a burst on one replica may use what the fleet has
+            // left (a refusal for a spent budget tells clients to wait for the period's end,
+            // so refusing while tokens are left elsewhere would be wrong). The overshoot is
+            // bounded by what the fleet charges before its next demand report reaches here
+            // and the next leases reach it (about 250 to 500 ms).
+            let (budget_remaining, budget_period_end) = key.budget.unwrap_or((0, 0));
             lease.keys.push(KeyLease {
                 key_id: id.to_vec(),
                 request_cap: requests.get(index).copied().unwrap_or(0),
@@ -176,7 +166,7 @@ mod tests {
         left.budget = Some((100, 0));
         let leases = grant(NOW, &[(ID, left)], &[&demand(1, 0, 0, NOW), &HashMap::new()], 3_000, 2);
         let shares: Vec<i64> = leases.iter().map(|l| l.keys[0].budget_remaining).collect();
-        assert_eq!(shares.iter().sum::<i64>(), 100, "the remainder is divided, never multiplied: {shares:?}");
+        assert_eq!(shares, [100, 100], "each replica may use what the fleet has left");
         assert!(leases.iter().all(|l| l.keys[0].request_cap == 0), "no request limit, no cap");
     }
 

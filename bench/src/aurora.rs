@@ -64,6 +64,17 @@ impl ControlPlane {
         upstream: SocketAddr,
         listen: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
+        Self::start_on_with(bin, database_url, upstream, listen, &[]).await
+    }
+
+    /// Like [`Self::start_on`], with `extra` added to its environment.
+    pub(crate) async fn start_on_with(
+        bin: &Path,
+        database_url: &str,
+        upstream: SocketAddr,
+        listen: Option<SocketAddr>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let database_url = database_url.to_owned();
         let mut env = base_env();
         env.extend([
@@ -78,7 +89,8 @@ impl ControlPlane {
             ("ANTHROPIC_API_KEY", upstream::CREDENTIAL.into()),
             ("ENABLED_PASSTHROUGH_PROVIDERS", "anthropic".into()),
         ]);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
         let mut proc = Proc::spawn("controlplane", bin, &["controlplane"], &env)?;
         let addr = proc.listening_addr("grpc").await?;
         Ok(ControlPlane { proc, addr, database_url, bin: bin.to_owned(), upstream })
@@ -138,9 +150,15 @@ impl Admin {
         Ok(Key { id, secret: response.secret, revision: response.revision })
     }
 
+    /// Creates a key limited to `rpm` requests per minute (issue 13).
+    pub(crate) async fn create_limited_key(&mut self, name: &str, rpm: u32) -> anyhow::Result<Key> {
+        let limits = aurora_proto::v1::Limits { requests_per_minute: rpm, ..Default::default() };
+        self.create_key_with_limits(name, limits).await
+    }
+
     /// Creates a key with every limit far above any benchmark's load (so it is never refused):
     /// what per-key limits cost on the request path.
-    pub(crate) async fn create_limited_key(&mut self, name: &str) -> anyhow::Result<Key> {
+    pub(crate) async fn create_key_with_every_limit(&mut self, name: &str) -> anyhow::Result<Key> {
         let limits = aurora_proto::v1::Limits {
             requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
             tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
@@ -148,6 +166,10 @@ impl Admin {
             budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
             budget_period: "month".into(),
         };
+        self.create_key_with_limits(name, limits).await
+    }
+
+    async fn create_key_with_limits(&mut self, name: &str, limits: aurora_proto::v1::Limits) -> anyhow::Result<Key> {
         let create = CreateKeyRequest { name: name.into(), limits: Some(limits), ..Default::default() };
         let response = self.client.create_key(request(create)).await?.into_inner();
         let id = response.key.map(|key| key.id).context("CreateKey returned no key")?;

@@ -17,6 +17,7 @@ mod durability;
 mod features;
 mod gateway;
 mod instructions;
+mod limits_accuracy;
 mod load;
 mod machine;
 mod nginx;
@@ -172,7 +173,7 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     let control_plane = aurora::ControlPlane::start(&bin, &scratch.path().join("cp-main"), upstream.addr, None).await?;
     let mut admin = control_plane.admin().await?;
     let key = admin.create_key("bench-main").await?;
-    let limited = admin.create_limited_key("bench-limited").await?;
+    let limited = admin.create_key_with_every_limit("bench-limited").await?;
     let dataplane = aurora::DataPlane::start(&bin, &control_plane.url(), "bench-main").await?;
     let aurora_target = dataplane.target(&key.secret);
     aurora::wait_until(&aurora_target, true, Duration::from_secs(30))
@@ -238,6 +239,16 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     progress("usage ingest from 20 data planes");
     usage_ingest::run(&mut report, &bin, scratch.path(), upstream.addr, usage_ingest::Scale::for_run(args.smoke))
         .await?;
+    progress("per-key rate limits across 3 data planes (leases, and the naive per-replica baseline)");
+    limits_accuracy::run(
+        &mut report,
+        &bin,
+        scratch.path(),
+        upstream.addr,
+        limits_accuracy::Scale::for_run(args.smoke),
+        args.smoke,
+    )
+    .await?;
     progress("control planes on PostgreSQL: cross-replica revocation");
     cross_replica::run(&mut report, &bin, upstream.addr, &args.postgres_url, scales.control_plane)
         .await

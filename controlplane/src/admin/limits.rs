@@ -92,8 +92,8 @@ pub(crate) fn status(
     status.budget_used = counts.budget_used;
     let budget = i64::try_from(limits.budget_tokens).unwrap_or(i64::MAX);
     status.budget_remaining = budget.saturating_sub(i64::try_from(counts.budget_used).unwrap_or(i64::MAX));
-    status.budget_period_end =
-        (counts.budget_period_end > 0).then(|| prost_types::Timestamp { seconds: counts.budget_period_end, nanos: 0 });
+    status.budget_period_end = (counts.budget_period_end > 0)
+        .then_some(prost_types::Timestamp { seconds: counts.budget_period_end, nanos: 0 });
     status.replicas = counts.replicas;
     status
 }

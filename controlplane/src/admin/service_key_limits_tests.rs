@@ -35,6 +35,16 @@ async fn key_limits_are_set_patched_and_cleared() {
     assert_eq!(updated.limits, Some(pb::Limits { requests_per_minute: 0, ..limits.clone() }));
     let fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
     assert_eq!(fetched.limits, updated.limits);
+    let status = fetched.limit_status.unwrap();
+    assert_eq!((status.source.as_str(), status.limits), ("key", updated.limits.clone()));
+    assert_eq!((status.budget_remaining, status.requests_remaining), (50_000, 0), "nothing used; no request limit");
+
+    // A key without limits of its own follows the default limits.
+    let default = pb::UpdateSettingsRequest { default_key_limits: Some(rpm(7)), ..Default::default() };
+    admin.update_settings(default).await.unwrap();
+    let status =
+        admin.get_key(pb::GetKeyRequest { id: plain.id.clone() }).await.unwrap().into_inner().limit_status.unwrap();
+    assert_eq!((status.source.as_str(), status.requests_remaining), ("default", 7));
 
     let clear = pb::LimitsUpdate { clear: true, ..Default::default() };
     let update = pb::UpdateKeyRequest { id: key.id.clone(), limits: Some(clear), ..Default::default() };

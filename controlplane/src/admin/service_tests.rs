@@ -122,7 +122,9 @@ async fn key_lifecycle_returns_a_revision_for_every_mutation() {
     assert_eq!(key.allowed_endpoints, ["anthropic POST /messages"], "canonical form");
     assert!(key.enabled && key.revoked_at.is_none());
 
-    let fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
+    let mut fetched = admin.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
+    // GetKey alone adds the limits in force (none here) and what is left of them.
+    assert_eq!(fetched.limit_status.take().map(|s| s.source), Some("none".to_owned()));
     assert_eq!(fetched, key);
 
     let updated = admin

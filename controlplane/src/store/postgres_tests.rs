@@ -118,3 +118,37 @@ pub(super) async fn terminate_others(admin: &mut sqlx::PgConnection, db: &PgData
     .await
     .unwrap();
 }
+
+/// Issue 13: each control plane's limit demand replaces its own rows, is read by the others,
+/// and disappears once it stops refreshing it.
+#[tokio::test]
+async fn limit_demand_is_shared_between_control_planes() {
+    let (_db, store) = database().await;
+    let table = store.presence_table().unwrap();
+    let row = |instance: &str, key: &str, admitted| crate::store::LimitRow {
+        instance: instance.into(),
+        key_id: key.into(),
+        window_start: 60,
+        admitted,
+        replicas: 2,
+        busy: 1,
+        weight: 500,
+        ..crate::store::LimitRow::default()
+    };
+    let key = uuid::Uuid::now_v7().to_string();
+    table.publish_limits("a", &[row("a", "", 0), row("a", &key, 7)], Duration::from_secs(5)).await.unwrap();
+    table.publish_limits("b", &[row("b", "", 0), row("b", &key, 3)], Duration::from_secs(5)).await.unwrap();
+    let seen_by_a = table.other_limits("a").await.unwrap();
+    assert_eq!(seen_by_a.len(), 2);
+    assert!(seen_by_a.iter().all(|r| r.instance == "b"));
+    assert_eq!(seen_by_a.iter().find(|r| r.key_id == key).map(|r| (r.admitted, r.weight)), Some((3, 500)));
+
+    // A new write replaces the old rows; rows that expired are gone for everyone.
+    table.publish_limits("b", &[row("b", "", 0)], Duration::from_millis(1)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !table.other_limits("a").await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "b's expired rows are still read");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(table.other_limits("b").await.unwrap().len(), 2, "a's rows are still fresh");
+}

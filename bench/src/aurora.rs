@@ -153,6 +153,23 @@ impl Admin {
     /// Creates a key limited to `rpm` requests per minute (issue 13).
     pub(crate) async fn create_limited_key(&mut self, name: &str, rpm: u32) -> anyhow::Result<Key> {
         let limits = aurora_proto::v1::Limits { requests_per_minute: rpm, ..Default::default() };
+        self.create_key_with_limits(name, limits).await
+    }
+
+    /// Creates a key with every limit far above any benchmark's load (so it is never refused):
+    /// what per-key limits cost on the request path.
+    pub(crate) async fn create_key_with_every_limit(&mut self, name: &str) -> anyhow::Result<Key> {
+        let limits = aurora_proto::v1::Limits {
+            requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
+            tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
+            max_concurrent: aurora_core::MAX_REQUEST_LIMIT,
+            budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
+            budget_period: "month".into(),
+        };
+        self.create_key_with_limits(name, limits).await
+    }
+
+    async fn create_key_with_limits(&mut self, name: &str, limits: aurora_proto::v1::Limits) -> anyhow::Result<Key> {
         let create = CreateKeyRequest { name: name.into(), limits: Some(limits), ..Default::default() };
         let response = self.client.create_key(request(create)).await?.into_inner();
         let id = response.key.map(|key| key.id).context("CreateKey returned no key")?;

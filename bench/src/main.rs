@@ -173,6 +173,7 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     let control_plane = aurora::ControlPlane::start(&bin, &scratch.path().join("cp-main"), upstream.addr, None).await?;
     let mut admin = control_plane.admin().await?;
     let key = admin.create_key("bench-main").await?;
+    let limited = admin.create_key_with_every_limit("bench-limited").await?;
     let dataplane = aurora::DataPlane::start(&bin, &control_plane.url(), "bench-main").await?;
     let aurora_target = dataplane.target(&key.secret);
     aurora::wait_until(&aurora_target, true, Duration::from_secs(30))
@@ -214,8 +215,13 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     progress("gateway comparison (direct, nginx, aurora)");
     gateway::run(&mut report, &targets, &scales.gateway, &upstream.counters, pids, scratch.path()).await?;
     progress("feature cost");
-    let setup =
-        features::Setup { bin: &bin, control_plane: &control_plane.url(), on: &targets.aurora, token: &key.secret };
+    let setup = features::Setup {
+        bin: &bin,
+        control_plane: &control_plane.url(),
+        on: &targets.aurora,
+        token: &key.secret,
+        limited_token: &limited.secret,
+    };
     features::run(&mut report, &setup, scales.features, scratch.path()).await?;
     let instructions = match &args.instructions {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),

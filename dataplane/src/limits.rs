@@ -56,6 +56,12 @@ pub fn system_clock() -> Clock {
 
 type StateMap = imbl::HashMap<KeyId, Arc<KeyLimiter>>;
 
+/// The limits a key is held to: its own if it has any (all zero: explicitly none, whatever the
+/// defaults), else the snapshot's default key limits; `None` when nothing limits it.
+pub fn effective<'a>(policy: Option<&'a KeyPolicy>, settings: &'a LimitSettings) -> Option<&'a KeyLimits> {
+    policy.and_then(KeyPolicy::limits).or(settings.default_key_limits.as_ref()).filter(|limits| !limits.is_unlimited())
+}
+
 /// This replica's limited keys: their state, the newest leases, and the refusal counters.
 pub struct Limiters {
     states: ArcSwap<StateMap>,
@@ -256,6 +262,22 @@ mod tests {
         assert_eq!(limiters.refusals[RefusalReason::Requests as usize].load(Ordering::Relaxed), 38 + 32 + 34);
         assert!(limiters.urgent.load(Ordering::Relaxed));
         assert_eq!(limiters.states().len(), 2, "the malformed id made no state");
+    }
+
+    #[test]
+    fn a_keys_own_limits_win_over_the_defaults_and_all_zero_means_none() {
+        let rpm = |n| KeyLimits { requests_per_minute: n, ..Default::default() };
+        let defaults = LimitSettings { default_key_limits: Some(rpm(5)), fallback: Fallback::Share };
+        let none = LimitSettings::default();
+        let own = KeyPolicy::new(std::iter::empty(), Some(rpm(9))).unwrap();
+        let explicitly_none = KeyPolicy::new(std::iter::empty(), Some(KeyLimits::default())).unwrap();
+        let rules_only = KeyPolicy::new(["anthropic POST /messages"].into_iter(), None).unwrap();
+        assert_eq!(effective(Some(&own), &defaults), Some(&rpm(9)));
+        assert_eq!(effective(Some(&explicitly_none), &defaults), None);
+        assert_eq!(effective(Some(&rules_only), &defaults), Some(&rpm(5)));
+        assert_eq!(effective(None, &defaults), Some(&rpm(5)));
+        assert_eq!(effective(None, &none), None);
+        assert_eq!(effective(Some(&rules_only), &none), None);
     }
 
     #[test]

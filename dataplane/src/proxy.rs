@@ -251,17 +251,13 @@ impl Proxy {
     /// with neither costs one branch and touches no shared state.
     fn admit(&self, snapshot: &Snapshot, key: &ManagedKey) -> Result<Option<Admission>, GatewayError> {
         let policy = key.policy.as_deref();
-        let own = policy.and_then(|policy| policy.limits());
-        let Some(limits) = own.or(snapshot.limits.default_key_limits.as_ref()) else { return Ok(None) };
-        if limits.is_unlimited() {
-            return Ok(None);
-        }
+        let Some(limits) = crate::limits::effective(policy, &snapshot.limits) else { return Ok(None) };
         let found;
         let state = match policy {
-            Some(policy) if own.is_some() => policy.limiter(|| self.limiters.state(key.id)),
-            // Under the default limits: no policy to keep the state in, so the registry's
-            // lock-free lookup.
-            _ => {
+            Some(policy) => policy.limiter(|| self.limiters.state(key.id)),
+            // A key without a policy (under the default limits) has nowhere to keep its state:
+            // the registry's lock-free lookup.
+            None => {
                 found = self.limiters.state(key.id);
                 &found
             }

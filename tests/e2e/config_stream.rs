@@ -27,12 +27,13 @@ impl Replica {
         Replica { outbound, inbound }
     }
 
-    /// The next snapshot or delta, skipping heartbeats.
+    /// The next snapshot or delta, skipping heartbeats and capacity leases (issue 13: the
+    /// control plane sends every replica its leases, an empty set included, at connect).
     async fn next(&mut self) -> subscribe_response::Message {
         loop {
             let response = tokio::time::timeout(DEADLINE, self.inbound.message()).await.unwrap().unwrap().unwrap();
             match response.message.unwrap() {
-                subscribe_response::Message::Heartbeat(_) => continue,
+                subscribe_response::Message::Heartbeat(_) | subscribe_response::Message::Leases(_) => continue,
                 other => return other,
             }
         }
@@ -55,12 +56,14 @@ impl Replica {
         self.outbound.send(message(message_)).await.unwrap();
     }
 
-    /// Nothing but heartbeats arrives for `quiet`.
+    /// Nothing but heartbeats (and leases) arrives for `quiet`.
     async fn assert_quiet(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
         while let Ok(response) = tokio::time::timeout_at(deadline, self.inbound.message()).await {
             let message = response.unwrap().unwrap().message.unwrap();
-            assert!(matches!(message, subscribe_response::Message::Heartbeat(_)), "unexpected {message:?}");
+            let quiet =
+                matches!(message, subscribe_response::Message::Heartbeat(_) | subscribe_response::Message::Leases(_));
+            assert!(quiet, "unexpected {message:?}");
         }
     }
 }

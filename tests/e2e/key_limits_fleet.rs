@@ -298,3 +298,62 @@ async fn with_the_control_plane_gone_replicas_keep_their_share_and_leases_resume
     assert!(admitted(&after) > 0, "leases resumed, so the replica with demand got more of the window: {after:?}");
     assert!(total <= RPM * 11 / 10, "the fleet admitted {total} of {RPM} in the window");
 }
+
+#[tokio::test]
+async fn with_the_limit_fallback_closed_limited_keys_are_refused_without_a_lease_and_others_served() {
+    let mut fleet = LimitFleet::start(1).await;
+    fleet.cp().cli(&["settings", "set", "--limit-fallback", "closed", "--wait"]).await.ok();
+    let limited = fleet.key("closed-limited", &["--rpm", "1000"]).await;
+    let unlimited = fleet.key("closed-unlimited", &[]).await;
+    let client = reqwest::Client::new();
+    let dp = &fleet.dataplanes[0];
+    // Fail-closed refuses until the first lease: demand goes out, and a lease comes back.
+    wait::until_async("a lease for the limited key", || async {
+        (call(&client, dp, &limited).await.status == 200).then_some(())
+    })
+    .await;
+
+    fleet.kill_control_plane().await;
+    let dp = &fleet.dataplanes[0];
+    wait_leases(dp, "expired").await;
+    let refused = call(&client, dp, &limited).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.headers["x-aurora-error"], "gateway");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.body["error"]["type"], "rate_limit_error");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot reach its limit service"), "{message}");
+    // A key without limits does not depend on leases.
+    assert_eq!(call(&client, dp, &unlimited).await.status, 200);
+    let series = "aurora_dataplane_limit_refusals_total{reason=\"no_lease\"}";
+    assert!(metric(dp, series).await.unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn default_limits_bind_keys_without_their_own_and_no_limits_opts_out() {
+    let fleet = LimitFleet::start(1).await;
+    fleet.cp().cli(&["settings", "set", "--default-rpm", "3", "--wait"]).await.ok();
+    let defaulted = fleet.key("defaulted", &[]).await;
+    let exempt = fleet.key("exempt", &["--no-limits"]).await;
+    let client = reqwest::Client::new();
+    let dp = &fleet.dataplanes[0];
+
+    // Refused within a few calls (more than 3 only if a window turns meanwhile), with the
+    // default's figures in the headers of the admitted ones.
+    let mut answers = Vec::new();
+    while !answers.iter().any(|a: &Answer| a.status == 429) {
+        assert!(answers.len() < 10, "the default limit never refused: {answers:?}");
+        answers.push(call(&client, dp, &defaulted).await);
+    }
+    let first = &answers[0];
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["anthropic-ratelimit-requests-limit"], "3");
+    assert_eq!(first.headers["anthropic-ratelimit-requests-remaining"], "2");
+
+    // `--no-limits` keeps the defaults away: no refusal, and no rate-limit headers of ours.
+    for _ in 0..10 {
+        let answer = call(&client, dp, &exempt).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(!answer.headers.contains_key("anthropic-ratelimit-requests-limit"));
+    }
+}

@@ -49,7 +49,8 @@ async fn open_when_free(
     loop {
         match open_stream(dp, token).await {
             Ok(open) => return open,
-            Err(refused) => assert_eq!(refused.status(), 429, "only the concurrency limit may refuse"),
+            Err(refused) if refused.status() == 429 => {}
+            Err(other) => panic!("only the concurrency limit may refuse: {} {:?}", other.status(), other.text().await),
         }
         assert!(Instant::now() < deadline, "the slot was never freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -62,7 +63,10 @@ async fn a_key_limited_to_two_streams_refuses_a_third_until_one_ends_or_is_aband
     let base_url = format!("{}/v1", upstream.base_url());
     let cp =
         TestControlplane::start(&[("ANTHROPIC_BASE_URL", &base_url), ("ANTHROPIC_API_KEY", "sk-ant-upstream")]).await;
-    let dp = TestDataplane::subscribed(&cp.url(), "dp-streams", &[]).await;
+    // The held upstream answers one request per connection: pooled connections must not be
+    // reused (idle for a millisecond is too long), or a later stream would wait on one.
+    let env = [("AURORA_UPSTREAM_POOL_IDLE_TIMEOUT", "1ms"), ("AURORA_UPSTREAM_HEADER_TIMEOUT", "20s")];
+    let dp = TestDataplane::subscribed(&cp.url(), "dp-streams", &env).await;
     dp.wait_ready().await;
     let created = cp.cli(&["keys", "create", "--name", "two-streams", "--max-concurrent", "2", "-o", "json", "--wait"]);
     let token = created.await.json()["secret"].as_str().unwrap().to_owned();
@@ -101,6 +105,9 @@ async fn a_key_limited_to_two_streams_refuses_a_third_until_one_ends_or_is_aband
     })
     .await
     .expect("a released stream ends");
+    // Its upstream connection is closed once idle (see the environment above), so the next
+    // stream gets a connection of its own.
+    upstream.wait_closed().await;
     let _fourth = open_when_free(&dp, &token).await;
 }
 

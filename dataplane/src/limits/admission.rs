@@ -8,7 +8,7 @@
 //! so a slot is never leaked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 
@@ -37,8 +37,11 @@ pub struct KeyLimiter {
     pub(super) in_flight: AtomicU32,
     /// Tokens charged since the last demand report (the control plane's budget accounting).
     pub(super) tokens_since_report: AtomicU64,
-    /// Tokens charged since the newest lease arrived (its budget remainder is net of earlier).
+    /// Tokens charged since the newest lease arrived (its budget remainder is net of earlier)
+    /// or the budget period began, whichever is later.
     pub(super) budget_charged: AtomicU64,
+    /// Unix seconds when the budget period last seen here ends (0: none seen yet).
+    budget_period_end: AtomicI64,
     pub(super) lease: ArcSwapOption<Lease>,
     /// What the last demand report said of this key (only the reporter touches it).
     pub(super) last_reported: AtomicU64,
@@ -54,6 +57,7 @@ impl KeyLimiter {
             in_flight: AtomicU32::new(0),
             tokens_since_report: AtomicU64::new(0),
             budget_charged: AtomicU64::new(0),
+            budget_period_end: AtomicI64::new(0),
             lease: ArcSwapOption::empty(),
             last_reported: AtomicU64::new(0),
         }
@@ -61,6 +65,19 @@ impl KeyLimiter {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// A new budget period began since the last request: what was charged belongs to the old
+    /// one, so the count starts again (with or without a lease to say so).
+    fn roll_budget_period(&self, limits: &KeyLimits, now_ms: i64) {
+        let Some((_, end)) = limits.budget_period.bounds(now_ms.div_euclid(1000)) else { return };
+        let seen = self.budget_period_end.load(Ordering::Relaxed);
+        if seen != end
+            && self.budget_period_end.compare_exchange(seen, end, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && seen != 0
+        {
+            self.budget_charged.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Takes a concurrency slot if fewer than `cap` are taken.
@@ -120,6 +137,9 @@ pub(super) fn admit(
     let minute = window::minute(now_ms);
     let reset_ms = window::window_end_ms(now_ms);
     let retry_window = ceil_secs(reset_ms - now_ms);
+    if limits.budget_tokens > 0 {
+        key.roll_budget_period(limits, now_ms);
+    }
     let lease = key.lease.load();
     let charged = key.budget_charged.load(Ordering::Relaxed);
     let caps =
@@ -247,6 +267,13 @@ mod tests {
         assert_eq!(refused.code(), "insufficient_quota");
         // 16:41:02 to midnight UTC.
         assert_eq!(refused.retry_after_secs, 7 * 3600 + 18 * 60 + 58);
+        // The next day the budget is whole again, even with no lease ever received.
+        let tomorrow = NOW_MS + (7 * 3600 + 18 * 60 + 58) * 1000;
+        let admitted = admit(&key, &limits, SHARE, tomorrow).unwrap();
+        admitted.charge(60, tomorrow);
+        assert!(admit(&key, &limits, SHARE, tomorrow).is_ok(), "40 left of the new day's 100");
+        admitted.charge(40, tomorrow);
+        assert_eq!(admit(&key, &limits, SHARE, tomorrow).unwrap_err().reason, RefusalReason::Budget);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub(super) struct Caps {
 /// The caps for `limits` at `now_ms`. `lease` is the key's newest lease if any (held or not:
 /// an expired one still tells the budget left); `replicas` the count the last leases gave (0
 /// if none ever arrived: the whole limit); `charged` the budget tokens charged since `lease`
-/// arrived. `None` means refuse: no lease holds and the fallback is CLOSED.
+/// arrived or the budget period began, whichever is later. `None` means refuse: no lease holds and the fallback is CLOSED.
 pub(super) fn caps(
     limits: &KeyLimits,
     lease: Option<&Lease>,
@@ -83,8 +83,8 @@ pub(super) fn caps(
                 lease.budget_remaining.div_euclid(share).saturating_sub(charged),
                 (lease.budget_period_end != 0).then_some(lease.budget_period_end).or(local_end),
             ),
-            // Renewed since the lease: nothing of the new period is known to be used yet.
-            Some(_) => (budget / share, local_end),
+            // Renewed since the lease: only what was charged here in the new period is known.
+            Some(_) => ((budget / share).saturating_sub(charged), local_end),
             None => ((budget / share).saturating_sub(charged), local_end),
         }
     };
@@ -166,9 +166,12 @@ mod tests {
         // Without a valid lease the last known remainder is shared out.
         let shared = caps(&limits, Some(&leased), 2, Fallback::Share, 3, 0, NOW_MS).unwrap();
         assert_eq!(shared.budget_left, 300);
-        // Past the period's end the budget is whole again, before any new lease says so.
-        let renewed = caps(&limits, Some(&leased), 1, Fallback::Share, 1, 300, (period_end + 1) * 1000).unwrap();
+        // Past the period's end the budget is whole again, before any new lease says so, less
+        // what was charged here since the period began.
+        let renewed = caps(&limits, Some(&leased), 1, Fallback::Share, 1, 0, (period_end + 1) * 1000).unwrap();
         assert_eq!(renewed.budget_left, 10_000);
+        let renewed = caps(&limits, Some(&leased), 1, Fallback::Share, 1, 300, (period_end + 1) * 1000).unwrap();
+        assert_eq!(renewed.budget_left, 9_700);
         // Overspent fleet-wide: nothing left.
         let overspent = Lease { budget_remaining: -50, ..leased };
         assert!(caps(&limits, Some(&overspent), 1, Fallback::Share, 1, 0, NOW_MS).unwrap().budget_left < 0);

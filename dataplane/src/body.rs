@@ -19,7 +19,7 @@ use crate::access::{End, Exchange};
 
 /// The upstream response body, failing if the provider goes silent for longer than the idle
 /// timeout. The timer restarts with every frame, so a long stream is never cut.
-pub type UpstreamBody = tower_http::timeout::TimeoutBody<Incoming>;
+pub type UpstreamBody = tower_http::timeout::TimeoutBody<crate::upstream::http1::PooledBody>;
 
 pub type ProxyBody = Either<Full<Bytes>, UpstreamBody>;
 

@@ -33,6 +33,7 @@ use crate::metrics::labels::Source;
 use crate::snapshot::{ManagedKey, ProviderTls, Snapshot};
 use crate::state::ConfigState;
 use crate::upstream::Upstreams;
+use crate::upstream::http1::{Http1Client, PooledBody};
 use crate::upstream::tls::TlsFailure;
 use crate::{headers, request_id, route};
 
@@ -149,21 +150,34 @@ impl Proxy {
 
         let sent = Instant::now();
         self.metrics.overhead(provider, sent.duration_since(exchange.started()));
-        let pending = match &tls {
-            None => self.upstreams.client.request(upstream_request),
-            Some(tls) => match self.upstreams.dedicated.client(provider, tls) {
-                Ok(client) => client.request(upstream_request),
-                Err(err) => {
-                    tracing::warn!(provider = %provider, error = %err, "cannot set up the provider's TLS");
-                    return Err((GatewayError::UpstreamTls(TlsFailure::Other), shape));
+        let timeout = self.response_header_timeout;
+        let answered = match (&tls, &self.upstreams.http1) {
+            (None, Some(http1)) if Http1Client::handles(upstream_request.uri()) => {
+                match tokio::time::timeout(timeout, http1.request(upstream_request)).await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
+                    Err(_elapsed) => Err(GatewayError::UpstreamTimeout),
                 }
-            },
+            }
+            _ => {
+                let pending = match &tls {
+                    None => self.upstreams.client.request(upstream_request),
+                    Some(tls) => match self.upstreams.dedicated.client(provider, tls) {
+                        Ok(client) => client.request(upstream_request),
+                        Err(err) => {
+                            tracing::warn!(provider = %provider, error = %err, "cannot set up the provider's TLS");
+                            return Err((GatewayError::UpstreamTls(TlsFailure::Other), shape));
+                        }
+                    },
+                };
+                match tokio::time::timeout(timeout, pending).await {
+                    Ok(Ok(response)) => Ok(response.map(PooledBody::unpooled)),
+                    Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
+                    Err(_elapsed) => Err(GatewayError::UpstreamTimeout),
+                }
+            }
         };
-        let response = match tokio::time::timeout(self.response_header_timeout, pending).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err((self.classify(&err), shape)),
-            Err(_elapsed) => return Err((GatewayError::UpstreamTimeout, shape)),
-        };
+        let response = answered.map_err(|err| (err, shape))?;
         self.metrics.upstream_headers(provider, sent.elapsed());
         let (mut parts, body) = response.into_parts();
         if let Some(credential) = &credential {
@@ -267,8 +281,8 @@ impl Proxy {
     }
 
     /// Maps a failed upstream exchange to the error the client sees.
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
-        let root: &(dyn StdError + 'static) = err;
+    fn classify(&self, root: &(dyn StdError + 'static), is_connect: bool) -> GatewayError {
+        let err = root;
         let causes = || std::iter::successors(Some(root), |e: &&(dyn StdError + 'static)| (*e).source());
         if causes().any(|cause| cause.is::<LengthLimitError>()) {
             return GatewayError::BodyTooLarge(self.max_request_body_bytes);
@@ -303,8 +317,7 @@ impl Proxy {
             });
         }
         // The client's own body failed mid-upload (it went away or sent garbage).
-        if !err.is_connect()
-            && causes().any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
+        if !is_connect && causes().any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
         {
             return GatewayError::RequestBody;
         }

@@ -11,6 +11,7 @@
 //! built them.
 
 pub mod dedicated;
+pub mod http1;
 pub mod tls;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::egress::connector::EgressConnector;
 use crate::egress::{ProxyConfigError, ProxyRules};
 use crate::headers;
 use crate::upstream::dedicated::DedicatedClients;
+use crate::upstream::http1::Http1Client;
 
 pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, RequestBody>;
 
@@ -65,6 +67,9 @@ pub struct Upstreams {
     pub proxy: Option<Arc<ProxyRules>>,
     /// Clients for providers with their own TLS material (mutual TLS, a provider CA).
     pub dedicated: DedicatedClients,
+    /// Plain-HTTP/1.1 upstreams' per-worker connections; `None` behind an egress proxy, whose
+    /// per-destination rules only the general client applies.
+    pub http1: Option<Http1Client>,
 }
 
 /// The clients for `workers` serving workers (at least one).
@@ -77,12 +82,24 @@ pub fn build(config: &UpstreamConfig, workers: usize) -> Result<Upstreams, Upstr
     let tls = tls_builder()?.with_root_certificates(roots.clone()).with_no_client_auth();
     let clients = (0..workers.max(1)).map(|_| client(config, tls.clone(), proxy.clone())).collect();
     let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone(), workers);
-    Ok(Upstreams { client: WorkerClients { clients }, proxy, dedicated })
+    let http1 = proxy
+        .is_none()
+        .then(|| Http1Client::new(http1_builder(config), config.connect_timeout, config.pool_idle_timeout));
+    Ok(Upstreams { client: WorkerClients { clients }, proxy, dedicated, http1 })
 }
 
 fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
+}
+
+/// The same HTTP/1.1 settings as [`client`]'s.
+fn http1_builder(config: &UpstreamConfig) -> hyper::client::conn::http1::Builder {
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder
+        .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX))
+        .max_headers(headers::field_ceiling(config.max_header_bytes));
+    builder
 }
 
 fn client(config: &UpstreamConfig, tls: rustls::ClientConfig, proxy: Option<Arc<ProxyRules>>) -> UpstreamClient {

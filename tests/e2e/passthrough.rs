@@ -176,6 +176,26 @@ async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_and_carry_the_authority_as_host() {
+    let mut upstream = HeldUpstream::start(Behaviour::KeepAlive).await;
+    // One worker, so every request draws on the same worker's idle connections.
+    let env = [("AURORA_WORKER_THREADS", "1")];
+    let dataplane = TestDataplane::start(&snapshot_for(&upstream.base_url()), &env).await;
+
+    for _ in 0..3 {
+        let response =
+            client().get(dataplane.url("/p/openai/v1/models?limit=2")).bearer_auth(MASTER_KEY).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "{}");
+        let head = upstream.next_request().await.to_ascii_lowercase();
+        let line = format!("get {}/models?limit=2 http/1.1\r\n", base_path(ProviderKind::OpenAi));
+        assert!(head.starts_with(&line), "origin form expected: {head}");
+        assert!(head.contains(&format!("\r\nhost: {}\r\n", upstream.addr)), "host expected: {head}");
+    }
+    assert_eq!(upstream.connections(), 1, "one upstream connection, reused");
+}
+
+#[tokio::test]
 async fn client_disconnect_before_response_headers_closes_the_upstream_connection() {
     let mut upstream = HeldUpstream::start(Behaviour::NeverAnswer).await;
     let dataplane = TestDataplane::start(&snapshot_for(&upstream.base_url()), &[]).await;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +37,8 @@ pub enum Behaviour {
     /// Answers `200 {}` with `count` extra headers `x-upstream-{i}`, each with a value of
     /// `value_len` bytes, and closes the connection.
     AnswerWithHeaders { count: usize, value_len: usize },
+    /// Answers every request on the connection with `200 {}`, keeping it open.
+    KeepAlive,
 }
 
 /// A one-connection-at-a-time upstream that can hold a response open and reports when the
@@ -46,6 +49,7 @@ pub struct HeldUpstream {
     release: Arc<Notify>,
     closed: mpsc::UnboundedReceiver<()>,
     requests: mpsc::UnboundedReceiver<String>,
+    accepted: Arc<AtomicUsize>,
 }
 
 /// Anthropic's first event, with the input side of the usage (which metering must keep when
@@ -61,8 +65,11 @@ impl HeldUpstream {
         let (closed_tx, closed) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let task_release = release.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task_accepted = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                task_accepted.fetch_add(1, Ordering::SeqCst);
                 let release = task_release.clone();
                 let closed_tx = closed_tx.clone();
                 let requests_tx = requests_tx.clone();
@@ -72,7 +79,12 @@ impl HeldUpstream {
                 });
             }
         });
-        HeldUpstream { addr, release, closed, requests }
+        HeldUpstream { addr, release, closed, requests, accepted }
+    }
+
+    /// How many connections the gateway has opened so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn base_url(&self) -> String {
@@ -105,6 +117,9 @@ async fn serve(
     release: Arc<Notify>,
     requests: mpsc::UnboundedSender<String>,
 ) {
+    if let Behaviour::KeepAlive = behaviour {
+        return keep_alive(stream, requests).await;
+    }
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -154,6 +169,26 @@ async fn wait_for_eof(stream: &mut TcpStream) {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Answers bodiless requests one after another on one connection until the peer closes it.
+async fn keep_alive(mut stream: TcpStream, requests: mpsc::UnboundedSender<String>) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = pending.drain(..end + 4).collect();
+            let _ = requests.send(String::from_utf8_lossy(&head).into_owned());
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
         }
     }
 }

@@ -64,6 +64,11 @@ pub enum ServerError {
          `openssl rand -base64 32`"
     )]
     MasterKeyTooShort { length: usize },
+    #[error(
+        "AURORA_LEASE_TTL ({ttl:?}) must be longer than AURORA_LEASE_INTERVAL ({interval:?}): leases would lapse between \
+         two grants"
+    )]
+    LeaseTiming { ttl: Duration, interval: Duration },
 }
 
 /// The shortest master key the control plane accepts: it guards every admin call, so it must
@@ -107,6 +112,10 @@ pub async fn start(config: Config) -> Result<ControlPlane, ServerError> {
         if length < MIN_MASTER_KEY_LEN {
             return Err(ServerError::MasterKeyTooShort { length });
         }
+    }
+    let (ttl, interval) = (config.capacity.lease_ttl, config.capacity.lease_interval);
+    if ttl <= interval {
+        return Err(ServerError::LeaseTiming { ttl, interval });
     }
     let store = open_store(&config).await?;
     let replica = crate::replica::this_process();

@@ -134,3 +134,16 @@ async fn default_limits_and_fallback_round_trip() {
     let cleared = admin.update_settings(request).await.unwrap().into_inner().settings.unwrap();
     assert_eq!((cleared.default_key_limits, cleared.limit_fallback.as_str()), (None, "closed"));
 }
+
+#[tokio::test]
+async fn a_lease_ttl_no_longer_than_the_interval_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/cp.db", dir.path().display());
+    let mut config = crate::Config::new("127.0.0.1:0".parse().unwrap(), url, "node-token");
+    config.capacity.lease_ttl = std::time::Duration::from_millis(250);
+    let err = crate::start(config).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "AURORA_LEASE_TTL (250ms) must be longer than AURORA_LEASE_INTERVAL (250ms): leases would lapse between two grants"
+    );
+}

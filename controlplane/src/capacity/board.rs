@@ -325,8 +325,14 @@ impl Capacity {
         let leases = grant(now, &keys, &demands, ttl, fleet);
         for (registration, lease) in registrations.iter().zip(leases) {
             let Some(slot) = state.replicas.get_mut(registration) else { continue };
-            let due = slot.fresh || urgent || (active && !keys.is_empty()) || now - slot.last_sent_ms >= refresh_ms;
-            if !due || (keys.is_empty() && !slot.fresh && !urgent) {
+            // Without limited keys nothing is sent, except once after the last limited key went
+            // (so no replica keeps a stale lease); a replica that never saw one gets nothing.
+            let due = if keys.is_empty() {
+                urgent && slot.last_sent_ms > 0
+            } else {
+                slot.fresh || urgent || active || now - slot.last_sent_ms >= refresh_ms
+            };
+            if !due {
                 continue;
             }
             slot.fresh = false;

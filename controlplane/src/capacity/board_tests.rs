@@ -159,3 +159,20 @@ async fn the_lease_task_follows_the_store_and_grants_new_keys_at_once() {
     }
     task.abort();
 }
+
+#[test]
+fn without_limited_keys_no_leases_are_sent_but_the_last_one_is_withdrawn() {
+    let clock = Arc::new(ManualClock(AtomicI64::new(START)));
+    let board = Capacity::new(CapacityConfig::default(), clock);
+    let mut a = board.join(1);
+    board.grant_and_send(START);
+    assert!(leases(&mut a).is_none(), "no limited key: the stream carries no leases at all");
+    board.set_limits(HashMap::from([(KEY, KeyLimits { requests_per_minute: 5, ..Default::default() })]));
+    board.grant_and_send(START + 100);
+    assert_eq!(leases(&mut a).unwrap().keys.len(), 1);
+    board.set_limits(HashMap::new());
+    board.grant_and_send(START + 200);
+    assert!(leases(&mut a).unwrap().keys.is_empty(), "the last limited key went: its lease is withdrawn");
+    board.grant_and_send(START + 5_000);
+    assert!(!a.receiver.has_changed().unwrap());
+}

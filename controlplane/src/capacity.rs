@@ -45,6 +45,13 @@ pub struct CapacityConfig {
     /// How often leases are recomputed and sent while a limited key sees traffic.
     #[arg(long, env = "AURORA_LEASE_INTERVAL", default_value = "250ms", value_parser = aurora_core::parse_positive_duration)]
     pub lease_interval: Duration,
+    /// How long a control plane that just started only listens before it grants leases, so
+    /// the replicas that kept counting through its absence (on their fallback share) have
+    /// reconnected and reported what they admitted in the current window. Granting earlier
+    /// would hand the first replica back what the others already used. Default: the lease
+    /// TTL plus the data planes' longest reconnect delay (3 s).
+    #[arg(long, env = "AURORA_LEASE_LEARNING", default_value = "6s", value_parser = aurora_core::parse_duration)]
+    pub lease_learning: Duration,
     /// Benchmarks only (the naive per-replica baseline): `false` sends no leases at all, so
     /// every data plane counts alone with its fallback share.
     #[arg(long, env = "AURORA_CAPACITY_LEASES", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
@@ -68,6 +75,7 @@ impl Default for CapacityConfig {
         CapacityConfig {
             lease_ttl: Duration::from_secs(3),
             lease_interval: Duration::from_millis(250),
+            lease_learning: Duration::from_secs(6),
             leases: true,
             #[cfg(debug_assertions)]
             budget_clock_offset_secs: 0,

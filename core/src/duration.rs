@@ -12,6 +12,11 @@ pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses a human duration that may be zero: for delays, where zero means "none".
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|err| err.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -21,5 +26,7 @@ mod tests {
         assert_eq!(parse_positive_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("soon").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -30,7 +30,7 @@ pub use default_headers::{
     DefaultHeader, DefaultHeaderError, DefaultHeaders, MAX_DEFAULT_HEADERS, MAX_HEADER_NAME_BYTES,
     MAX_HEADER_VALUE_BYTES,
 };
-pub use duration::parse_positive_duration;
+pub use duration::{parse_duration, parse_positive_duration};
 pub use endpoint_rule::{
     EndpointRule, EndpointRuleError, MAX_ENDPOINT_RULE_BYTES, MAX_ENDPOINT_RULES, endpoint_allowed,
 };

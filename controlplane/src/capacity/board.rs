@@ -32,6 +32,8 @@ pub struct Capacity {
     wake: Notify,
     config: CapacityConfig,
     clock: Arc<dyn Clock>,
+    /// Unix ms until which this control plane only listens (see `CapacityConfig::lease_learning`).
+    learning_until_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +88,15 @@ pub struct KeyCounts {
 
 impl Capacity {
     pub fn new(config: CapacityConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Capacity { state: Mutex::new(State::default()), wake: Notify::new(), config, clock })
+        let learning_ms = i64::try_from(config.lease_learning.as_millis()).unwrap_or(i64::MAX);
+        let learning_until_ms = clock.now_ms().saturating_add(learning_ms);
+        Arc::new(Capacity {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            config,
+            clock,
+            learning_until_ms,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -296,6 +306,12 @@ impl Capacity {
 
     /// Computes every replica's leases at `now` and sends those that are due.
     fn grant_and_send(&self, now: i64) {
+        // Learning: the replicas keep what they hold (their last leases, then the fallback
+        // share of the replica count those leases named) while their reports come in; an
+        // empty `Leases` now would name too few replicas and widen every fallback share.
+        if now < self.learning_until_ms {
+            return;
+        }
         let offset = self.config.budget_offset_secs();
         let mut state = self.lock();
         let state = &mut *state;

@@ -24,9 +24,15 @@ const KEY: KeyId = [9; 16];
 /// 2026-12-02T00:00:00Z minus 30 s: close to a day's end.
 const START: i64 = 1_796_256_000_000 - 30_000;
 
+/// A configuration with no learning period: the board grants from its first instant.
+fn learned() -> CapacityConfig {
+    CapacityConfig { lease_learning: Duration::ZERO, ..CapacityConfig::default() }
+}
+
+/// A board that has learned already (see `learning_holds_leases_until_the_replicas_reported`).
 fn board(limits: KeyLimits) -> (Arc<Capacity>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock(AtomicI64::new(START)));
-    let board = Capacity::new(CapacityConfig::default(), clock.clone());
+    let board = Capacity::new(learned(), clock.clone());
     board.set_limits(HashMap::from([(KEY, limits)]));
     (board, clock)
 }
@@ -51,6 +57,28 @@ fn demand(window: i64, admitted: u64, refused: u64, since: u64) -> DemandReport 
             ..Default::default()
         }],
     }
+}
+
+#[test]
+fn learning_holds_leases_until_the_replicas_reported() {
+    // A control plane restarted mid-window: replica 1 reconnects at once, replica 2 a moment
+    // later; both kept counting on their fallback share (10 of 30 each) meanwhile.
+    let clock = Arc::new(ManualClock(AtomicI64::new(START)));
+    let board = Capacity::new(CapacityConfig::default(), clock.clone());
+    board.set_limits(HashMap::from([(KEY, KeyLimits { requests_per_minute: 30, ..Default::default() })]));
+    let window = window_start(START / 1000);
+    let mut a = board.join(1);
+    board.report(1, &demand(window, 10, 3, 0));
+    board.grant_and_send(START + 100);
+    assert!(leases(&mut a).is_none(), "no lease while learning: it would give `a` what `b` used");
+
+    let mut b = board.join(2);
+    board.report(2, &demand(window, 10, 0, 0));
+    let learned = START + i64::try_from(CapacityConfig::default().lease_learning.as_millis()).unwrap();
+    clock.0.store(learned, Ordering::SeqCst);
+    board.grant_and_send(learned);
+    let (cap_a, cap_b) = (leases(&mut a).unwrap().keys[0].request_cap, leases(&mut b).unwrap().keys[0].request_cap);
+    assert!(cap_a >= 10 && cap_b >= 10 && cap_a + cap_b <= 30, "what both admitted is counted: {cap_a} {cap_b}");
 }
 
 #[test]
@@ -137,7 +165,7 @@ async fn the_lease_task_follows_the_store_and_grants_new_keys_at_once() {
     let db = crate::store::test_db::TestDb::sqlite();
     let store = db.open().await;
     let clock = Arc::new(ManualClock(AtomicI64::new(START)));
-    let board = Capacity::new(CapacityConfig::default(), clock.clone());
+    let board = Capacity::new(learned(), clock.clone());
     let mut a = board.join(1);
     let task = tokio::spawn(board.clone().run(store.clone()));
     let (mut key, _) = crate::store::suite::new_key("limited");
@@ -163,7 +191,7 @@ async fn the_lease_task_follows_the_store_and_grants_new_keys_at_once() {
 #[test]
 fn without_limited_keys_no_leases_are_sent_but_the_last_one_is_withdrawn() {
     let clock = Arc::new(ManualClock(AtomicI64::new(START)));
-    let board = Capacity::new(CapacityConfig::default(), clock);
+    let board = Capacity::new(learned(), clock);
     let mut a = board.join(1);
     board.grant_and_send(START);
     assert!(leases(&mut a).is_none(), "no limited key: the stream carries no leases at all");

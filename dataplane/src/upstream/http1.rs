@@ -10,8 +10,8 @@
 //! the worker's own TCP stream and its task spawned on the worker's runtime, so a request never
 //! leaves its thread. A connection goes back on the stack only once its response body has been
 //! read to the end without an error; otherwise it is dropped, which closes it. Idle connections
-//! older than the idle timeout are discarded when the stack is next used (an idle worker's
-//! connections are closed by the upstream's own keep-alive timeout until then), and at most
+//! older than the idle timeout are discarded when the stack is next used and by a sweep task
+//! per pool and worker (so an idle worker closes them too), and at most
 //! [`MAX_IDLE_PER_AUTHORITY`] are kept. TLS, HTTP/2 and egress proxies stay on the general
 //! client ([`super::WorkerClients`]).
 
@@ -148,6 +148,7 @@ impl Http1Client {
                         host: host_value(authority),
                         idle: Vec::new(),
                     });
+                    tokio::spawn(sweep(self.id, authority.clone(), self.idle_timeout));
                     pools.len() - 1
                 }
             };
@@ -190,6 +191,24 @@ fn host_value(authority: &Authority) -> HeaderValue {
         Some(_) => HeaderValue::from_str(authority.as_str()),
     };
     value.unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Closes one pool's connections once they have been idle too long, even on a worker that
+/// gets no more requests: one timer per pool and worker (not per request), ticking at half
+/// the idle timeout, so a connection is closed between one and one and a half timeouts after
+/// it went idle. Ends with the worker's runtime.
+async fn sweep(client: u64, authority: Authority, timeout: Duration) {
+    let mut tick = tokio::time::interval((timeout / 2).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some(pool) = pools.iter_mut().find(|pool| pool.client == client && pool.authority == authority) {
+                expire(&mut pool.idle, timeout);
+            }
+        });
+    }
 }
 
 /// Drops the idle connections (at the bottom of the stack) that have been idle too long.

@@ -41,25 +41,34 @@ pub(crate) fn init(args: &LogArgs) -> anyhow::Result<tracing_appender::non_block
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// The SIGTERM handler is installed when this is called, not when the future is first polled:
+/// a process polls it only once it is serving, and a SIGTERM that arrived in between (right
+/// after the listeners were bound, say) would otherwise kill it with the default action
+/// instead of draining it. Must be called inside the runtime.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match terminate {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+            () = terminate => tracing::info!("received SIGTERM, shutting down"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
-        () = terminate => tracing::info!("received SIGTERM, shutting down"),
     }
 }

@@ -90,8 +90,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     print_welcome(&args, gateway_addr, grpc_addr, &master_key)?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = crate::telemetry::shutdown_signal();
     let signal = tokio::spawn(async move {
-        crate::telemetry::shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

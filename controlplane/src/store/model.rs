@@ -98,7 +98,6 @@ impl KeyRecord {
             previous_hash: previous.map(|p| p.hash.as_bytes().to_vec()).unwrap_or_default(),
             previous_expires_at: previous.map(|p| time::to_unix_secs(p.expires_at)).unwrap_or(0),
             limits: self.limits.as_ref().map(super::key_limits::to_config),
-            ..Default::default()
         }
     }
 }

@@ -196,7 +196,6 @@ impl Snapshot {
                     previous_hash: previous.map(|(hash, _)| hash.as_bytes().to_vec()).unwrap_or_default(),
                     previous_expires_at: previous.map_or(0, |(_, expires_at)| expires_at),
                     limits: key.policy.as_ref().and_then(|policy| policy.limits()).map(limits_to_proto),
-                    ..Default::default()
                 })
                 .collect(),
         }

@@ -41,7 +41,9 @@ async fn rotate_key_issues_a_new_secret_once_and_shows_both_states() {
 
     // GetKey and ListKeys show the same, and never a secret.
     let fetched = client.get_key(pb::GetKeyRequest { id: key.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(fetched, after);
+    // GetKey alone adds the live limit status (this key has no limits).
+    assert_eq!(fetched.limit_status.as_ref().map(|status| status.source.as_str()), Some("none"));
+    assert_eq!(pb::Key { limit_status: None, ..fetched }, after);
     let listed = client.list_keys(pb::ListKeysRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.keys, std::slice::from_ref(&after));
     let printed = format!("{listed:?}");

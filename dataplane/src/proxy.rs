@@ -247,15 +247,14 @@ impl Proxy {
         if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
             return Err((GatewayError::BodyTooLarge(self.max_request_body_bytes), shape));
         }
+        let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
+            .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         // Last of the checks, so a request refused for anything else uses none of the key's
         // capacity.
         let admission = match key {
             Some(key) => self.admit(snapshot, key).map_err(|err| (err, shape))?,
             None => None,
         };
-
-        let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
-            .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id);
         let credential = credential.map(|c| Arc::clone(&c.health));
         Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential, admission })

@@ -53,6 +53,13 @@ struct Pool {
     idle: Vec<Idle>,
 }
 
+impl Pool {
+    /// Whether this is `client`'s pool for `authority`.
+    fn is(&self, client: u64, authority: &Authority) -> bool {
+        self.client == client && self.authority == *authority
+    }
+}
+
 struct Idle {
     sender: SendRequest<RequestBody>,
     since: Instant,
@@ -139,7 +146,7 @@ impl Http1Client {
     fn checkout(&self, authority: &Authority) -> (HeaderValue, Option<SendRequest<RequestBody>>) {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            let index = match pools.iter().position(|pool| pool.client == self.id && pool.authority == *authority) {
+            let index = match pools.iter().position(|pool| pool.is(self.id, authority)) {
                 Some(index) => index,
                 None => {
                     pools.push(Pool {
@@ -204,7 +211,7 @@ async fn sweep(client: u64, authority: Authority, timeout: Duration) {
         tick.tick().await;
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            if let Some(pool) = pools.iter_mut().find(|pool| pool.client == client && pool.authority == authority) {
+            if let Some(pool) = pools.iter_mut().find(|pool| pool.is(client, &authority)) {
                 expire(&mut pool.idle, timeout);
             }
         });
@@ -232,9 +239,7 @@ impl Checkin {
         }
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            let Some(pool) =
-                pools.iter_mut().find(|pool| pool.client == self.client && pool.authority == self.authority)
-            else {
+            let Some(pool) = pools.iter_mut().find(|pool| pool.is(self.client, &self.authority)) else {
                 return;
             };
             expire(&mut pool.idle, self.idle_timeout);

@@ -25,7 +25,7 @@ use crate::limits::Admission;
 use crate::metering::Meter;
 use crate::metrics::labels::Source;
 use crate::metrics::{Completed, RequestMetrics};
-use crate::usage::{TokenCounts, UsageOutcome};
+use crate::usage::{TokenCounts, UsageOutcome, UsageSink};
 
 /// How the response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +51,18 @@ impl End {
 /// The status logged when the client left before any response: nginx's convention.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// Where finished requests are recorded: the request metrics and the usage sink. One per
+/// serving worker (it travels with every [`Exchange`], and a count on a cache line the other
+/// cores never write is free).
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub metrics: Arc<RequestMetrics>,
+    pub usage: Arc<dyn UsageSink>,
+}
+
 #[derive(Debug)]
 pub struct Exchange {
-    metrics: Arc<RequestMetrics>,
+    recorder: Arc<Recorder>,
     started: Instant,
     request_id: HeaderValue,
     method: Method,
@@ -75,16 +84,10 @@ pub struct Exchange {
 
 impl Exchange {
     /// A request arrived; it counts as in flight until this is dropped.
-    pub fn start(
-        metrics: Arc<RequestMetrics>,
-        started: Instant,
-        request_id: HeaderValue,
-        method: Method,
-        uri: Uri,
-    ) -> Self {
-        metrics.started();
+    pub fn start(recorder: Arc<Recorder>, started: Instant, request_id: HeaderValue, method: Method, uri: Uri) -> Self {
+        recorder.metrics.started();
         Exchange {
-            metrics,
+            recorder,
             started,
             request_id,
             method,
@@ -123,7 +126,7 @@ impl Exchange {
         self.response = Some((status, source));
         if stream && !self.stream {
             self.stream = true;
-            self.metrics.stream_opened();
+            self.recorder.metrics.stream_opened();
         }
     }
 
@@ -176,11 +179,12 @@ impl Drop for Exchange {
         let end = self.end.unwrap_or(End::ClientGone);
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         if self.stream {
-            self.metrics.stream_closed();
+            self.recorder.metrics.stream_closed();
         }
         let usage = self.meter.take().zip(self.provider).map(|(meter, provider)| {
-            let usage = meter.end(end == End::Complete, self.principal.unwrap_or(Principal::Anonymous), provider);
-            self.metrics.usage(provider, &usage);
+            let principal = self.principal.unwrap_or(Principal::Anonymous);
+            let usage = meter.end(end == End::Complete, principal, provider, &*self.recorder.usage);
+            self.recorder.metrics.usage(provider, &usage);
             usage
         });
         let known = usage.as_ref().filter(|u| u.outcome != UsageOutcome::Unknown);
@@ -190,7 +194,7 @@ impl Drop for Exchange {
                 crate::credentials::unix_ms(std::time::SystemTime::now()),
             );
         }
-        self.metrics.completed(&Completed {
+        self.recorder.metrics.completed(&Completed {
             provider: self.provider,
             method: &self.method,
             status,

@@ -17,9 +17,13 @@ use hyper::body::Incoming;
 
 use crate::access::{End, Exchange};
 
+mod idle_timeout;
+
+pub use self::idle_timeout::{IdleTimedOut, IdleTimeout};
+
 /// The upstream response body, failing if the provider goes silent for longer than the idle
 /// timeout. The timer restarts with every frame, so a long stream is never cut.
-pub type UpstreamBody = tower_http::timeout::TimeoutBody<crate::upstream::http1::PooledBody>;
+pub type UpstreamBody = IdleTimeout<crate::upstream::http1::PooledBody>;
 
 pub type ProxyBody = Either<Full<Bytes>, UpstreamBody>;
 
@@ -77,7 +81,7 @@ pin_project_lite::pin_project! {
     pub struct Metered<B> {
         #[pin]
         inner: B,
-        exchange: Exchange,
+        exchange: Box<Exchange>,
         // The exact body length, when known up front.
         expected: Option<u64>,
         sent: u64,
@@ -87,7 +91,7 @@ pin_project_lite::pin_project! {
 impl<B: Body> Metered<B> {
     /// `content_length` is the response's declared length, if any: hyper stops polling a body
     /// once it has written that many bytes, so it is how a complete body is recognised.
-    pub fn new(inner: B, mut exchange: Exchange, content_length: Option<u64>) -> Self {
+    pub fn new(inner: B, mut exchange: Box<Exchange>, content_length: Option<u64>) -> Self {
         // An empty body (a HEAD answer, a 204) may never be polled: it is complete as it is.
         if inner.is_end_stream() {
             exchange.end(End::Complete);
@@ -148,13 +152,9 @@ mod tests {
 
     fn exchange(metrics: &Metrics) -> Exchange {
         let id = HeaderValue::from_static("req-1");
-        Exchange::start(
-            metrics.requests.clone(),
-            Instant::now(),
-            id,
-            Method::POST,
-            http::Uri::from_static("/p/openai/v1/x"),
-        )
+        let recorder =
+            crate::access::Recorder { metrics: metrics.requests.clone(), usage: Arc::new(crate::usage::DiscardUsage) };
+        Exchange::start(Arc::new(recorder), Instant::now(), id, Method::POST, http::Uri::from_static("/p/openai/v1/x"))
     }
 
     #[tokio::test]
@@ -164,7 +164,7 @@ mod tests {
         exchange.set_provider(aurora_core::ProviderKind::OpenAi);
         exchange.respond(StatusCode::OK, Source::Upstream, true);
         assert!(metrics.encode().contains("aurora_dataplane_streams_open 1\n"));
-        let body = Metered::new(full("0123456789"), exchange, Some(10));
+        let body = Metered::new(full("0123456789"), Box::new(exchange), Some(10));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "0123456789");
 
         let text = metrics.encode();
@@ -204,9 +204,9 @@ mod tests {
             exchange.admit(admission);
             let mut headers = http::HeaderMap::new();
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            let metering = crate::metering::Metering::new(true, Arc::new(crate::usage::DiscardUsage));
-            exchange.meter(metering.start(StatusCode::OK, &headers));
-            Metered::new(full(text), exchange, Some(text.len() as u64))
+            let metering = crate::metering::Metering::new(true);
+            exchange.meter(metering.start(StatusCode::OK, &headers, None));
+            Metered::new(full(text), Box::new(exchange), Some(text.len() as u64))
         };
 
         let body = limited(admit().unwrap());

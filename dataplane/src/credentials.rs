@@ -68,6 +68,19 @@ impl CredentialHealth {
         self.failing.load(Ordering::Relaxed)
     }
 
+    /// Whether the credential is cooling down, reading the clock only if it ever has been.
+    fn cooling_down_lazily(&self, now_ms: impl FnOnce() -> i64) -> bool {
+        let until = self.cooldown_until_ms.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
+    }
+
+    /// [`CredentialHealth::observe`], reading the clock only for a 429 (the only answer whose
+    /// handling needs it): the request path calls this for every response.
+    pub fn observe_lazily(&self, status: StatusCode, headers: &HeaderMap, now: impl FnOnce() -> SystemTime) {
+        let now = if status == StatusCode::TOO_MANY_REQUESTS { now() } else { SystemTime::UNIX_EPOCH };
+        self.observe(status, headers, now);
+    }
+
     /// Records the upstream's answer to a request sent with this credential.
     pub fn observe(&self, status: StatusCode, headers: &HeaderMap, now: SystemTime) {
         match status.as_u16() {
@@ -81,9 +94,15 @@ impl CredentialHealth {
                 self.auth_failures.fetch_add(1, Ordering::Relaxed);
                 self.failing.store(true, Ordering::Relaxed);
             }
+            // Written only when they change: a store on every success would pull the cache
+            // line away from the other workers, which read it on every pick.
             code if code < 400 => {
-                self.streak.store(0, Ordering::Relaxed);
-                self.failing.store(false, Ordering::Relaxed);
+                if self.streak.load(Ordering::Relaxed) != 0 {
+                    self.streak.store(0, Ordering::Relaxed);
+                }
+                if self.failing.load(Ordering::Relaxed) {
+                    self.failing.store(false, Ordering::Relaxed);
+                }
             }
             _ => {}
         }
@@ -182,7 +201,23 @@ impl CredentialSet {
     /// The credential for the next request at `now_ms` (Unix milliseconds), counted as sent;
     /// `None` when no credential is enabled.
     pub fn pick(&self, now_ms: i64) -> Option<&UpstreamCredential> {
-        let available = |c: &&UpstreamCredential| c.enabled && !c.health.cooling_down(now_ms);
+        self.pick_lazily(|| now_ms)
+    }
+
+    /// [`CredentialSet::pick`], reading the clock (`now_ms`) at most once, and only if one of
+    /// the credentials has ever cooled down: the request path picks for every request.
+    pub fn pick_lazily(&self, now_ms: impl FnOnce() -> i64) -> Option<&UpstreamCredential> {
+        let now = std::cell::OnceCell::new();
+        let clock = std::cell::Cell::new(Some(now_ms));
+        let now_ms = || *now.get_or_init(|| clock.take().map_or(0, |read| read()));
+        let available = |c: &&UpstreamCredential| c.enabled && !c.health.cooling_down_lazily(now_ms);
+        // One credential (most providers): nothing to draw.
+        if let [only] = &*self.credentials {
+            if available(&only) {
+                only.health.requests.fetch_add(1, Ordering::Relaxed);
+                return Some(only);
+            }
+        }
         let total: u64 = self.credentials.iter().filter(available).map(|c| u64::from(c.weight)).sum();
         let chosen = if total == 0 {
             // Everything is throttled: the earliest to recover carries the request, and the

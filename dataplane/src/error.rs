@@ -4,10 +4,13 @@
 //! exception classes, and `x-aurora-error: gateway`, so an operator can tell them from upstream
 //! errors (which are passed through untouched and never come through here).
 
+use std::sync::OnceLock;
+
 use aurora_core::{ErrorShape, ProviderKind, ProviderSet};
+use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Response, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::body::{ProxyBody, full};
@@ -164,17 +167,7 @@ impl GatewayError {
 
     /// The response for this error, shaped for `shape`.
     pub fn into_response(self, shape: ErrorShape) -> Response<ProxyBody> {
-        let message = self.to_string();
-        let body = match shape {
-            ErrorShape::Anthropic => json!({
-                "type": "error",
-                "error": { "type": self.anthropic_type(), "message": message },
-            }),
-            ErrorShape::OpenAi => json!({
-                "error": { "message": message, "type": self.openai_type(), "param": null, "code": self.code() },
-            }),
-        };
-        let mut response = Response::new(full(body.to_string()));
+        let mut response = Response::new(full(self.body(shape)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -194,11 +187,84 @@ impl GatewayError {
         }
         response
     }
+
+    /// The JSON body in `shape`. Refused tokens come in floods (a misconfigured client, a
+    /// scanner), so their bodies, whose text never varies, are built once per process; the
+    /// rest are serialized from borrowed fields, without an intermediate `Value`.
+    fn body(&self, shape: ErrorShape) -> Bytes {
+        match self {
+            GatewayError::Auth(
+                err @ (AuthError::Missing | AuthError::Unknown | AuthError::Disabled | AuthError::Expired),
+            ) => {
+                static BODIES: OnceLock<[[Bytes; 2]; 4]> = OnceLock::new();
+                let bodies = BODIES.get_or_init(|| {
+                    [AuthError::Missing, AuthError::Unknown, AuthError::Disabled, AuthError::Expired].map(|err| {
+                        [ErrorShape::Anthropic, ErrorShape::OpenAi]
+                            .map(|shape| GatewayError::Auth(err).serialize(shape))
+                    })
+                });
+                let index = match err {
+                    AuthError::Missing => 0,
+                    AuthError::Unknown => 1,
+                    AuthError::Disabled => 2,
+                    _ => 3,
+                };
+                bodies[index][usize::from(shape == ErrorShape::OpenAi)].clone()
+            }
+            _ => self.serialize(shape),
+        }
+    }
+
+    fn serialize(&self, shape: ErrorShape) -> Bytes {
+        let message = self.to_string();
+        let body = match shape {
+            ErrorShape::Anthropic => serde_json::to_vec(&AnthropicBody {
+                kind: "error",
+                error: AnthropicError { kind: self.anthropic_type(), message: &message },
+            }),
+            ErrorShape::OpenAi => serde_json::to_vec(&OpenAiBody {
+                error: OpenAiError { message: &message, kind: self.openai_type(), param: None, code: self.code() },
+            }),
+        };
+        // Serializing borrowed strings into a Vec cannot fail.
+        Bytes::from(body.unwrap_or_default())
+    }
+}
+
+/// `{"type":"error","error":{"type":...,"message":...}}`, as Anthropic's API answers.
+#[derive(Serialize)]
+struct AnthropicBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicError<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+/// `{"error":{"message":...,"type":...,"param":null,"code":...}}`, as OpenAI's API answers.
+#[derive(Serialize)]
+struct OpenAiBody<'a> {
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: &'static str,
 }
 
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
+    use serde_json::json;
 
     use super::*;
 

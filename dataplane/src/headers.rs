@@ -18,34 +18,42 @@ const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version
 const DEFAULT_ANTHROPIC_VERSION: HeaderValue = HeaderValue::from_static("2023-06-01");
 
 /// Connection-scoped headers (RFC 9110 §7.6.1 and the legacy ones), removed in both directions.
-const HOP_BY_HOP: [HeaderName; 10] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    // The gateway answers `Expect: 100-continue` itself; the upstream client does not do it.
-    header::EXPECT,
-];
+/// Matched by name (a `match` on the string compiles to a length switch and a compare, where a
+/// `const` array of `HeaderName`s was built and dropped again for every header checked).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            // The gateway answers `Expect: 100-continue` itself; the upstream client does not.
+            | "expect"
+    )
+}
 
 /// Removed from requests before they go upstream, besides the hop-by-hop ones.
-const REQUEST_DENY: [HeaderName; 8] = [
-    // Client credentials: the Aurora token must never reach a provider.
-    header::AUTHORIZATION,
-    X_API_KEY,
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-    header::COOKIE,
-    // Set by the HTTP client for the upstream instead.
-    header::HOST,
-    header::CONTENT_LENGTH,
-    // Client network details the provider has no business seeing (X-Forwarded-* below).
-    header::FORWARDED,
-];
+fn is_request_denied(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        // Client credentials: the Aurora token must never reach a provider.
+        "authorization"
+            | "x-api-key"
+            | "api-key"
+            | "x-goog-api-key"
+            | "cookie"
+            // Set by the HTTP client for the upstream instead (`host` is replaced by the
+            // upstream client, see `prepare_request`).
+            | "content-length"
+            // Client network details the provider has no business seeing (X-Forwarded-* too).
+            | "forwarded"
+    ) || name.as_str().starts_with("x-forwarded-")
+}
 
 /// HTTP/2 counts each header field as its name, its value and 32 bytes (RFC 9113 §6.5.2).
 const HEADER_FIELD_OVERHEAD: usize = 32;
@@ -63,19 +71,23 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
     usize::try_from(max_header_bytes).unwrap_or(usize::MAX) / HEADER_FIELD_OVERHEAD
 }
 
-/// Turns the client's request headers into the upstream request headers.
+/// Turns the client's request headers into the upstream request headers. The client's `Host`
+/// is left in place for the upstream client to replace (a replacement costs less than a
+/// removal and an insertion); whoever sends the request must set it.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     upstream: &Upstream,
     credential: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    remove_connection_listed(headers);
-    // One pass over the few headers a request has, rather than a hash lookup for each of the
-    // eighteen names (which showed in the profile: `HeaderMap::remove` and its hashing).
-    remove_where(headers, |name| {
-        HOP_BY_HOP.contains(name) || REQUEST_DENY.contains(name) || name.as_str().starts_with("x-forwarded-")
-    });
+    let credential_header = match upstream.kind.auth_style() {
+        AuthStyle::XApiKey => X_API_KEY,
+        AuthStyle::Bearer => header::AUTHORIZATION,
+    };
+    // The header the credential goes in is replaced below, every value of it: no need to
+    // remove the client's first.
+    let replaced = |name: &HeaderName| credential.is_some() && *name == credential_header;
+    remove_where(headers, |name| is_hop_by_hop(name) || (is_request_denied(name) && !replaced(name)));
 
     // Defaults only: a header the client sent wins. None of them can be a header the gateway
     // sets below (the admin API and the snapshot both refuse those names).
@@ -85,15 +97,11 @@ pub fn prepare_request(
         }
     }
     if let Some(credential) = credential {
-        let name = match upstream.kind.auth_style() {
-            AuthStyle::XApiKey => X_API_KEY,
-            AuthStyle::Bearer => header::AUTHORIZATION,
-        };
-        headers.insert(name, credential.clone());
+        headers.insert(credential_header, credential.clone());
     }
-    if upstream.kind == ProviderKind::Anthropic && !headers.contains_key(ANTHROPIC_VERSION) {
+    if upstream.kind == ProviderKind::Anthropic {
         // A default only: clients pick their own API version when they send one.
-        headers.insert(ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_VERSION);
+        headers.entry(ANTHROPIC_VERSION).or_insert(DEFAULT_ANTHROPIC_VERSION);
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
@@ -101,35 +109,72 @@ pub fn prepare_request(
 /// Filters the upstream's response headers before they go back to the client. Everything else,
 /// `retry-after` and `x-ratelimit-*` above all, passes through verbatim.
 pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    remove_connection_listed(headers);
     // Provider cookies would be scoped to the gateway's host, never the provider's; only this
     // gateway's own errors carry X-Aurora-Error, so an upstream (or a chained gateway) must not
-    // be able to pass its errors off as ours. One pass, as in `prepare_request`.
-    remove_where(headers, |name| HOP_BY_HOP.contains(name) || name == header::SET_COOKIE || name == X_AURORA_ERROR);
+    // be able to pass its errors off as ours.
+    remove_where(headers, |name| is_hop_by_hop(name) || name == header::SET_COOKIE || name == X_AURORA_ERROR);
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
-/// Removes the headers a `Connection` header names (they are hop-by-hop by declaration).
-fn remove_connection_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        // Bytes, not `to_str`: one non-UTF-8 value must not hide the names listed beside it.
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+/// Names removed from a map in one go. Requests carry a handful of headers and lose two or
+/// three (the client's credential, `host`, `content-length`), so they are kept on the stack;
+/// only a head with more than [`Doomed::INLINE`] of them spills into a vector.
+struct Doomed {
+    inline: [Option<HeaderName>; Doomed::INLINE],
+    len: usize,
+    spilled: Vec<HeaderName>,
+}
+
+impl Doomed {
+    const INLINE: usize = 8;
+
+    fn new() -> Self {
+        Doomed { inline: Default::default(), len: 0, spilled: Vec::new() }
+    }
+
+    fn push(&mut self, name: HeaderName) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(name);
+                self.len += 1;
+            }
+            None => self.spilled.push(name),
+        }
+    }
+
+    fn remove_from(self, headers: &mut HeaderMap) {
+        for name in self.inline.into_iter().flatten().chain(self.spilled) {
+            headers.remove(name);
+        }
     }
 }
 
+/// Removes every header `matches` names, and the headers a `Connection` header lists (they
+/// are hop-by-hop by declaration), in one pass over the names present.
 fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
-    // Collecting first is needed because the map cannot be mutated while iterating; the vector
-    // only allocates when something matches.
-    let doomed: Vec<HeaderName> = headers.keys().filter(|name| matches(name)).cloned().collect();
-    for name in doomed {
-        headers.remove(name);
+    let mut doomed = Doomed::new();
+    let mut has_connection = false;
+    for name in headers.keys() {
+        has_connection |= name == header::CONNECTION;
+        if matches(name) {
+            doomed.push(name.clone());
+        }
     }
+    if has_connection {
+        for listed in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            // Bytes, not `to_str`: one non-UTF-8 value must not hide the names listed beside it.
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            // The usual values name no header beyond those removed above.
+            .filter(|token| !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close"))
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
+        {
+            doomed.push(listed);
+        }
+    }
+    doomed.remove_from(headers);
 }
 
 #[cfg(test)]
@@ -186,6 +231,8 @@ mod tests {
                 "accept",
                 "anthropic-beta",
                 "anthropic-version",
+                // Left for the upstream client to replace.
+                "host",
                 "idempotency-key",
                 "openai-organization",
                 "x-api-key",
@@ -193,6 +240,7 @@ mod tests {
             ]
         );
         assert_eq!(headers["x-api-key"], "sk-ant");
+        assert_eq!(headers.get_all("x-api-key").iter().count(), 1, "the client's value is replaced");
         assert_eq!(headers["anthropic-version"], "2024-01-01", "the client's version wins");
         assert_eq!(headers["x-request-id"], "req-1");
     }

@@ -21,6 +21,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod deadline;
 pub mod egress;
 pub mod error;
 pub mod fdlimit;
@@ -126,7 +127,9 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
     let mut feeders = tokio::task::JoinSet::new();
     let subscribed = !config.control_plane.urls.is_empty();
     let config_metrics = subscribed.then(ConfigMetrics::new);
-    let mut metrics = Metrics::new(state.clone(), config_metrics.clone());
+    let worker_count = config.serving.worker_threads();
+    // The request-path metrics get one shard per worker, so workers never write a shared line.
+    let mut metrics = Metrics::sharded(state.clone(), config_metrics.clone(), worker_count);
     let usage_metrics = usage_report::UsageReportMetrics::default();
     metrics.register_usage(&usage_metrics);
     // Per-key limits' state, shared by the request path and the config stream (leases in,
@@ -157,19 +160,12 @@ pub async fn start(mut config: Config) -> Result<Dataplane, StartError> {
         state.publish(Arc::new(snapshot));
     }
 
-    let worker_count = config.serving.worker_threads();
     let upstreams = upstream::build(&config.upstream, worker_count)?;
     // Without a control plane usage is logged and counted, not kept.
-    let metering = Metering::new(config.usage_metering.is_on(), usage_sink);
-    let proxy = Arc::new(Proxy::new(
-        state.clone(),
-        upstreams,
-        metrics.requests.clone(),
-        &config.upstream,
-        &config.limits,
-        metering,
-        limiters,
-    ));
+    let metering = Metering::new(config.usage_metering.is_on());
+    let recorder = access::Recorder { metrics: metrics.requests.clone(), usage: usage_sink };
+    let proxy =
+        Arc::new(Proxy::new(state.clone(), upstreams, recorder, &config.upstream, &config.limits, metering, limiters));
     let connection_metrics = metrics.connections.clone();
     let admin = Arc::new(Admin::new(state, metrics));
     let bind =

@@ -27,8 +27,6 @@ pub mod sse;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
 use aurora_core::ProviderKind;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -39,43 +37,42 @@ use self::fields::Reported;
 use self::json::JsonScanner;
 use self::sse::SseScanner;
 use crate::auth::Principal;
-use crate::usage::{DiscardUsage, TokenCounts, Usage, UsageOutcome, UsageSink};
+use crate::usage::{TokenCounts, Usage, UsageOutcome, UsageSink};
 
 /// Longest model name kept; a longer one is not a model name.
 pub const MAX_MODEL_BYTES: usize = 256;
 
 /// The stage's settings, shared by every request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Metering {
     enabled: bool,
-    sink: Arc<dyn UsageSink>,
 }
 
 impl Default for Metering {
-    /// On, with usage dropped: a data plane without usage reporting still logs and counts it.
     fn default() -> Self {
-        Metering::new(true, Arc::new(DiscardUsage))
+        Metering::new(true)
     }
 }
 
 impl Metering {
     /// `enabled: false` (`AURORA_USAGE_METERING=off`) runs no scanner: the sink gets every
     /// upstream response with its usage unknown.
-    pub fn new(enabled: bool, sink: Arc<dyn UsageSink>) -> Self {
-        Metering { enabled, sink }
+    pub fn new(enabled: bool) -> Self {
+        Metering { enabled }
     }
 
-    /// Starts metering an upstream response, from its status and headers.
-    pub fn start(&self, status: StatusCode, headers: &HeaderMap) -> Meter {
-        let reading = if self.enabled { Reading::of(status, headers) } else { Reading::Nothing };
-        Meter { sink: self.sink.clone(), reading, pending: None }
+    /// Starts metering an upstream response, from its status and headers. `body_length` is the
+    /// body's exact length when the body knows it (hyper's, from the same `Content-Length`), so
+    /// the header need not be parsed again.
+    pub fn start(&self, status: StatusCode, headers: &HeaderMap, body_length: Option<u64>) -> Meter {
+        let reading = if self.enabled { Reading::of(status, headers, body_length) } else { Reading::Nothing };
+        Meter { reading, pending: None }
     }
 }
 
 /// One upstream response being metered.
 #[derive(Debug)]
 pub struct Meter {
-    sink: Arc<dyn UsageSink>,
     reading: Reading,
     /// The frame last handed to the client, read once the next one is asked for (or the
     /// response ends): scanning never stands between a frame and the client.
@@ -94,13 +91,14 @@ enum Reading {
 }
 
 impl Reading {
-    fn of(status: StatusCode, headers: &HeaderMap) -> Reading {
+    fn of(status: StatusCode, headers: &HeaderMap, body_length: Option<u64>) -> Reading {
         if !status.is_success() {
             return Reading::Nothing;
         }
         let Some(encoding) = Encoding::of(headers) else { return Reading::Nothing };
         // `Content-Length` sizes the plain body only: a compressed one decodes to more.
-        let length = (encoding == Encoding::Identity).then(|| content_length(headers)).flatten();
+        let length =
+            (encoding == Encoding::Identity).then(|| body_length.or_else(|| content_length(headers))).flatten();
         let Some(scanner) = Scanner::for_content_type(headers, length) else { return Reading::Nothing };
         match Decoder::new(encoding, scanner) {
             Ok(decoder) => Reading::Decoded(Box::new(decoder)),
@@ -122,7 +120,15 @@ impl Meter {
             return;
         }
         if let Some(previous) = self.pending.replace(frame.clone()) {
-            self.feed(&previous);
+            self.feed_frame(previous);
+        }
+    }
+
+    /// Reads a frame now, without copying it where the scanner can keep it as it is.
+    fn feed_frame(&mut self, frame: Bytes) {
+        match &mut self.reading {
+            Reading::Plain(Scanner::Json(scanner)) => scanner.feed_frame(frame),
+            _ => self.feed(&frame),
         }
     }
 
@@ -145,10 +151,10 @@ impl Meter {
     }
 
     /// The response ended (`completed`: the whole body reached the client). Hands the usage
-    /// to the sink and returns it for the access log and the metrics.
-    pub fn end(mut self, completed: bool, principal: Principal, provider: ProviderKind) -> Usage {
+    /// to `sink` and returns it for the access log and the metrics.
+    pub fn end(mut self, completed: bool, principal: Principal, provider: ProviderKind, sink: &dyn UsageSink) -> Usage {
         if let Some(last) = self.pending.take() {
-            self.feed(&last);
+            self.feed_frame(last);
         }
         let reading = self.reading;
         let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match reading {
@@ -158,7 +164,7 @@ impl Meter {
         }))
         .unwrap_or_default();
         let usage = seen.into_usage(completed);
-        self.sink.record(principal, provider, &usage);
+        sink.record(principal, provider, &usage);
         usage
     }
 }
@@ -166,7 +172,7 @@ impl Meter {
 /// A scanner for the body's format.
 #[derive(Debug)]
 pub enum Scanner {
-    Json(Box<JsonScanner>),
+    Json(JsonScanner),
     Sse(Box<SseScanner>),
 }
 
@@ -181,7 +187,7 @@ impl Scanner {
         } else if essence.eq_ignore_ascii_case("application/json")
             || essence.get(essence.len().saturating_sub(5)..).is_some_and(|end| end.eq_ignore_ascii_case("+json"))
         {
-            Some(Scanner::Json(Box::new(JsonScanner::new(length))))
+            Some(Scanner::Json(JsonScanner::new(length)))
         } else {
             None
         }

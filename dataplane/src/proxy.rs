@@ -15,20 +15,19 @@ use aurora_core::{ErrorShape, ProviderKind};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use tower_http::timeout::TimeoutBody;
 
-use crate::access::Exchange;
+use crate::access::{Exchange, Recorder};
 use crate::auth;
-use crate::body::{Counted, Metered, ProxyBody, ResponseBody};
+use crate::body::{Counted, IdleTimeout, Metered, ProxyBody, ResponseBody};
 use crate::config::{Limits, UpstreamConfig};
-use crate::credentials::CredentialHealth;
+use crate::deadline::{Deadlines, Passed};
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
 use crate::limits::{Admission, Limiters};
 use crate::metering::Metering;
-use crate::metrics::RequestMetrics;
 use crate::metrics::labels::Source;
 use crate::snapshot::{ManagedKey, ProviderTls, Snapshot};
 use crate::state::ConfigState;
@@ -37,11 +36,18 @@ use crate::upstream::http1::{Http1Client, PooledBody};
 use crate::upstream::tls::TlsFailure;
 use crate::{headers, request_id, route};
 
-#[derive(Debug)]
+/// The passthrough handler. Each serving worker has its own (see [`Handler::for_worker`]):
+/// a request holds a reference to its worker's `Proxy` and [`Recorder`] for its whole life, and
+/// counting those references on a cache line no other core writes costs nothing, where one
+/// `Arc` shared by every worker had its count bounce between cores twice per request.
+#[derive(Debug, Clone)]
 pub struct Proxy {
     state: Arc<ConfigState>,
-    upstreams: Upstreams,
-    metrics: Arc<RequestMetrics>,
+    upstreams: Arc<Upstreams>,
+    recorder: Arc<Recorder>,
+    /// The worker's deadlines (response headers, body idleness): a sweep per worker rather
+    /// than a timer per request.
+    deadlines: Deadlines,
     metering: Metering,
     /// Per-key limits' state on this replica (issue 13).
     limiters: Arc<Limiters>,
@@ -58,10 +64,36 @@ struct Forward {
     provider: ProviderKind,
     /// The provider's own TLS material, when it has some (rare: cloning the `Arc` is the cost).
     tls: Option<Arc<ProviderTls>>,
-    /// The health of the credential the request carries, told about the upstream's answer.
-    credential: Option<Arc<CredentialHealth>>,
+    /// The credential the request carries, whose health is told about the upstream's answer.
+    credential: Option<CredentialRef>,
     /// The key's hold on its limits, when it has any.
     admission: Option<Admission>,
+}
+
+/// Which credential a request went out with, found again when its answer comes.
+///
+/// Not an `Arc` of the credential's health: that count would be incremented and decremented by
+/// every worker for every request, on one cache line. The health's address identifies it, and
+/// the answer's snapshot has it at the same address (a new revision adopts the health of every
+/// credential it keeps); a credential removed meanwhile is no longer found, and its health no
+/// longer matters.
+#[derive(Debug, Clone, Copy)]
+struct CredentialRef {
+    provider: ProviderKind,
+    health: usize,
+}
+
+impl CredentialRef {
+    /// Tells the credential's health, found in the current snapshot, about the upstream's
+    /// answer (synchronously: the snapshot guard is not held across an `.await`).
+    fn observe(self, state: &ConfigState, status: http::StatusCode, headers: &http::HeaderMap) {
+        let guard = state.load();
+        let Some(upstream) = guard.as_deref().and_then(|snapshot| snapshot.provider(self.provider)) else { return };
+        if let Some(credential) = upstream.credentials().iter().find(|c| Arc::as_ptr(&c.health) as usize == self.health)
+        {
+            credential.health.observe_lazily(status, headers, SystemTime::now);
+        }
+    }
 }
 
 /// A refused request and the error shape its provider's SDK understands.
@@ -71,7 +103,7 @@ impl Proxy {
     pub fn new(
         state: Arc<ConfigState>,
         upstreams: Upstreams,
-        metrics: Arc<RequestMetrics>,
+        recorder: Recorder,
         upstream: &UpstreamConfig,
         limits: &Limits,
         metering: Metering,
@@ -79,8 +111,9 @@ impl Proxy {
     ) -> Self {
         Proxy {
             state,
-            upstreams,
-            metrics,
+            upstreams: Arc::new(upstreams),
+            recorder: Arc::new(recorder),
+            deadlines: Deadlines::default(),
             metering,
             limiters,
             response_header_timeout: upstream.response_header_timeout,
@@ -95,19 +128,22 @@ impl Proxy {
         let request_id = request_id::for_request(request.headers());
         // Dropped with this future if the client goes away before the response: the exchange
         // then records the request as abandoned.
-        let mut exchange = Exchange::start(
-            self.metrics.clone(),
+        // Boxed: the exchange rides in the response body, which is moved several times on its
+        // way to the client, and a pointer moves cheaper than its few hundred bytes.
+        let mut exchange = Box::new(Exchange::start(
+            self.recorder.clone(),
             started,
             request_id.clone(),
             request.method().clone(),
             request.uri().clone(),
-        );
+        ));
 
         let response = match self.forward(request, &request_id, &mut exchange).await {
             Ok(response) => {
                 exchange.respond(response.status(), Source::Upstream, is_event_stream(&response));
                 // The metering stage reads a copy of every frame sent (see `metering`).
-                exchange.meter(self.metering.start(response.status(), response.headers()));
+                let body_length = response.body().size_hint().exact();
+                exchange.meter(self.metering.start(response.status(), response.headers(), body_length));
                 response
             }
             Err((err, shape)) => {
@@ -118,7 +154,11 @@ impl Proxy {
             }
         };
         let (parts, body) = response.into_parts();
-        let content_length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        // Parsed only when the body does not know its own length (an HTTP/2 upstream's may not).
+        let content_length = body
+            .size_hint()
+            .exact()
+            .or_else(|| parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()));
         Response::from_parts(parts, Metered::new(body, exchange, content_length))
     }
 
@@ -149,17 +189,19 @@ impl Proxy {
         }
 
         let sent = Instant::now();
-        self.metrics.overhead(provider, sent.duration_since(exchange.started()));
-        let timeout = self.response_header_timeout;
+        self.recorder.metrics.overhead(provider, sent.duration_since(exchange.started()));
+        let deadline = tokio::time::Instant::from_std(sent + self.response_header_timeout);
         let answered = match (&tls, &self.upstreams.http1) {
             (None, Some(http1)) if Http1Client::handles(upstream_request.uri()) => {
-                match tokio::time::timeout(timeout, http1.request(upstream_request)).await {
+                match self.deadlines.bound(deadline, http1.request(upstream_request)).await {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
-                    Err(_elapsed) => Err(GatewayError::UpstreamTimeout),
+                    Err(Passed) => Err(GatewayError::UpstreamTimeout),
                 }
             }
             _ => {
+                // hyper-util's client sets `Host` only when there is none: the client's must go.
+                upstream_request.headers_mut().remove(http::header::HOST);
                 let pending = match &tls {
                     None => self.upstreams.client.request(upstream_request),
                     Some(tls) => match self.upstreams.dedicated.client(provider, tls) {
@@ -170,19 +212,19 @@ impl Proxy {
                         }
                     },
                 };
-                match tokio::time::timeout(timeout, pending).await {
+                match self.deadlines.bound(deadline, pending).await {
                     Ok(Ok(response)) => Ok(response.map(PooledBody::unpooled)),
                     Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
-                    Err(_elapsed) => Err(GatewayError::UpstreamTimeout),
+                    Err(Passed) => Err(GatewayError::UpstreamTimeout),
                 }
             }
         };
         let response = answered.map_err(|err| (err, shape))?;
-        self.metrics.upstream_headers(provider, sent.elapsed());
+        self.recorder.metrics.upstream_headers(provider, sent.elapsed());
         let (mut parts, body) = response.into_parts();
-        if let Some(credential) = &credential {
+        if let Some(credential) = credential {
             // A 429 starts this credential's cooldown; the response itself passes unchanged.
-            credential.observe(parts.status, &parts.headers, SystemTime::now());
+            credential.observe(&self.state, parts.status, &parts.headers);
         }
         // hyper bounds the head it reads only roughly (by read buffer and field count); this is
         // the exact limit, the same for HTTP/1.1 and HTTP/2. Dropping the body ends the exchange.
@@ -197,7 +239,10 @@ impl Proxy {
             // A limited key's own limits, so its clients can pace themselves before a refusal.
             crate::limits::write_headers(admission.view(), shape, self.limiters.now_ms(), &mut parts.headers);
         }
-        Ok(Response::from_parts(parts, Either::Right(TimeoutBody::new(self.idle_timeout, body))))
+        Ok(Response::from_parts(
+            parts,
+            Either::Right(IdleTimeout::new(body, self.idle_timeout, self.deadlines.clone())),
+        ))
     }
 
     /// Every check that can refuse the request, against one snapshot. Synchronous on purpose:
@@ -227,7 +272,7 @@ impl Proxy {
         }
 
         let (principal, key) = auth::authenticate_key(snapshot, &parts.headers, kind, unix_now).map_err(|err| {
-            self.metrics.auth_failure(kind, err);
+            self.recorder.metrics.auth_failure(kind, err);
             (err.into(), shape)
         })?;
         exchange.set_principal(principal);
@@ -237,7 +282,7 @@ impl Proxy {
         if let Some(policy) = key.and_then(|key| key.policy.as_deref()) {
             policy.check_endpoint(kind, &parts.method, endpoint).map_err(|err| (err.into(), shape))?;
         }
-        let credential = upstream.credentials().pick(crate::credentials::unix_ms(SystemTime::now()));
+        let credential = upstream.credentials().pick_lazily(|| crate::credentials::unix_ms(SystemTime::now()));
         if credential.is_none() && !upstream.credentials().is_empty() {
             return Err((GatewayError::CredentialsDisabled(kind), shape));
         }
@@ -247,7 +292,8 @@ impl Proxy {
         if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
             return Err((GatewayError::BodyTooLarge(self.max_request_body_bytes), shape));
         }
-        let uri = upstream_uri(upstream.base_url.as_str(), endpoint, parts.uri.query())
+        let uri = upstream
+            .uri(endpoint, parts.uri.query())
             .ok_or((GatewayError::Path(route::PathError::InvalidEncoding), shape))?;
         // Last of the checks, so a request refused for anything else uses none of the key's
         // capacity.
@@ -256,7 +302,7 @@ impl Proxy {
             None => None,
         };
         headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id);
-        let credential = credential.map(|c| Arc::clone(&c.health));
+        let credential = credential.map(|c| CredentialRef { provider: kind, health: Arc::as_ptr(&c.health) as usize });
         Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential, admission })
     }
 
@@ -328,25 +374,16 @@ impl Proxy {
 impl crate::server::Handler for Proxy {
     type Body = ResponseBody;
 
+    fn for_worker(self: &Arc<Self>) -> Arc<Self> {
+        let mut proxy = Proxy::clone(self);
+        proxy.recorder = Arc::new(Recorder::clone(&self.recorder));
+        proxy.deadlines = Deadlines::default();
+        Arc::new(proxy)
+    }
+
     async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         self.handle(request).await
     }
-}
-
-/// `{base}/{endpoint}?{query}`, the query byte for byte. `None` only if the result is not a
-/// valid URI, which the route checks make impossible in practice.
-fn upstream_uri(base: &str, endpoint: &str, query: Option<&str>) -> Option<Uri> {
-    let mut uri = String::with_capacity(base.len() + endpoint.len() + query.map_or(0, str::len) + 2);
-    uri.push_str(base);
-    if !endpoint.is_empty() {
-        uri.push('/');
-        uri.push_str(endpoint);
-    }
-    if let Some(query) = query {
-        uri.push('?');
-        uri.push_str(query);
-    }
-    Uri::try_from(uri).ok()
 }
 
 /// Whether the response is a server-sent-event stream (counted in `streams_open`).
@@ -374,18 +411,5 @@ impl std::fmt::Display for DisplayChain<'_> {
             source = cause.source();
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joins_without_doubling_slashes_and_keeps_the_query() {
-        let uri = upstream_uri("https://api.anthropic.com/v1", "messages", Some("beta=true&x=%20y")).unwrap();
-        assert_eq!(uri.to_string(), "https://api.anthropic.com/v1/messages?beta=true&x=%20y");
-        let uri = upstream_uri("https://api.anthropic.com/v1", "", None).unwrap();
-        assert_eq!(uri.to_string(), "https://api.anthropic.com/v1");
     }
 }

@@ -22,6 +22,7 @@ use http::{HeaderName, HeaderValue};
 pub use crate::credentials::InvalidCredential;
 use crate::credentials::{CredentialSet, UpstreamCredential};
 use crate::limits::{KeyPolicy, LimitSettings};
+use crate::upstream::target::Target;
 
 pub use file::{SnapshotFile, SnapshotFileError};
 pub use key_table::KeyTable;
@@ -48,7 +49,9 @@ pub struct Snapshot {
 pub struct Upstream {
     pub kind: ProviderKind,
     pub enabled: bool,
-    pub base_url: BaseUrl,
+    base_url: BaseUrl,
+    /// `base_url` in the pieces each request's URI is built from (`None`: see [`Target::of`]).
+    target: Option<Target>,
     /// The provider's credentials (often just one, named `default`), header values pre-built;
     /// each request picks one (see `credentials.rs`).
     credentials: CredentialSet,
@@ -77,6 +80,10 @@ impl Upstream {
         Ok(Upstream {
             kind,
             enabled,
+            target: Target::of(&base_url).or_else(|| {
+                tracing::error!(provider = %kind, "the base URL is not a valid HTTP URI; requests to this provider are refused");
+                None
+            }),
             base_url,
             credentials: CredentialSet::new(credentials.into_iter().collect()),
             default_headers: Box::default(),
@@ -88,6 +95,15 @@ impl Upstream {
     pub fn with_credentials(mut self, credentials: Vec<UpstreamCredential>) -> Self {
         self.credentials = CredentialSet::new(credentials);
         self
+    }
+
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.base_url
+    }
+
+    /// The upstream URI of a request for `endpoint` with `query` (byte for byte).
+    pub fn uri(&self, endpoint: &str, query: Option<&str>) -> Option<http::Uri> {
+        self.target.as_ref()?.uri(endpoint, query)
     }
 
     pub fn credentials(&self) -> &CredentialSet {

@@ -12,6 +12,7 @@
 
 pub mod dedicated;
 pub mod http1;
+pub mod target;
 pub mod tls;
 
 use std::sync::Arc;
@@ -97,6 +98,8 @@ fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::W
 fn http1_builder(config: &UpstreamConfig) -> hyper::client::conn::http1::Builder {
     let mut builder = hyper::client::conn::http1::Builder::new();
     builder
+        // As the server's (`server::builder`): one buffer per write.
+        .writev(false)
         .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX))
         .max_headers(headers::field_ceiling(config.max_header_bytes));
     builder

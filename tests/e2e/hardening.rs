@@ -265,10 +265,17 @@ async fn request_headers_are_limited_by_bytes_not_by_count() {
         assert_eq!(head.lines().filter(|l| l.starts_with("x-h-")).count(), count, "every header is forwarded");
     }
 
-    // Past the byte limit, still 431.
+    // Past the byte limit, still 431, also for a head that arrives whole in one write.
     let big = "v".repeat(70 * 1024);
-    let response = client().post(&url).bearer_auth(MASTER_KEY).header("x-big", big).body("{}").send().await.unwrap();
+    let response =
+        client().post(&url).bearer_auth(MASTER_KEY).header("x-big", big.as_str()).body("{}").send().await.unwrap();
     assert_eq!(response.status(), 431);
+    let bearer = format!("Bearer {MASTER_KEY}");
+    let request_line = "POST /p/openai/v1/chat/completions HTTP/1.1";
+    let (status, _) =
+        raw_http::send(dataplane.addr, request_line, &[("authorization", &bearer), ("x-big", &big)]).await;
+    assert_eq!(status, 431);
+    assert_eq!(upstream.arrived_request(), None, "nothing past the limit reached the upstream");
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ async fn every_provider_gets_the_exact_path_its_credential_and_the_clients_other
                 .header("openai-organization", "org-123")
                 .header("idempotency-key", "idem-1")
                 .header("x-request-id", "client-request-1")
+                .header("host", "client-chosen.example")
                 .body(r#"{"model":"m"}"#)
                 .send()
                 .await
@@ -70,6 +71,9 @@ async fn every_provider_gets_the_exact_path_its_credential_and_the_clients_other
             for stripped in ["api-key", "cookie", "x-forwarded-for"] {
                 assert_eq!(header(stripped), None, "{stripped} reached {kind}");
             }
+            // The upstream's own authority, never the one the client addressed the gateway by.
+            assert_eq!(header("host"), Some(upstream.address().to_string()), "{kind}");
+            assert_eq!(request.headers.get_all("host").iter().count(), 1, "{kind}");
             let all_headers = format!("{:?}", request.headers);
             assert!(!all_headers.contains(MASTER_KEY), "the gateway token reached {kind}");
             assert!(!all_headers.contains("client-api-key"), "the client's x-api-key reached {kind}");

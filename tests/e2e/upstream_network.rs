@@ -127,6 +127,8 @@ async fn no_proxy_exempts_hosts_and_plain_http_goes_to_the_proxy_in_absolute_for
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].request_line, "GET http://vllm.internal.example:8000/v1/models HTTP/1.1");
     assert_eq!(seen[0].proxy_authorization.as_deref(), Some("Basic dXNlcjpwbGFpbnBhc3M="));
+    // The upstream's authority, never the gateway's that the client addressed.
+    assert_eq!(seen[0].hosts, ["vllm.internal.example:8000"]);
     assert!(!dp.process.logs().contains("plainpass"));
 }
 

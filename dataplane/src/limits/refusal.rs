@@ -4,6 +4,8 @@
 //! in `error.rs`, the one place errors become responses; this module supplies the reason, the
 //! `retry-after` and the headers named the way each provider names them.
 
+use std::cell::RefCell;
+
 use aurora_core::ErrorShape;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -136,19 +138,47 @@ pub fn write_headers(view: &RateView, shape: ErrorShape, now_ms: i64, headers: &
         ErrorShape::OpenAi => &OPENAI,
         ErrorShape::Anthropic => &ANTHROPIC,
     };
-    let reset = match shape {
-        // OpenAI says how long until the reset ("17s"); Anthropic says when (RFC 3339).
-        ErrorShape::OpenAi => format!("{}s", ceil_secs(view.reset_ms - now_ms)),
-        ErrorShape::Anthropic => rfc3339(view.reset_ms.div_euclid(1000)),
-    };
+    let reset = reset_value(shape, view.reset_ms, now_ms);
     for (limit, [limit_name, remaining_name, reset_name]) in [view.requests, view.tokens].into_iter().zip(names) {
         let Some((limit, remaining)) = limit else { continue };
         headers.insert(HeaderName::from_static(limit_name), HeaderValue::from(limit));
         headers.insert(HeaderName::from_static(remaining_name), HeaderValue::from(remaining));
-        if let Ok(value) = HeaderValue::from_str(&reset) {
-            headers.insert(HeaderName::from_static(reset_name), value);
+        if let Some(reset) = &reset {
+            headers.insert(HeaderName::from_static(reset_name), reset.clone());
         }
     }
+}
+
+thread_local! {
+    /// The reset value last written in each shape, with what it was made from: every response
+    /// of a limited key in one window (one second, for OpenAI's countdown) says the same, so it
+    /// is formatted once rather than per response (an RFC 3339 date cost more than the rest of
+    /// the headers together).
+    static RESETS: RefCell<[Option<(i64, HeaderValue)>; 2]> = const { RefCell::new([None, None]) };
+}
+
+/// When the window resets: OpenAI says how long until then ("17s"); Anthropic says when
+/// (RFC 3339).
+fn reset_value(shape: ErrorShape, reset_ms: i64, now_ms: i64) -> Option<HeaderValue> {
+    let (slot, made_from) = match shape {
+        ErrorShape::OpenAi => (0, i64::try_from(ceil_secs(reset_ms - now_ms)).unwrap_or(i64::MAX)),
+        ErrorShape::Anthropic => (1, reset_ms.div_euclid(1000)),
+    };
+    RESETS.with(|resets| {
+        let mut resets = resets.borrow_mut();
+        if let Some((from, value)) = &resets[slot] {
+            if *from == made_from {
+                return Some(value.clone());
+            }
+        }
+        let text = match shape {
+            ErrorShape::OpenAi => format!("{made_from}s"),
+            ErrorShape::Anthropic => rfc3339(made_from),
+        };
+        let value = HeaderValue::from_str(&text).ok()?;
+        resets[slot] = Some((made_from, value.clone()));
+        Some(value)
+    })
 }
 
 /// `2026-12-01T17:05:00Z` for Unix seconds (UTC, whole seconds), as Anthropic writes resets.
@@ -188,6 +218,27 @@ mod tests {
         assert_eq!(headers["anthropic-ratelimit-tokens-remaining"], "0");
         assert_eq!(headers["anthropic-ratelimit-tokens-reset"], "2026-12-01T16:41:19Z");
         assert!(!headers.contains_key("anthropic-ratelimit-requests-limit"));
+    }
+
+    #[test]
+    fn a_reset_written_once_is_reused_only_within_its_window() {
+        let at = |reset_ms: i64, now_ms: i64, shape| {
+            let view = RateView { requests: Some((30, 4)), tokens: None, reset_ms };
+            let mut headers = HeaderMap::new();
+            write_headers(&view, shape, now_ms, &mut headers);
+            let name = if shape == ErrorShape::OpenAi {
+                "x-ratelimit-reset-requests"
+            } else {
+                "anthropic-ratelimit-requests-reset"
+            };
+            headers[name].to_str().unwrap().to_owned()
+        };
+        assert_eq!(at(NOW_MS + 17_500, NOW_MS, ErrorShape::OpenAi), "18s");
+        assert_eq!(at(NOW_MS + 17_500, NOW_MS + 100, ErrorShape::OpenAi), "18s");
+        assert_eq!(at(NOW_MS + 17_500, NOW_MS + 1_000, ErrorShape::OpenAi), "17s");
+        assert_eq!(at(NOW_MS + 17_500, NOW_MS, ErrorShape::Anthropic), "2026-12-01T16:41:19Z");
+        assert_eq!(at(NOW_MS + 77_500, NOW_MS, ErrorShape::Anthropic), "2026-12-01T16:42:19Z");
+        assert_eq!(at(NOW_MS + 17_500, NOW_MS, ErrorShape::Anthropic), "2026-12-01T16:41:19Z");
     }
 
     #[test]

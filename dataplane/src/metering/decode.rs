@@ -49,14 +49,20 @@ impl Encoding {
         if values.next().is_some() {
             return None;
         }
-        let value = value.to_str().ok()?.trim();
-        Some(match value.to_ascii_lowercase().as_str() {
-            "" | "identity" => Encoding::Identity,
-            "gzip" | "x-gzip" => Encoding::Gzip,
-            "deflate" => Encoding::Deflate,
-            "br" => Encoding::Brotli,
-            "zstd" => Encoding::Zstd,
-            _ => return None,
+        let value = value.as_bytes().trim_ascii();
+        let is = |name: &str| value.eq_ignore_ascii_case(name.as_bytes());
+        Some(if value.is_empty() || is("identity") {
+            Encoding::Identity
+        } else if is("gzip") || is("x-gzip") {
+            Encoding::Gzip
+        } else if is("deflate") {
+            Encoding::Deflate
+        } else if is("br") {
+            Encoding::Brotli
+        } else if is("zstd") {
+            Encoding::Zstd
+        } else {
+            return None;
         })
     }
 }

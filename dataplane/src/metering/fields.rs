@@ -8,7 +8,7 @@
 use std::marker::PhantomData;
 
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// Every usage field Aurora reads, as the provider named it. `None`: not in the response.
@@ -118,21 +118,82 @@ pub fn detail(details: UsageKey, name: &str) -> Option<Field> {
     }
 }
 
-/// A `usage` object as serde reads it from one stream event (a bounded slice). Unknown fields
-/// are skipped; a count that is not a non-negative integer fails the event, which then reports
-/// nothing rather than a guess.
-#[derive(Debug, Default, Deserialize)]
-pub struct UsageObject {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    #[serde(alias = "input_tokens_details")]
-    prompt_tokens_details: Option<ObjectOnly<Details>>,
-    #[serde(alias = "output_tokens_details")]
-    completion_tokens_details: Option<ObjectOnly<Details>>,
+/// A `usage` object, read by serde straight into [`Reported`] (from a whole body or from one
+/// stream event, a bounded slice). Only a JSON object is accepted; unknown fields are skipped;
+/// a count that is not a non-negative integer (or `null`), a `*_details` value that is not an
+/// object (or `null`), or a field given twice fails the whole read, which then reports nothing
+/// rather than a guess (these are the rules a derived struct followed; written by hand because
+/// the derived one, with its nested `Option` structs, compiled into several thousand
+/// instructions per response of moving its fields around).
+#[derive(Debug, Default)]
+pub struct UsageObject(pub Reported);
+
+impl From<&UsageObject> for Reported {
+    fn from(usage: &UsageObject) -> Reported {
+        usage.0
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut reported = Reported::default();
+        UsageSeed(&mut reported).deserialize(deserializer)?;
+        Ok(UsageObject(reported))
+    }
+}
+
+/// Reads a `usage` object (see [`UsageObject`]) into the `Reported` it holds, which is
+/// written as fields are read: after an error its contents mean nothing.
+#[derive(Debug)]
+pub struct UsageSeed<'r>(pub &'r mut Reported);
+
+impl<'de> DeserializeSeed<'de> for UsageSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsageSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a usage object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let reported = self.0;
+        let mut once = Once::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let Some(usage_key) = std::str::from_utf8(&key).ok().and_then(UsageKey::of) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            once.first(usage_key.slot())?;
+            match usage_key {
+                UsageKey::Count(field) => {
+                    if let Some(count) = map.next_value::<Option<u64>>()? {
+                        reported.set(field, count);
+                    }
+                }
+                details => {
+                    let Some(ObjectOnly(Details { cached_tokens, reasoning_tokens })) = map.next_value()? else {
+                        continue;
+                    };
+                    let wanted = if details == UsageKey::InputDetails {
+                        cached_tokens.map(|n| (Field::CachedTokens, n))
+                    } else {
+                        reasoning_tokens.map(|n| (Field::ReasoningTokens, n))
+                    };
+                    if let Some((field, count)) = wanted {
+                        reported.set(field, count);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,18 +202,59 @@ struct Details {
     reasoning_tokens: Option<u64>,
 }
 
-impl From<&UsageObject> for Reported {
-    fn from(usage: &UsageObject) -> Reported {
-        Reported {
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cache_creation_input_tokens: usage.cache_creation_input_tokens,
-            cache_read_input_tokens: usage.cache_read_input_tokens,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.0.cached_tokens),
-            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.0.reasoning_tokens),
+impl UsageKey {
+    /// Which of a `usage` object's fields this is, the two spellings of each `*_details`
+    /// counting as one (as serde's `alias` did).
+    fn slot(self) -> u32 {
+        match self {
+            UsageKey::Count(field) => field as u32,
+            UsageKey::InputDetails => 8,
+            UsageKey::OutputDetails => 9,
         }
+    }
+}
+
+/// The fields a visitor has read, to refuse one given twice.
+#[derive(Debug, Default)]
+pub struct Once(u32);
+
+impl Once {
+    pub fn first<E: serde::de::Error>(&mut self, slot: u32) -> Result<(), E> {
+        if self.0 & (1 << slot) != 0 {
+            return Err(E::custom("duplicate field in usage"));
+        }
+        self.0 |= 1 << slot;
+        Ok(())
+    }
+}
+
+/// An object key as raw bytes: borrowed from the input unless it had escapes to undo, and
+/// not checked for UTF-8 until it might matter.
+#[derive(Debug)]
+pub struct Key<'de>(pub std::borrow::Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_bytes<E>(self, key: &'de [u8]) -> Result<Key<'de>, E> {
+                Ok(Key(key.into()))
+            }
+            fn visit_bytes<E>(self, key: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key(key.to_vec().into()))
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(key.as_bytes().into()))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(key.as_bytes().to_vec().into()))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 

@@ -22,10 +22,12 @@ use std::borrow::Cow;
 use actson::feeder::PushJsonFeeder;
 use actson::options::JsonParserOptionsBuilder;
 use actson::{JsonEvent, JsonParser};
+use bytes::Bytes;
 
-use serde::Deserialize;
+use serde::Deserializer;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::fields::{Field, ObjectOnly, Reported, UsageKey, UsageObject, detail};
+use super::fields::{Field, Key, Once, Reported, UsageKey, UsageSeed, detail};
 use super::{MAX_MODEL_BYTES, Seen};
 
 /// Largest body buffered for the one-shot parse; past it the push parser reads the rest.
@@ -43,10 +45,15 @@ pub const MAX_SCALAR_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub struct JsonScanner {
     mode: Mode,
+    /// What a buffer for the whole body should hold (its `Content-Length`, when known).
+    capacity: usize,
 }
 
 #[derive(Debug)]
 enum Mode {
+    /// The body so far when it is at most one frame (empty before the first): held as it came,
+    /// a reference count rather than a copy. Nearly every answer arrives in one frame.
+    Frame(Bytes),
     /// The body so far, at most [`MAX_BUFFERED_BYTES`].
     Buffered(Vec<u8>),
     Push(Box<PushScanner>),
@@ -63,69 +70,155 @@ impl JsonScanner {
     /// A scanner for a body of `length` bytes, if known (the plain body's `Content-Length`):
     /// a body that will not fit the buffer is pushed to the parser from its first byte.
     pub fn new(length: Option<u64>) -> JsonScanner {
-        let mode = match length.map(usize::try_from) {
-            Some(Ok(length)) if length <= MAX_BUFFERED_BYTES => Mode::Buffered(Vec::with_capacity(length)),
-            Some(_) => Mode::Push(Box::default()),
-            None => Mode::Buffered(Vec::new()),
-        };
-        JsonScanner { mode }
+        match length.map(usize::try_from) {
+            Some(Ok(length)) if length <= MAX_BUFFERED_BYTES => {
+                JsonScanner { mode: Mode::Frame(Bytes::new()), capacity: length }
+            }
+            Some(_) => JsonScanner { mode: Mode::Push(Box::default()), capacity: 0 },
+            None => JsonScanner { mode: Mode::Frame(Bytes::new()), capacity: 0 },
+        }
+    }
+
+    /// Reads a frame the caller owns: the first one is kept without a copy.
+    pub fn feed_frame(&mut self, frame: Bytes) {
+        match &mut self.mode {
+            Mode::Frame(first) if first.is_empty() && frame.len() <= MAX_BUFFERED_BYTES => *first = frame,
+            _ => self.feed(&frame),
+        }
     }
 
     pub fn feed(&mut self, data: &[u8]) {
         match &mut self.mode {
+            Mode::Frame(first) if first.len() + data.len() <= MAX_BUFFERED_BYTES => {
+                let mut body = Vec::with_capacity(self.capacity.max(first.len() + data.len()));
+                body.extend_from_slice(first);
+                body.extend_from_slice(data);
+                self.mode = Mode::Buffered(body);
+            }
             Mode::Buffered(body) if body.len() + data.len() <= MAX_BUFFERED_BYTES => body.extend_from_slice(data),
+            Mode::Frame(first) => {
+                let first = std::mem::take(first);
+                self.push(&first, data);
+            }
             Mode::Buffered(body) => {
-                let mut push = Box::<PushScanner>::default();
-                push.feed(body);
-                push.feed(data);
-                self.mode = Mode::Push(push);
+                let body = std::mem::take(body);
+                self.push(&body, data);
             }
             Mode::Push(push) => push.feed(data),
         }
     }
 
+    /// The body outgrew the buffer: the push parser reads what was buffered, then `data`.
+    fn push(&mut self, buffered: &[u8], data: &[u8]) {
+        let mut push = Box::<PushScanner>::default();
+        push.feed(buffered);
+        push.feed(data);
+        self.mode = Mode::Push(push);
+    }
+
     /// Whether the body is still buffered for the one-shot parse (not yet pushed).
     pub fn buffered(&self) -> bool {
-        matches!(self.mode, Mode::Buffered(_))
+        !matches!(self.mode, Mode::Push(_))
     }
 
     /// The body ended; what was read.
     pub fn finish(self) -> Seen {
         match self.mode {
+            Mode::Frame(body) => parse_whole(&body),
             Mode::Buffered(body) => parse_whole(&body),
             Mode::Push(push) => push.finish(),
         }
     }
 }
 
-/// A whole body, as far as usage is concerned: every other field is skipped by serde.
-#[derive(Debug, Deserialize)]
-struct Body<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<ObjectOnly<UsageObject>>,
+/// Reads a whole body's top-level `model` and `usage` into the `Seen` it holds, every other
+/// value skipped by serde. Only an object is read; a `model` or `usage` given twice fails the
+/// read. The fields are written as they are read, rather than returned in a struct: moving a
+/// struct of `Option<u64>`s out of serde's `Result` compiled into thousands of instructions.
+struct BodySeed<'s>(&'s mut Seen);
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let seen = self.0;
+        let mut once = Once::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                b"model" => {
+                    once.first(0)?;
+                    let model: Option<Cow<'de, str>> = map.next_value()?;
+                    seen.model_from(model.as_deref());
+                }
+                b"usage" => {
+                    once.first(1)?;
+                    map.next_value_seed(OptionalUsage(&mut seen.reported))?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `usage` or `null`.
+struct OptionalUsage<'r>(&'r mut Reported);
+
+impl<'de> DeserializeSeed<'de> for OptionalUsage<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalUsage<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a usage object or null")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        UsageSeed(self.0).deserialize(deserializer)
+    }
 }
 
 /// Parses a whole buffered body at once; the push parser reads any body serde refuses.
 fn parse_whole(body: &[u8]) -> Seen {
-    match serde_json::from_slice::<ObjectOnly<Body<'_>>>(body) {
-        Ok(ObjectOnly(parsed)) => {
-            let mut seen = Seen::default();
-            seen.model_from(parsed.model.as_deref());
-            if let Some(ObjectOnly(usage)) = &parsed.usage {
-                seen.reported = usage.into();
-            }
-            // The whole document was read: its usage is the final one.
-            seen.final_seen = seen.reported.any();
-            seen
-        }
-        Err(_) => {
-            let mut push = PushScanner::default();
-            push.feed(body);
-            push.finish()
-        }
+    let mut seen = Seen::default();
+    let mut parser = serde_json::Deserializer::from_slice(body);
+    let parsed = BodySeed(&mut seen).deserialize(&mut parser).and_then(|()| parser.end());
+    if parsed.is_err() {
+        let mut push = PushScanner::default();
+        push.feed(body);
+        return push.finish();
     }
+    // The whole document was read: its usage is the final one.
+    seen.final_seen = seen.reported.any();
+    seen
 }
 
 /// Where the parser is, as far as usage is concerned: only the first three levels matter

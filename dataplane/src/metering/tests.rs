@@ -33,12 +33,12 @@ fn headers(content_type: &str, encoding: Option<&str>) -> HeaderMap {
 /// Meters `frames` as one response and returns the one usage the sink received.
 fn meter_with(enabled: bool, headers: &HeaderMap, frames: &[&[u8]], completed: bool) -> Usage {
     let sink = Arc::new(Recorded::default());
-    let metering = Metering::new(enabled, sink.clone());
-    let mut meter = metering.start(StatusCode::OK, headers);
+    let metering = Metering::new(enabled);
+    let mut meter = metering.start(StatusCode::OK, headers, None);
     for frame in frames {
         meter.sent(&bytes::Bytes::copy_from_slice(frame));
     }
-    let usage = meter.end(completed, Principal::Anonymous, ProviderKind::OpenAi);
+    let usage = meter.end(completed, Principal::Anonymous, ProviderKind::OpenAi, &*sink);
     let recorded = sink.0.lock().unwrap();
     assert_eq!(recorded.len(), 1, "exactly one usage per response");
     assert_eq!(recorded[0].1, usage);
@@ -353,9 +353,9 @@ fn garbage_non_utf8_and_wrong_formats_are_unknown() {
     // No usage at all, and an error status.
     assert_eq!(meter(&json(), &[b"{\"ok\":true}"], true).outcome, UsageOutcome::Unknown);
     let sink = Arc::new(Recorded::default());
-    let mut meter = Metering::new(true, sink.clone()).start(StatusCode::TOO_MANY_REQUESTS, &json());
+    let mut meter = Metering::new(true).start(StatusCode::TOO_MANY_REQUESTS, &json(), None);
     meter.feed(OPENAI_CHAT_JSON.as_bytes());
-    assert_eq!(meter.end(true, Principal::Anonymous, ProviderKind::OpenAi).outcome, UsageOutcome::Unknown);
+    assert_eq!(meter.end(true, Principal::Anonymous, ProviderKind::OpenAi, &*sink).outcome, UsageOutcome::Unknown);
 }
 
 #[test]
@@ -547,14 +547,14 @@ fn cost_harness() {
     } else {
         (json(), vec![bytes::Bytes::from_static(OPENAI_CHAT_JSON.as_bytes())])
     };
-    let metering = Metering::new(enabled, Arc::new(crate::usage::DiscardUsage));
+    let metering = Metering::new(enabled);
     let mut outcomes = 0;
     for _ in 0..responses {
-        let mut meter = metering.start(StatusCode::OK, &headers);
+        let mut meter = metering.start(StatusCode::OK, &headers, None);
         for frame in &frames {
             meter.sent(frame);
         }
-        let usage = meter.end(true, Principal::Anonymous, ProviderKind::OpenAi);
+        let usage = meter.end(true, Principal::Anonymous, ProviderKind::OpenAi, &crate::usage::DiscardUsage);
         outcomes += usize::from(usage.outcome == UsageOutcome::Complete);
     }
     assert_eq!(outcomes, if enabled { responses } else { 0 });

@@ -2,68 +2,88 @@
 //!
 //! prometheus-client's `Family` looks series up in a map behind an `RwLock`, which a request
 //! would take (and could find held). Here every label combination exists from the start in a
-//! flat array: a request turns its labels into indexes (they are enum discriminants) and touches
-//! one atomic. The label values are only spelled out when a scrape encodes the family, and
-//! series still at zero are left out of the scrape, so it lists what actually happened.
+//! flat array of cells, sharded per worker ([`super::shards`]): a request turns its labels into
+//! indexes (they are enum discriminants) and adds to its own worker's cells. The label values
+//! are only spelled out when a scrape encodes the family, summing the shards, and series still
+//! at zero are left out of the scrape, so it lists what actually happened.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::histogram::Histogram;
+use super::shards::Cells;
 
 /// One label: its name and every value it can take, in index order.
 pub type Dimension = (&'static str, &'static [&'static str]);
 
-/// A metric that knows whether it has recorded anything yet.
-pub trait Sample: EncodeMetric + std::fmt::Debug + Send + Sync + 'static {
-    fn is_zero(&self) -> bool;
+/// What a family's series are: how many cells each takes and how a scrape reads them.
+pub trait Kind: std::fmt::Debug + Send + Sync + 'static {
+    fn width(&self) -> usize;
+    fn metric_type(&self) -> MetricType;
+    /// Whether the series whose cells start at `first` has recorded nothing yet.
+    fn is_zero(&self, cells: &Cells, first: usize) -> bool;
+    fn encode(&self, cells: &Cells, first: usize, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error>;
 }
 
-impl Sample for Counter {
-    fn is_zero(&self) -> bool {
-        self.get() == 0
+/// A counter: one cell per series.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter;
+
+impl Kind for Counter {
+    fn width(&self) -> usize {
+        1
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+
+    fn is_zero(&self, cells: &Cells, first: usize) -> bool {
+        cells.sum(first) == 0
+    }
+
+    fn encode(&self, cells: &Cells, first: usize, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&cells.sum(first), None)
     }
 }
 
-impl Sample for Histogram {
-    fn is_zero(&self) -> bool {
-        self.count() == 0
-    }
-}
-
-/// A family with `D` labels; series are stored row-major in label order.
+/// A family with `D` labels; series are stored row-major in label order, `kind.width()` cells
+/// each, in every shard.
 #[derive(Debug)]
-pub struct Family<M, const D: usize> {
+pub struct Family<K, const D: usize> {
     name: &'static str,
     help: &'static str,
     unit: Option<Unit>,
     dimensions: [Dimension; D],
-    series: Box<[M]>,
+    kind: K,
+    series: usize,
+    cells: Cells,
 }
 
-impl<M: Sample, const D: usize> Family<M, D> {
+impl<K: Kind, const D: usize> Family<K, D> {
     pub fn new(
         name: &'static str,
         help: &'static str,
         unit: Option<Unit>,
         dimensions: [Dimension; D],
-        mut make: impl FnMut() -> M,
+        kind: K,
+        shards: usize,
     ) -> Self {
-        let len = dimensions.iter().map(|(_, values)| values.len()).product();
-        let series = (0..len).map(|_| make()).collect();
-        Family { name, help, unit, dimensions, series }
+        let series = dimensions.iter().map(|(_, values)| values.len()).product();
+        let cells = Cells::new(shards, series * kind.width());
+        Family { name, help, unit, dimensions, kind, series, cells }
     }
 
-    /// The series at the given label indexes. An index past its dimension (impossible with
-    /// the enums the callers use) lands on the last series rather than panicking.
-    pub fn get(&self, index: [usize; D]) -> &M {
+    /// The first cell of the series at the given label indexes. An index past its dimension
+    /// (impossible with the enums the callers use) lands on the last series rather than
+    /// panicking.
+    fn first(&self, index: [usize; D]) -> usize {
         let mut flat = 0;
         for ((_, values), i) in self.dimensions.iter().zip(index) {
             flat = flat * values.len() + i.min(values.len() - 1);
         }
-        &self.series[flat.min(self.series.len() - 1)]
+        flat.min(self.series.saturating_sub(1)) * self.kind.width()
     }
 
     /// The label values of the series at `flat`.
@@ -77,16 +97,40 @@ impl<M: Sample, const D: usize> Family<M, D> {
     }
 }
 
-impl<M: Sample, const D: usize> Collector for Family<M, D> {
+impl<const D: usize> Family<Counter, D> {
+    /// Adds `n` to the series at `index`, in `shard`.
+    pub fn inc_by(&self, shard: usize, index: [usize; D], n: u64) {
+        self.cells.add(shard, self.first(index), n);
+    }
+
+    /// The series at `index`, summed over the shards.
+    #[cfg(test)]
+    pub fn get(&self, index: [usize; D]) -> u64 {
+        self.cells.sum(self.first(index))
+    }
+}
+
+impl<const D: usize> Family<super::histogram::Histogram, D> {
+    /// Records `value` in the series at `index`, in `shard`.
+    pub fn observe(&self, shard: usize, index: [usize; D], value: f64) {
+        self.kind.observe(&self.cells, shard, self.first(index), value);
+    }
+}
+
+impl<K: Kind, const D: usize> Collector for Family<K, D> {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(first) = self.series.first() else { return Ok(()) };
-        let mut metric = encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), first.metric_type())?;
-        for (flat, series) in self.series.iter().enumerate() {
-            if series.is_zero() {
+        if self.series == 0 {
+            return Ok(());
+        }
+        let mut metric =
+            encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind.metric_type())?;
+        for flat in 0..self.series {
+            let first = flat * self.kind.width();
+            if self.kind.is_zero(&self.cells, first) {
                 continue;
             }
             let labels = self.labels(flat);
-            series.encode(metric.encode_family(&labels)?)?;
+            self.kind.encode(&self.cells, first, metric.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -98,18 +142,17 @@ mod tests {
 
     use super::*;
 
+    fn things(shards: usize) -> Family<Counter, 2> {
+        Family::new("test_things", "Things.", None, [("a", &["x", "y"]), ("b", &["1", "2", "3"])], Counter, shards)
+    }
+
     #[test]
     fn indexes_row_major_and_scrapes_only_what_happened() {
-        let family: Family<Counter, 2> = Family::new(
-            "test_things",
-            "Things.",
-            None,
-            [("a", &["x", "y"]), ("b", &["1", "2", "3"])],
-            Counter::default,
-        );
-        family.get([1, 2]).inc();
-        family.get([0, 1]).inc_by(5);
+        let family = things(1);
+        family.inc_by(0, [1, 2], 1);
+        family.inc_by(0, [0, 1], 5);
         assert_eq!(family.labels(5), [("a", "y"), ("b", "3")]);
+        assert_eq!(family.first([1, 2]), 5);
 
         let family = std::sync::Arc::new(family);
         let mut registry = Registry::default();
@@ -119,5 +162,33 @@ mod tests {
         assert!(text.contains("test_things_total{a=\"y\",b=\"3\"} 1\n"), "{text}");
         assert!(text.contains("test_things_total{a=\"x\",b=\"2\"} 5\n"), "{text}");
         assert_eq!(text.matches("test_things_total{").count(), 2, "zero series are left out: {text}");
+    }
+
+    #[test]
+    fn a_series_sums_what_every_shard_added_from_many_threads() {
+        let family = std::sync::Arc::new(things(3));
+        let threads: Vec<_> = (0..6)
+            .map(|thread| {
+                let family = family.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        family.inc_by(thread % 3, [1, 0], 1);
+                        family.inc_by(thread % 3, [0, 2], 2);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(family.get([1, 0]), 6000);
+        assert_eq!(family.get([0, 2]), 12_000);
+        assert_eq!(family.get([1, 1]), 0);
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(family));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("test_things_total{a=\"y\",b=\"1\"} 6000\n"), "{text}");
+        assert!(text.contains("test_things_total{a=\"x\",b=\"3\"} 12000\n"), "{text}");
+        assert_eq!(text.matches("test_things_total{").count(), 2, "{text}");
     }
 }

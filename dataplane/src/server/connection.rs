@@ -1,13 +1,27 @@
 //! One client connection: wait for its first byte, serve it, and close it when it has been
 //! idle too long or the listener shuts down.
+//!
+//! The connection's task polls hyper and nothing else: on every wake-up (several per request)
+//! it reads one atomic to learn whether it should start closing. The timers and the listener's
+//! stop signal are watched by a second task per connection ([`watch`]), which raises that
+//! signal and wakes the connection's task. Polling them beside hyper in one `select!` cost each
+//! wake-up a timer poll and a `watch` channel poll, about 2,000 instructions per request; the
+//! watcher costs a task per connection instead, which keep-alive connections amortize.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -15,79 +29,166 @@ use super::Handler;
 use super::activity;
 use crate::config::ConnectionConfig;
 
-/// How long a new connection may stay silent before its first byte; then, hyper's own header
-/// read timeout (30 s) bounds the rest of each HTTP/1.1 request head.
+/// How long a new connection may stay silent before its first byte. After that, a connection
+/// with no request in flight is closed after the idle timeout, which therefore also bounds how
+/// long a request head may take to arrive.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP settings a listener's connections are served with: hyper-util's auto builder
+/// (HTTP/1.1 or h2c, told apart by the first bytes) and the same HTTP/1.1 settings on hyper's
+/// own builder, for a connection already known to be HTTP/1.1.
+#[derive(Debug, Clone)]
+pub(super) struct Builders {
+    pub(super) auto: auto::Builder<TokioExecutor>,
+    pub(super) http1: http1::Builder,
+}
 
 /// An accepted connection and what it is served with.
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) listener: &'static str,
     pub(super) peer: SocketAddr,
-    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) builders: Builders,
     pub(super) settings: ConnectionConfig,
     /// Turns true when the listener shuts down.
     pub(super) stop: watch::Receiver<bool>,
 }
 
-/// Why the server started closing a connection.
-enum Closing {
-    Idle,
-    Shutdown,
-}
-
 impl Connection {
     pub(super) async fn serve<H: Handler>(self, stream: TcpStream, handler: Arc<H>) {
-        let Connection { listener, peer, builder, settings, mut stop } = self;
+        let Connection { listener, peer, builders, settings, mut stop } = self;
         // The auto builder waits for the first bytes to tell HTTP/1.1 from h2c with no
         // timeout of its own: a client that connects and says nothing is dropped here.
-        let mut first = [0u8; 1];
-        tokio::select! {
-            peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)) => {
-                if !matches!(peeked, Ok(Ok(n)) if n > 0) {
-                    return;
-                }
-            }
+        let mut first = [0u8; 2];
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)) => match peeked {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            },
             () = stopping(&mut stop) => return,
-        }
+        };
+        // An h2c connection starts with the preface `PRI * HTTP/2.0`; two other bytes make it
+        // HTTP/1.1 for certain, served by hyper's own HTTP/1.1 connection rather than through
+        // hyper-util's version detection, which wraps every read in its replay buffer.
+        let http1 = peeked == first.len() && first != *b"PR";
 
-        let (streams, mut idle) = activity::track();
+        let (streams, idle) = activity::track();
+        let signal = Arc::new(Signal::default());
+        let watcher = tokio::spawn(watch(signal.clone(), idle, stop, settings));
         let service = hyper::service::service_fn(move |request| {
             let handler = handler.clone();
             let open = streams.open();
             async move { Ok::<_, Infallible>(handler.call(request).await.map(|body| open.attach(body))) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        tokio::pin!(connection);
-        let ended = |result: Result<(), Box<dyn std::error::Error + Send + Sync>>| {
-            if let Err(err) = result {
-                tracing::debug!(listener, %peer, error = %err, "connection ended with an error");
-            }
+        let ended = if http1 {
+            let connection = builders.http1.serve_connection(TokioIo::new(stream), service);
+            let graceful = |connection: Pin<&mut _>| http1::Connection::graceful_shutdown(connection);
+            Supervised { connection, graceful, signal, closing: false }.await
+        } else {
+            let connection = builders.auto.serve_connection(TokioIo::new(stream), service);
+            let graceful = |connection: Pin<&mut _>| auto::Connection::graceful_shutdown(connection);
+            Supervised { connection, graceful, signal, closing: false }.await
         };
-
-        let closing = tokio::select! {
-            // In this order, without drawing a random number per wake-up: the connection is
-            // what wakes this task nearly every time.
-            biased;
-            result = connection.as_mut() => return ended(result),
-            () = idle.wait(settings.idle_timeout) => Closing::Idle,
-            () = stopping(&mut stop) => Closing::Shutdown,
-        };
-        // HTTP/1.1: close now if idle, else after the current response. HTTP/2: GOAWAY, then
-        // close once the streams already started are done.
-        connection.as_mut().graceful_shutdown();
-        match closing {
-            // HTTP/2's goodbye waits for the client to answer a ping. A request that raced the
-            // GOAWAY is still served; a client that stays silent is dropped.
-            Closing::Idle => tokio::select! {
-                result = connection.as_mut() => ended(result),
-                () = idle.wait(settings.keepalive_timeout) => {
-                    tracing::debug!(listener, %peer, "idle connection did not say goodbye in time; dropped");
-                }
-            },
-            // Bounded by the grace period: `serve` aborts whatever is still open then.
-            Closing::Shutdown => ended(connection.await),
+        watcher.abort();
+        match ended {
+            Ended::Served(Err(err)) => tracing::debug!(listener, %peer, error = %err, "connection ended with an error"),
+            Ended::Served(Ok(())) => {}
+            Ended::Dropped => tracing::debug!(listener, %peer, "idle connection did not say goodbye in time; dropped"),
         }
+    }
+}
+
+/// What the watcher tells the connection's task.
+#[derive(Debug)]
+struct Signal {
+    /// One of the `SERVING`, `CLOSE` or `DROP` constants; it only ever grows.
+    state: AtomicU8,
+    task: AtomicWaker,
+}
+
+/// Nothing to do but serve.
+const SERVING: u8 = 0;
+/// Idle too long, or the listener is shutting down: HTTP/1.1 closes now if idle, else after the
+/// current response; HTTP/2 sends GOAWAY and closes once the streams already started are done.
+const CLOSE: u8 = 1;
+/// An idle connection did not finish closing within the keep-alive timeout (an HTTP/2 client
+/// that never answers the goodbye's ping): drop it.
+const DROP: u8 = 2;
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal { state: AtomicU8::new(SERVING), task: AtomicWaker::new() }
+    }
+}
+
+impl Signal {
+    fn raise(&self, state: u8) {
+        self.state.fetch_max(state, Ordering::AcqRel);
+        self.task.wake();
+    }
+}
+
+/// Times the connection and listens for the listener's shutdown, raising [`Signal`] for the
+/// connection's task. Aborted when the connection ends.
+async fn watch(
+    signal: Arc<Signal>,
+    mut idle: activity::Idle,
+    mut stop: watch::Receiver<bool>,
+    settings: ConnectionConfig,
+) {
+    let idled = tokio::select! {
+        () = idle.wait(settings.idle_timeout) => true,
+        () = stopping(&mut stop) => false,
+    };
+    signal.raise(CLOSE);
+    // A shutdown's closing is bounded by the grace period: `serve` aborts whatever is still
+    // open then. An idle connection's is bounded here: a request that raced the goodbye is
+    // still served, a client that stays silent is dropped.
+    if idled {
+        idle.wait(settings.keepalive_timeout).await;
+        signal.raise(DROP);
+    }
+}
+
+/// How a connection's task ended.
+enum Ended {
+    Served(Result<(), Box<dyn std::error::Error + Send + Sync>>),
+    Dropped,
+}
+
+pin_project! {
+    /// hyper's connection, closed gracefully (`graceful`) when the watcher says so.
+    struct Supervised<C, G> {
+        #[pin]
+        connection: C,
+        graceful: G,
+        signal: Arc<Signal>,
+        // `graceful` was called.
+        closing: bool,
+    }
+}
+
+impl<C, G, E> Future for Supervised<C, G>
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    G: FnMut(Pin<&mut C>),
+{
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let mut this = self.project();
+        // Registered before reading the state, so a signal raised in between still wakes us.
+        this.signal.task.register(cx.waker());
+        let state = this.signal.state.load(Ordering::Acquire);
+        if state == DROP {
+            return Poll::Ready(Ended::Dropped);
+        }
+        if state == CLOSE && !*this.closing {
+            *this.closing = true;
+            (this.graceful)(this.connection.as_mut());
+        }
+        this.connection.poll(cx).map(|served| Ended::Served(served.map_err(Into::into)))
     }
 }
 

@@ -8,8 +8,9 @@
 //! hand-off between them was a cross-core wake-up (an IPI, a run-queue lock, a cold cache). Here
 //! a connection accepted by a worker is served, forwarded upstream and answered on that
 //! worker's thread from accept to close; the only state shared between workers is the
-//! configuration snapshot, metrics, the usage aggregate and the connection cap, all read or
-//! updated without a lock. The cost: no work stealing, so one very busy connection cannot
+//! configuration snapshot, metrics (though each worker writes its own shard of the request
+//! metrics, see [`crate::metrics::shards`]), the usage aggregate and the connection cap, all read
+//! or updated without a lock. The cost: no work stealing, so one very busy connection cannot
 //! borrow an idle core, which for many small requests over many connections (a gateway's load)
 //! matters less than the hand-offs did. This is the shape nginx's workers and Pingora have.
 
@@ -31,6 +32,15 @@ thread_local! {
 /// The index of the worker running on this thread.
 pub fn current() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// Runs `f` as if this thread were worker `index`: tests of what is kept per worker.
+#[cfg(test)]
+pub(crate) fn as_worker<R>(index: usize, f: impl FnOnce() -> R) -> R {
+    let previous = WORKER.replace(index);
+    let result = f();
+    WORKER.set(previous);
+    result
 }
 
 /// One worker, built at startup and not yet running: its runtime and its listener socket.
@@ -94,7 +104,7 @@ pub async fn serve<H: Handler>(workers: Vec<Worker>, serving: Serving<H>, shutdo
         let (done, finished_rx) = oneshot::channel::<()>();
         let index = worker.index;
         let name = serving.name;
-        let handler = serving.handler.clone();
+        let handler = serving.handler.for_worker();
         let settings = serving.settings;
         let cap = serving.cap.clone();
         let metrics = serving.metrics.clone();

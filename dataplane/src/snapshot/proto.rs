@@ -149,7 +149,7 @@ impl Snapshot {
                 .map(|upstream| ProviderConfig {
                     name: upstream.kind.as_str().to_owned(),
                     enabled: upstream.enabled,
-                    base_url: upstream.base_url.as_str().to_owned(),
+                    base_url: upstream.base_url().as_str().to_owned(),
                     credential: String::new(),
                     credentials: upstream
                         .credentials()

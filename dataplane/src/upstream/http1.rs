@@ -104,14 +104,14 @@ impl Http1Client {
 
     /// Sends `request` (an absolute `http://` URI) in origin form with the authority's `Host`.
     pub async fn request(&self, mut request: Request<RequestBody>) -> Result<Response<PooledBody>, Http1Error> {
-        let authority = request.uri().authority().cloned().ok_or(Http1Error::NoAuthority)?;
-        let mut parts = http::uri::Parts::default();
-        parts.path_and_query = request.uri().path_and_query().cloned();
-        if let Ok(origin) = Uri::from_parts(parts) {
-            *request.uri_mut() = origin;
+        let parts = std::mem::take(request.uri_mut()).into_parts();
+        let authority = parts.authority.ok_or(Http1Error::NoAuthority)?;
+        if let Some(origin) = parts.path_and_query {
+            *request.uri_mut() = Uri::from(origin);
         }
         let (host, mut pooled) = self.checkout(&authority);
-        request.headers_mut().entry(HOST).or_insert(host);
+        // Replaces the client's `Host`, which `headers::prepare_request` leaves in place.
+        request.headers_mut().insert(HOST, host);
 
         loop {
             let reused = pooled.is_some();
@@ -220,7 +220,14 @@ async fn sweep(client: u64, authority: Authority, timeout: Duration) {
 
 /// Drops the idle connections (at the bottom of the stack) that have been idle too long.
 fn expire(idle: &mut Vec<Idle>, timeout: Duration) {
-    let fresh = idle.iter().position(|idle| idle.since.elapsed() < timeout).unwrap_or(idle.len());
+    if !idle.is_empty() {
+        expire_at(idle, timeout, Instant::now());
+    }
+}
+
+/// [`expire`] as of `now` (one clock read for the whole stack).
+fn expire_at(idle: &mut Vec<Idle>, timeout: Duration, now: Instant) {
+    let fresh = idle.iter().position(|idle| now.saturating_duration_since(idle.since) < timeout).unwrap_or(idle.len());
     idle.drain(..fresh);
 }
 
@@ -242,9 +249,10 @@ impl Checkin {
             let Some(pool) = pools.iter_mut().find(|pool| pool.is(self.client, &self.authority)) else {
                 return;
             };
-            expire(&mut pool.idle, self.idle_timeout);
+            let now = Instant::now();
+            expire_at(&mut pool.idle, self.idle_timeout, now);
             if pool.idle.len() < MAX_IDLE_PER_AUTHORITY {
-                pool.idle.push(Idle { sender: self.sender, since: Instant::now() });
+                pool.idle.push(Idle { sender: self.sender, since: now });
             }
         });
     }

@@ -95,8 +95,10 @@ impl Counts {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Per slot, the models seen (few per key: a linear scan beats hashing the name).
-    slots: HashMap<Slot, Vec<(Box<str>, Counts)>>,
+    /// Per slot, the models seen (few per key: a linear scan beats hashing the name). The
+    /// slot's key ids and hours come from snapshots and the clock, never from a client, so a
+    /// fast hasher is safe (SipHash cost more than the rest of a record).
+    slots: HashMap<Slot, Vec<(Box<str>, Counts)>, foldhash::fast::RandomState>,
     rows: usize,
 }
 
@@ -119,9 +121,15 @@ impl Shard {
 
 /// The sharded aggregate.
 pub struct Aggregator {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     clock: Clock,
 }
+
+/// A shard on cache lines of its own: each worker writes its shard (its lock word and map
+/// header) on every request, and neighbours sharing a line would bounce it between cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(Mutex<Shard>);
 
 impl std::fmt::Debug for Aggregator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,14 +156,14 @@ fn thread_shard() -> usize {
 impl Aggregator {
     pub fn new(clock: Clock) -> Self {
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(1, 64) * 2;
-        Aggregator { shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(), clock }
+        Aggregator { shards: (0..shards).map(|_| Padded::default()).collect(), clock }
     }
 
     /// Takes everything recorded so far, merged into rows (in no particular order).
     pub fn seal(&self) -> Vec<UsageRow> {
         let mut merged: HashMap<(Slot, Box<str>), Counts> = HashMap::new();
         for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            let taken = std::mem::take(&mut *shard.0.lock().unwrap_or_else(PoisonError::into_inner));
             for (slot, models) in taken.slots {
                 for (model, counts) in models {
                     merged.entry((slot, model)).or_default().add(&counts);
@@ -178,7 +186,7 @@ impl UsageSink for Aggregator {
         let model = aurora_core::usage_model(usage.model.as_deref());
         let counts = Counts::of(usage);
         let shard = &self.shards[thread_shard() % self.shards.len()];
-        shard.lock().unwrap_or_else(PoisonError::into_inner).record(slot, model, &counts);
+        shard.0.lock().unwrap_or_else(PoisonError::into_inner).record(slot, model, &counts);
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Seen {
     /// `CONNECT localhost:1234 HTTP/1.1`, `GET http://host/path HTTP/1.1`.
     pub request_line: String,
     pub proxy_authorization: Option<String>,
+    /// Every `Host` header of the head.
+    pub hosts: Vec<String>,
 }
 
 pub struct EgressProxy {
@@ -59,11 +61,17 @@ async fn serve(mut client: TcpStream, mode: Mode, recorder: Arc<Mutex<Vec<Seen>>
     let Some(head) = read_head(&mut client).await else { return };
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default().to_owned();
-    let proxy_authorization = lines
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("proxy-authorization"))
-        .map(|(_, value)| value.trim().to_owned());
-    recorder.lock().unwrap().push(Seen { request_line: request_line.clone(), proxy_authorization });
+    let fields: Vec<(&str, &str)> = lines.filter_map(|line| line.split_once(':')).collect();
+    let values = |wanted: &str| -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    };
+    let proxy_authorization = values("proxy-authorization").into_iter().next();
+    let hosts = values("host");
+    recorder.lock().unwrap().push(Seen { request_line: request_line.clone(), proxy_authorization, hosts });
 
     if let Some(target) = request_line.strip_prefix("CONNECT ").and_then(|rest| rest.split(' ').next()) {
         if mode == Mode::RefuseConnect {

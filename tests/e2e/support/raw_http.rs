@@ -101,6 +101,11 @@ impl HeldUpstream {
         tokio::time::timeout(super::wait::DEADLINE, self.requests.recv()).await.expect("a request upstream").unwrap()
     }
 
+    /// A request head that already arrived, if any (does not wait).
+    pub fn arrived_request(&mut self) -> Option<String> {
+        self.requests.try_recv().ok()
+    }
+
     /// Waits until the gateway closed a connection.
     pub async fn wait_closed(&mut self) {
         tokio::time::timeout(super::wait::DEADLINE, self.closed.recv())

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use aurora_proto::v1::admin_service_client::AdminServiceClient;
-use aurora_proto::v1::{CreateKeyRequest, ListDataPlanesRequest, ListDataPlanesResponse, RevokeKeyRequest};
+use aurora_proto::v1::{
+    AddProviderCredentialRequest, CreateKeyRequest, ListDataPlanesRequest, ListDataPlanesResponse, RevokeKeyRequest,
+};
 use tonic::transport::Channel;
 
 use crate::load::{Auth, Conn, Target};
@@ -174,6 +176,25 @@ impl Admin {
         let response = self.client.create_key(request(create)).await?.into_inner();
         let id = response.key.map(|key| key.id).context("CreateKey returned no key")?;
         Ok(Key { id, secret: response.secret, revision: response.revision })
+    }
+
+    /// Adds an enabled credential of `weight` to `provider`'s credential set (issue 15);
+    /// returns the revision that committed it.
+    pub(crate) async fn add_provider_credential(
+        &mut self,
+        provider: &str,
+        name: &str,
+        secret: &str,
+        weight: u32,
+    ) -> anyhow::Result<u64> {
+        let add = AddProviderCredentialRequest {
+            provider: provider.into(),
+            name: name.into(),
+            secret: secret.into(),
+            weight,
+            enabled: Some(true),
+        };
+        Ok(self.client.add_provider_credential(request(add)).await?.into_inner().revision)
     }
 
     /// Revokes a key; returns the revision that committed it.

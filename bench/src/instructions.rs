@@ -1,8 +1,10 @@
 //! CPU per request as a repeatable number: the instructions Aurora's data plane and nginx each
-//! execute per proxied request, counted by valgrind's callgrind.
+//! execute per proxied request, and per invalid-token rejection (a 401 of the gateway's own,
+//! never sent upstream), counted by valgrind's callgrind.
 //!
 //! `scripts/bench-instructions` does the counting (both gateways under callgrind in front of
-//! the same upstream, several rounds each on the same process) and `scripts/bench` hands its
+//! the same upstream, several rounds each on the same process, each round a proxied load and
+//! then a rejected one; its rejected rounds are named `GATEWAY-rejected`) and `scripts/bench` hands its
 //! output to this harness with `--instructions FILE`; this module turns it into the report's
 //! section and the target's check. Wall-clock figures on a shared two-core machine move with
 //! everyone else's compilers; instruction counts do not, so the next regression shows up here
@@ -45,20 +47,33 @@ pub(crate) fn parse(text: &str) -> Counts {
 pub(crate) fn section(report: &mut Report, output: Option<&str>) {
     let Some(counts) = output.map(parse).filter(|c| c.per_request.contains_key("aurora")) else {
         report.section(
-            "## Instructions per proxied request\n\nNot measured in this run (`scripts/bench-instructions` needs valgrind: `apt-get install valgrind`).\n"
+            "## Instructions per request\n\nNot measured in this run (`scripts/bench-instructions` needs valgrind: `apt-get install valgrind`).\n"
                 .into(),
         );
         return;
     };
     let spread = |name: &str| Spread::of(counts.per_request.get(name).map(Vec::as_slice).unwrap_or_default());
+    let requests = |name: &str| counts.requests.get(name).copied().unwrap_or(0);
     let (aurora, nginx) = (spread("aurora"), spread("nginx"));
-    let mut table = Table::new(&["gateway", "instructions per request", "requests counted", "÷ nginx"]);
-    for (name, figure) in [("nginx", nginx), ("aurora", aurora)] {
+    let (aurora_rejected, nginx_rejected) = (spread("aurora-rejected"), spread("nginx-rejected"));
+    let mut table = Table::new(&[
+        "gateway",
+        "per proxied request",
+        "÷ nginx",
+        "per invalid-token rejection",
+        "÷ nginx",
+        "requests counted (proxied / rejected)",
+    ]);
+    for name in ["nginx", "aurora"] {
+        let (proxied, rejected) = (spread(name), spread(&format!("{name}-rejected")));
+        let rejected_requests = requests(&format!("{name}-rejected"));
         table.row(vec![
             name.into(),
-            count(figure),
-            counts.requests.get(name).copied().unwrap_or(0).to_string(),
-            ratio(figure.median, nginx.median),
+            count(proxied),
+            ratio(proxied.median, nginx.median),
+            if rejected_requests > 0 { count(rejected) } else { "not counted".into() },
+            if rejected_requests > 0 { ratio(rejected.median, nginx_rejected.median) } else { "–".into() },
+            format!("{} / {}", requests(name), rejected_requests),
         ]);
     }
     report.check(
@@ -66,8 +81,18 @@ pub(crate) fn section(report: &mut Report, output: Option<&str>) {
         format!("{:.0} vs {:.0} ({})", aurora.median, nginx.median, ratio(aurora.median, nginx.median)),
         aurora.median <= nginx.median,
     );
+    let rejection = if requests("aurora-rejected") > 0 {
+        format!(
+            " Aurora's rejection of an unknown token takes {:.0} against nginx's {:.0} ({}).",
+            aurora_rejected.median,
+            nginx_rejected.median,
+            ratio(aurora_rejected.median, nginx_rejected.median)
+        )
+    } else {
+        String::new()
+    };
     report.section(format!(
-        "## Instructions per proxied request\n\nUser-space instructions each gateway executes per proxied request (valgrind's callgrind; the kernel's share is not counted), for the same job: token check, header rewrite, a keep-alive upstream. Each gateway runs under callgrind in front of the same upstream and is driven by wrk with 8 connections; after a warm-up, each round zeroes the counters, runs the load and divides the instructions by the requests completed; median of the rounds (range). Repeatable where wall-clock figures are not: `scripts/bench-instructions` reproduces it alone.\n\n{}\nAurora's profile (the last round; `file:function`, instructions and their share):\n\n```text\n{}\n```\n",
+        "## Instructions per request\n\nUser-space instructions each gateway executes per request (valgrind's callgrind; the kernel's share is not counted), for the same job: token check, header rewrite, a keep-alive upstream; and per invalid-token rejection, the same request with an unknown `Bearer` token, which each gateway answers with a 401 of its own without going upstream (the script checks both: the 401 and its `x-aurora-error` header once, and the upstream's request counter every round). Each gateway runs under callgrind in front of the same upstream and is driven by wrk with 8 connections; after a warm-up, each round zeroes the counters, runs the proxied load and divides the instructions by the requests completed, then does the same with the invalid token; median of the rounds (range). Repeatable where wall-clock figures are not: `scripts/bench-instructions` reproduces it alone.{rejection}\n\n{}\nAurora's profile of proxied requests (the last round; `file:function`, instructions and their share):\n\n```text\n{}\n```\n",
         table.render(),
         counts.frames.trim_end()
     ));
@@ -84,11 +109,13 @@ fn count(figure: Spread) -> String {
 mod tests {
     #[test]
     fn reads_the_scripts_output() {
-        let text = "instructions nginx 1 20000 500\ninstructions nginx 2 20100 510\ninstructions aurora 1 90000 400\ntop frames of aurora, own instructions (last round):\n1,000 (10.0%)  x.rs:f [aurora]\ncallgrind files in /tmp/x\n";
+        let text = "instructions nginx 1 20000 500\ninstructions nginx-rejected 1 9000 900\ninstructions nginx 2 20100 510\ninstructions aurora 1 90000 400\ntop frames of aurora, own instructions (last round):\n1,000 (10.0%)  x.rs:f [aurora]\ncallgrind files in /tmp/x\n";
         let counts = super::parse(text);
         assert_eq!(counts.per_request["nginx"], [20000.0, 20100.0]);
         assert_eq!(counts.requests["nginx"], 1010);
         assert_eq!(counts.per_request["aurora"], [90000.0]);
+        assert_eq!(counts.per_request["nginx-rejected"], [9000.0]);
+        assert_eq!(counts.requests["nginx-rejected"], 900);
         assert_eq!(
             counts.frames,
             "top frames of aurora, own instructions (last round):\n1,000 (10.0%)  x.rs:f [aurora]"

@@ -1,9 +1,11 @@
 //! Load generation: what a request looks like, and the three ways the harness sends them.
 //!
 //! [`open_loop`] sends at a fixed rate and measures from each request's scheduled time
-//! (coordinated omission accounted for); [`saturation`] drives wrk, an established closed-loop
-//! generator, for maximum throughput; [`sse`] opens streams and times every event.
+//! (coordinated omission accounted for); [`saturation`] drives established closed-loop
+//! generators (wrk, and [`oha`]) for maximum throughput; [`sse`] opens streams and times every
+//! event.
 
+pub(crate) mod oha;
 pub(crate) mod open_loop;
 pub(crate) mod saturation;
 pub(crate) mod sse;

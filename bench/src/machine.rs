@@ -89,7 +89,7 @@ pub(crate) fn document(
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
     let dirty = !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    let rows = [
+    let mut rows: Vec<(&str, String)> = vec![
         ("date (UTC)", command_output("date", &["-u", "+%Y-%m-%d %H:%M"])),
         ("commit", format!("{commit}{}", if dirty { " (work tree had uncommitted changes)" } else { "" })),
         ("CPU", format!("{} × {}", cores, cpu_model())),
@@ -97,10 +97,13 @@ pub(crate) fn document(
         ("kernel", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()),
         ("nginx", crate::nginx::version()),
         ("wrk", command_output("wrk", &["-v"])),
+    ];
+    rows.extend(report.conditions.iter().map(|(name, value)| (name.as_str(), value.clone())));
+    rows.extend([
         ("load average (1/5/15 min) at start → end", format!("{} → {}", before.loadavg, after.loadavg)),
         ("compiler/test processes running at start → end", format!("{} → {}", before.builders, after.builders)),
         ("duration of the run", format!("{:.0} s", elapsed.as_secs_f64())),
-    ];
+    ]);
     let _ = writeln!(out, "| | |\n|---|---|");
     for (name, value) in rows {
         let _ = writeln!(out, "| {name} | {value} |");

@@ -3,15 +3,17 @@
 //! builds it in release mode with the `aurora` binary and runs it; `--smoke` runs every
 //! scenario at a tiny scale in a few seconds, for CI.
 //!
-//! Code map: [`upstream`] is the fake provider; [`load`] sends requests (fixed rate, wrk
-//! saturation, SSE); [`nginx`] and [`aurora`] start the gateways; [`gateway`] runs the
-//! side-by-side comparison; [`features`] what each request-path feature costs;
+//! Code map: [`upstream`] is the fake provider; [`load`] sends requests (fixed rate,
+//! saturation with wrk and oha, SSE); [`nginx`] and [`aurora`] start the gateways; [`gateway`]
+//! runs the side-by-side comparison; [`cpu`] reads a gateway's CPU time per request from
+//! `/proc`; [`features`] what each request-path feature costs;
 //! [`instructions`] reads the callgrind counts of `scripts/bench-instructions`;
 //! [`control_plane`] measures revocation, fan-out and resume; [`snapshot`] the million-key
 //! snapshot; [`report`] writes the markdown, every per-round figure as a [`spread::Spread`].
 
 mod aurora;
 mod control_plane;
+mod cpu;
 mod cross_replica;
 mod durability;
 mod features;
@@ -65,6 +67,10 @@ struct Args {
     /// The output of `scripts/bench-instructions` (instructions per request), for the report.
     #[arg(long, value_name = "FILE")]
     instructions: Option<PathBuf>,
+    /// oha, the second saturation load generator [default: `oha` on the PATH or in
+    /// ~/.cargo/bin]. A full run fails without it; a smoke run skips its rows and says so.
+    #[arg(long, env = "AURORA_BENCH_OHA")]
+    oha: Option<PathBuf>,
     /// The command line shown in the report as the one that regenerates it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -137,12 +143,13 @@ fn scales(smoke: bool) -> Scales {
         gateway: gateway::Scale {
             rates: vec![1_000, 5_000],
             rounds: 3,
-            fixed_duration: Duration::from_secs(5),
+            // 10,000 requests a round at 1,000/s: 30,000 pooled, 30 past the p99.9.
+            fixed_duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             connections: 64,
             saturation_duration: Duration::from_secs(5),
             saturation_connections: 64,
-            sse: sse::Plan { streams: 30, events: 20, gap: Duration::from_millis(5) },
+            sse: sse::Plan { streams: 60, events: 20, gap: Duration::from_millis(5) },
         },
         features: features::Scale { rounds: 3, rate: 1_000, connections: 64, duration: Duration::from_secs(5) },
         control_plane: control_plane::Scale {
@@ -165,6 +172,11 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     let scratch = tempfile::tempdir()?;
     let before = machine::Load::now();
     let mut report = Report::default();
+    let generators = generators(args.oha.as_deref(), args.smoke)?;
+    match generators.oha() {
+        Some(load::saturation::Generator::Oha(path)) => report.condition("oha", load::oha::version(path)),
+        _ => report.condition("oha", "not installed: its rows are skipped".into()),
+    }
 
     let upstream = upstream_runtime.spawn(upstream::start()).await??;
     progress(&format!("upstream on {}", upstream.addr));
@@ -213,14 +225,18 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
         return Ok(());
     }
     progress("gateway comparison (direct, nginx, aurora)");
-    gateway::run(&mut report, &targets, &scales.gateway, &upstream.counters, pids, scratch.path()).await?;
+    let setup = gateway::Setup { counters: &upstream.counters, pids, generators };
+    gateway::run(&mut report, &targets, &scales.gateway, setup, scratch.path()).await?;
     progress("feature cost");
     let setup = features::Setup {
         bin: &bin,
         control_plane: &control_plane.url(),
         on: &targets.aurora,
+        on_pid: pids.aurora,
         token: &key.secret,
         limited_token: &limited.secret,
+        upstream: upstream.addr,
+        counters: &upstream.counters,
     };
     features::run(&mut report, &setup, scales.features, scratch.path()).await?;
     let instructions = match &args.instructions {
@@ -261,6 +277,22 @@ async fn run(args: Args, upstream_runtime: tokio::runtime::Handle) -> anyhow::Re
     write(args.out.as_deref(), &text)?;
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// wrk always; oha when it is installed. A full run needs both: its report would otherwise
+/// lack the second generator's figures without anyone having chosen that.
+fn generators(explicit: Option<&std::path::Path>, smoke: bool) -> anyhow::Result<gateway::Generators> {
+    use load::saturation::Generator;
+    match load::oha::locate(explicit) {
+        Some(path) => Ok(gateway::Generators { run: vec![Generator::Wrk, Generator::Oha(path)], missing: None }),
+        None if smoke => Ok(gateway::Generators {
+            run: vec![Generator::Wrk],
+            missing: Some(
+                "oha is not installed, and a smoke run does not install it; `scripts/bench` does for a full run".into(),
+            ),
+        }),
+        None => anyhow::bail!("oha is not installed (scripts/bench installs it: cargo install oha --locked)"),
+    }
 }
 
 #[allow(clippy::print_stdout)] // The report is this binary's output.

@@ -107,6 +107,12 @@ http {{
         "" "2023-06-01";
         default $http_anthropic_version;
     }}
+    # A request id on the request upstream and on every answer: the client's when it sent one,
+    # else a new one (Aurora's rule).
+    map $http_x_request_id $aurora_request_id {{
+        "" $request_id;
+        default $http_x_request_id;
+    }}
 
     upstream provider {{
         server {upstream};
@@ -116,8 +122,10 @@ http {{
     server {{
         listen {listen} backlog=4096;
         location /p/anthropic/v1/ {{
+            add_header X-Request-ID $aurora_request_id always;
             if ($aurora_ok = 0) {{
                 add_header X-Aurora-Error gateway always;
+                add_header X-Request-ID $aurora_request_id always;
                 return 401 '{{"type":"error","error":{{"type":"authentication_error","message":"invalid gateway token"}}}}';
             }}
             proxy_pass http://provider/v1/;
@@ -126,6 +134,15 @@ http {{
             proxy_set_header Authorization "";
             proxy_set_header X-Api-Key "{credential}";
             proxy_set_header anthropic-version $aurora_anthropic_version;
+            proxy_set_header X-Request-ID $aurora_request_id;
+            # What else Aurora removes: client credentials and cookies on the way up, cookies
+            # and look-alike gateway errors on the way back.
+            proxy_set_header Cookie "";
+            proxy_set_header Api-Key "";
+            proxy_set_header X-Goog-Api-Key "";
+            proxy_set_header Forwarded "";
+            proxy_hide_header Set-Cookie;
+            proxy_hide_header X-Aurora-Error;
             proxy_buffering off;
             proxy_request_buffering off;
         }}

@@ -15,11 +15,17 @@ pub(crate) struct Check {
 pub(crate) struct Report {
     pub(crate) sections: Vec<String>,
     pub(crate) checks: Vec<Check>,
+    /// Extra rows for the machine-and-conditions table (tool versions).
+    pub(crate) conditions: Vec<(String, String)>,
 }
 
 impl Report {
     pub(crate) fn section(&mut self, text: String) {
         self.sections.push(text);
+    }
+
+    pub(crate) fn condition(&mut self, name: &str, value: String) {
+        self.conditions.push((name.to_owned(), value));
     }
 
     pub(crate) fn check(&mut self, target: &str, figure: String, met: bool) {

@@ -42,10 +42,25 @@ impl Spread {
         self.with_range(signed_us, |v| format!("{v:+.0}"))
     }
 
+    /// `12.3 µs (11.8–13.1)`: the range as precise as the median, for small figures.
+    pub(crate) fn us_precise(&self) -> String {
+        self.with_range(us, precise)
+    }
+
+    /// `+2.3 µs (+1.8–+3.1)`.
+    pub(crate) fn signed_us_precise(&self) -> String {
+        self.with_range(signed_us, |v| if v.abs() < 100.0 { format!("{v:+.1}") } else { format!("{v:+.0}") })
+    }
+
     /// `12345/s (12000–12600)`.
     pub(crate) fn rate(&self) -> String {
         self.with_range(rate, |v| format!("{v:.0}"))
     }
+}
+
+/// One decimal below 100, none above, as [`us`] writes the median.
+fn precise(value: f64) -> String {
+    if value.abs() < 100.0 { format!("{value:.1}") } else { format!("{value:.0}") }
 }
 
 #[cfg(test)]
@@ -59,6 +74,8 @@ mod tests {
         assert_eq!(spread.us(), "20.0 µs (10–30)");
         assert_eq!(Spread::of(&[-5.0, 7.0]).signed_us(), "+7.0 µs (-5–+7)");
         assert_eq!(Spread::of(&[1000.0]).rate(), "1000/s");
+        assert_eq!(Spread::of(&[4.84, 5.12, 4.6]).us_precise(), "4.8 µs (4.6–5.1)");
+        assert_eq!(Spread::of(&[-0.5, 2.24]).signed_us_precise(), "+2.2 µs (-0.5–+2.2)");
         assert_eq!(Spread::of(&[]), Spread { median: 0.0, min: 0.0, max: 0.0 });
     }
 }

@@ -6,9 +6,12 @@
 //! wrote it (nanoseconds since [`epoch`], shared with the client in this process), so the
 //! client measures each event's delivery delay exactly rather than inferring it from gaps.
 //!
-//! It also counts what reaches it: every request, and every request that arrived without the
-//! injected provider credential or still carrying the client's `Authorization` (a leak), so the
-//! report can show that rejected tokens never reach the provider.
+//! It also counts what reaches it: every request, and every request that arrived without one of
+//! the bench's provider credentials or still carrying the client's `Authorization` (a leak), so
+//! the report can show that rejected tokens never reach the provider. The bench's credentials
+//! are [`CREDENTIAL`] (every gateway's) and the three of [`SET_CREDENTIALS`] (the credential set
+//! of the feature-cost row), each of those counted apart, so that row can show which
+//! credentials its requests went out with.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +29,13 @@ use tokio::net::TcpListener;
 /// The provider credential the gateways inject; the upstream checks it arrives.
 pub(crate) const CREDENTIAL: &str = "sk-ant-bench-upstream-credential";
 
+/// A credential set of three, with their weights: the credential-selection feature row's.
+pub(crate) const SET_CREDENTIALS: [(&str, &str, u32); 3] = [
+    ("bench-a", "sk-ant-bench-set-credential-a", 1),
+    ("bench-b", "sk-ant-bench-set-credential-b", 2),
+    ("bench-c", "sk-ant-bench-set-credential-c", 3),
+];
+
 const JSON_BODY: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"Hello from the bench upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}"#;
 
 /// The instant every timestamp in an SSE event counts from.
@@ -38,8 +48,10 @@ pub(crate) fn epoch() -> Instant {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
-    /// Requests without the injected credential, or still carrying a client `Authorization`.
+    /// Requests without a bench credential, or still carrying a client `Authorization`.
     pub(crate) leaks: AtomicU64,
+    /// Requests that came with each of [`SET_CREDENTIALS`], in its order.
+    pub(crate) set_credentials: [AtomicU64; 3],
 }
 
 impl Counters {
@@ -48,6 +60,10 @@ impl Counters {
     }
     pub(crate) fn leaks(&self) -> u64 {
         self.leaks.load(Ordering::Relaxed)
+    }
+    /// How many requests came with each of [`SET_CREDENTIALS`] so far.
+    pub(crate) fn set_credentials(&self) -> [u64; 3] {
+        self.set_credentials.each_ref().map(|count| count.load(Ordering::Relaxed))
     }
 }
 
@@ -85,7 +101,12 @@ type Body = BoxBody<Bytes, Infallible>;
 async fn answer(request: Request<Incoming>, counters: Arc<Counters>) -> Result<Response<Body>, Infallible> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let headers = request.headers();
-    let credential_ok = headers.get("x-api-key").is_some_and(|v| v == CREDENTIAL);
+    let credential = headers.get("x-api-key");
+    let in_set = SET_CREDENTIALS.iter().position(|(_, secret, _)| credential.is_some_and(|v| v == *secret));
+    if let Some(index) = in_set {
+        counters.set_credentials[index].fetch_add(1, Ordering::Relaxed);
+    }
+    let credential_ok = in_set.is_some() || credential.is_some_and(|v| v == CREDENTIAL);
     if !credential_ok || headers.contains_key(http::header::AUTHORIZATION) {
         counters.leaks.fetch_add(1, Ordering::Relaxed);
     }

@@ -94,8 +94,7 @@ impl Timer {
     /// Ready once the deadline has passed (noticed by the sweep); registers the calling task
     /// to be woken then.
     pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadlines = self.deadlines.clone();
-        let mut book = deadlines.lock();
+        let mut book = self.deadlines.lock();
         match self.slot {
             None => {
                 self.slot =

@@ -76,7 +76,9 @@ struct Forward {
 /// every worker for every request, on one cache line. The health's address identifies it, and
 /// the answer's snapshot has it at the same address (a new revision adopts the health of every
 /// credential it keeps); a credential removed meanwhile is no longer found, and its health no
-/// longer matters.
+/// longer matters. Should a credential added meanwhile have had its health allocated at the
+/// freed address, this one answer is told to it instead: at worst one cooldown or one success
+/// misattributed, never a secret exposed.
 #[derive(Debug, Clone, Copy)]
 struct CredentialRef {
     provider: ProviderKind,

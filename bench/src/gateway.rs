@@ -24,6 +24,8 @@ use std::time::Duration;
 use self::memory::Memories;
 use self::rejections::Rejections;
 use self::saturate::Subject;
+use self::throughput::CPU_FIGURES;
+use crate::cpu::{self, PerRequest};
 use crate::load::saturation::Generator;
 use crate::load::{Target, open_loop, saturation, sse};
 use crate::report::{Report, Table, ratio, signed_us, us};
@@ -97,8 +99,14 @@ pub(crate) async fn run(
     let all = [&targets.direct, &targets.nginx, &targets.aurora];
     let mut memory = Memories::start(pids);
 
-    // Fixed rates.
+    // Fixed rates, with the gateways' CPU time per request in each round.
     let mut fixed: BTreeMap<(u64, &str), Vec<open_loop::Outcome>> = BTreeMap::new();
+    let mut fixed_cpu: BTreeMap<(u64, &str), Vec<PerRequest>> = BTreeMap::new();
+    let pid_of = |name: &str| match name {
+        "nginx" => Some(pids.nginx),
+        "aurora" => Some(pids.aurora),
+        _ => None,
+    };
     for &rate_per_sec in &scale.rates {
         let plan =
             open_loop::Plan { rate: rate_per_sec, duration: scale.fixed_duration, connections: scale.connections };
@@ -107,7 +115,13 @@ pub(crate) async fn run(
         }
         for _ in 0..scale.rounds {
             for target in all {
+                let pid = pid_of(target.name);
+                let before = pid.and_then(cpu::of_tree);
                 let outcome = open_loop::run(target, plan).await?;
+                let after = pid.and_then(cpu::of_tree);
+                if let Some(cpu) = before.zip(after).and_then(|(b, a)| PerRequest::between(b, a, outcome.total())) {
+                    fixed_cpu.entry((rate_per_sec, target.name)).or_default().push(cpu);
+                }
                 fixed.entry((rate_per_sec, target.name)).or_default().push(outcome);
             }
         }
@@ -176,13 +190,16 @@ pub(crate) async fn run(
     // ---- Report ----
     let mut text = String::from("## Data plane against direct and nginx\n\n");
     text.push_str(&format!(
-        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile, in the same round. Every figure is the median of the rounds, with the range over the rounds in brackets; ratios are of medians. The tail targets are judged on the rows *all rounds pooled*: the percentile of every round's requests together (for p99.9 at 1,000/s one round holds only a few dozen requests past it, so a single slow moment moves that round's figure far).\n\n",
+        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile, in the same round. Every figure is the median of the rounds, with the range over the rounds in brackets; ratios are of medians. The tail targets are judged on the rows *all rounds pooled*: the percentile of every round's requests together (for p99.9 at 1,000/s one round holds only a few dozen requests past it, so a single slow moment moves that round's figure far). *CPU per request* is each gateway's user and system time during the round (read from `/proc` as in the saturation CPU table below) divided by the requests it answered: at a fixed rate the gateway idles between requests, and a request that finds its caches cold costs several times what it costs at saturation, so these rows show how much of the added latency is the gateway's own work.\n\n",
         scale.rounds, scale.fixed_duration, scale.warmup, scale.connections
     ));
     let none = Vec::new();
+    let no_cpu = Vec::new();
     for &rate_per_sec in &scale.rates {
         let get = |name: &'static str| fixed.get(&(rate_per_sec, name)).unwrap_or(&none);
-        fixed_rate_table(report, &mut text, rate_per_sec, top_rate, [get("direct"), get("nginx"), get("aurora")]);
+        let cpu_of = |name: &'static str| fixed_cpu.get(&(rate_per_sec, name)).unwrap_or(&no_cpu);
+        let rounds: [&[open_loop::Outcome]; 3] = [get("direct"), get("nginx"), get("aurora")];
+        fixed_rate_table(report, &mut text, rate_per_sec, top_rate, rounds, [cpu_of("nginx"), cpu_of("aurora")]);
     }
     throughput::max_throughput(report, &mut text, &generators, &saturated, saturation_plan, scale.rounds);
     let rejections = Rejections {
@@ -215,6 +232,7 @@ fn fixed_rate_table(
     rate_per_sec: u64,
     top_rate: u64,
     [direct, nginx, aurora]: [&[open_loop::Outcome]; 3],
+    [nginx_cpu, aurora_cpu]: [&[PerRequest]; 2],
 ) {
     let mut table = Table::new(&["figure", "direct", "nginx", "aurora", "aurora ÷ direct", "aurora ÷ nginx"]);
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
@@ -271,6 +289,18 @@ fn fixed_rate_table(
         "–".into(),
         "–".into(),
     ]);
+    for (figure, pick) in CPU_FIGURES {
+        let per_round = |rounds: &[PerRequest]| Spread::of(&rounds.iter().map(pick).collect::<Vec<_>>());
+        let (n, a) = (per_round(nginx_cpu), per_round(aurora_cpu));
+        table.row(vec![
+            format!("CPU per request, {figure}"),
+            "–".into(),
+            n.us_precise(),
+            a.us_precise(),
+            "–".into(),
+            ratio(a.median, n.median),
+        ]);
+    }
     text.push_str(&format!("### {rate_per_sec} requests/s\n\n{}\n", table.render()));
 
     // Judged on every round's requests pooled: a tail percentile of one round rests on a few

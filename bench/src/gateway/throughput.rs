@@ -9,10 +9,10 @@ use crate::report::{Report, Table, ratio};
 use crate::spread::Spread;
 
 /// Reads one figure from a [`PerRequest`].
-type Pick = fn(&PerRequest) -> f64;
+pub(crate) type Pick = fn(&PerRequest) -> f64;
 
 /// The CPU figures of a run: what each row reads from a [`PerRequest`].
-const CPU_FIGURES: [(&str, Pick); 3] =
+pub(crate) const CPU_FIGURES: [(&str, Pick); 3] =
     [("user", |c| c.user), ("system", |c| c.system), ("user + system", PerRequest::total)];
 
 /// How each generator runs, for the section's text.

@@ -5,16 +5,21 @@
 //! local of the proxy's handler, then inside the response body ([`crate::body::Metered`]).
 //! Whichever way the request ends (the body finished, the upstream failed mid-stream, the
 //! client hung up before or after the headers), the exchange is dropped exactly once, and its
-//! `Drop` writes the record with the total duration and the bytes each way. Nothing here ever
-//! holds a key secret: the log names a key by its id. A request that reached an upstream also
-//! carries the response's [`Meter`]: the exchange feeds it the frames sent and ends it in the
-//! same `Drop`, so each upstream response yields exactly one [`crate::usage::Usage`]. A request
-//! of a limited key also carries its [`Admission`]: the `Drop` charges it the metered tokens
-//! and then frees its concurrency slot, whichever way the request ended.
+//! `Drop` leaves one `Record`, with the total duration and the bytes each way, to be written.
+//! Nothing here ever holds a key secret: the log names a key by its id. A request that reached
+//! an upstream also carries the response's [`Meter`]: the exchange feeds it the frames sent and
+//! the record ends it, so each upstream response yields exactly one [`crate::usage::Usage`]. A
+//! request of a limited key also carries its [`Admission`]: its record is written in the `Drop`
+//! itself, which charges the metered tokens and then frees the concurrency slot, whichever way
+//! the request ended, so the tokens are spent before the client can read the answer and ask
+//! again. Every other record is written after the answer's last bytes are flushed to the client
+//! ([`after_flush`]): reading the usage and writing the log need not delay them.
+
+pub mod after_flush;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aurora_core::ProviderKind;
 use bytes::Bytes;
@@ -171,52 +176,109 @@ pub fn charged_tokens(provider: ProviderKind, tokens: &TokenCounts) -> u64 {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let duration = self.started.elapsed();
-        let (status, source) = self.response.unwrap_or((
-            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
-            Source::Client,
-        ));
-        let end = self.end.unwrap_or(End::ClientGone);
-        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         if self.stream {
             self.recorder.metrics.stream_closed();
         }
-        let usage = self.meter.take().zip(self.provider).map(|(meter, provider)| {
-            let principal = self.principal.unwrap_or(Principal::Anonymous);
-            let usage = meter.end(end == End::Complete, principal, provider, &*self.recorder.usage);
-            self.recorder.metrics.usage(provider, &usage);
+        let record = Record {
+            recorder: self.recorder.clone(),
+            duration: self.started.elapsed(),
+            request_id: std::mem::replace(&mut self.request_id, HeaderValue::from_static("")),
+            method: std::mem::take(&mut self.method),
+            uri: std::mem::take(&mut self.uri),
+            provider: self.provider,
+            principal: self.principal,
+            response: self.response,
+            stream: self.stream,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            end: self.end.unwrap_or(End::ClientGone),
+            meter: self.meter.take(),
+        };
+        match &self.admission {
+            // Charged now: the key's next request must see these tokens spent.
+            Some(admission) => record.write(Some(admission)),
+            None => after_flush::write(record),
+        }
+    }
+}
+
+/// What an [`Exchange`] leaves to be written once the request is over.
+#[derive(Debug)]
+struct Record {
+    recorder: Arc<Recorder>,
+    duration: Duration,
+    request_id: HeaderValue,
+    method: Method,
+    uri: Uri,
+    provider: Option<ProviderKind>,
+    principal: Option<Principal>,
+    response: Option<(StatusCode, Source)>,
+    stream: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+    end: End,
+    meter: Option<Meter>,
+}
+
+impl Record {
+    /// Ends the meter (yielding the response's usage), charges `admission` the tokens, and
+    /// writes the metrics and the access-log line.
+    fn write(self, admission: Option<&Admission>) {
+        let Record {
+            recorder,
+            duration,
+            request_id,
+            method,
+            uri,
+            provider,
+            principal,
+            response,
+            stream,
+            bytes_in,
+            bytes_out,
+            end,
+            meter,
+        } = self;
+        let (status, source) = response.unwrap_or((
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
+            Source::Client,
+        ));
+        let usage = meter.zip(provider).map(|(meter, provider)| {
+            let principal = principal.unwrap_or(Principal::Anonymous);
+            let usage = meter.end(end == End::Complete, principal, provider, &*recorder.usage);
+            recorder.metrics.usage(provider, &usage);
             usage
         });
         let known = usage.as_ref().filter(|u| u.outcome != UsageOutcome::Unknown);
-        if let (Some(admission), Some(usage), Some(provider)) = (&self.admission, known, self.provider) {
+        if let (Some(admission), Some(usage), Some(provider)) = (admission, known, provider) {
             admission.charge(
                 charged_tokens(provider, &usage.tokens),
                 crate::credentials::unix_ms(std::time::SystemTime::now()),
             );
         }
-        self.recorder.metrics.completed(&Completed {
-            provider: self.provider,
-            method: &self.method,
+        recorder.metrics.completed(&Completed {
+            provider,
+            method: &method,
             status,
             source,
             duration,
             bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_out,
         });
         tracing::info!(
             target: "aurora::access",
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            provider = self.provider.map_or("-", ProviderKind::as_str),
-            method = self.method.as_str(),
-            path = self.uri.path(),
+            request_id = request_id.to_str().unwrap_or_default(),
+            provider = provider.map_or("-", ProviderKind::as_str),
+            method = method.as_str(),
+            path = uri.path(),
             status = status.as_u16(),
             source = source.as_str(),
             outcome = end.as_str(),
-            stream = self.stream,
+            stream,
             duration_ms = duration.as_secs_f64() * 1000.0,
             bytes_in,
-            bytes_out = self.bytes_out,
-            key_id = self.principal.map(|p| match p {
+            bytes_out,
+            key_id = principal.map(|p| match p {
                 Principal::Key(id) => id.to_string(),
                 Principal::MasterKey => "master".to_owned(),
                 Principal::Anonymous => "-".to_owned(),

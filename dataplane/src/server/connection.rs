@@ -2,7 +2,9 @@
 //! idle too long or the listener shuts down.
 //!
 //! The connection's task polls hyper and nothing else: on every wake-up (several per request)
-//! it reads one atomic to learn whether it should start closing. The timers and the listener's
+//! it reads one atomic to learn whether it should start closing. Each poll runs inside
+//! [`crate::access::after_flush::serve`], so the records of the requests it finishes are written
+//! once their answers are flushed, not before. The timers and the listener's
 //! stop signal are watched by a second task per connection ([`watch`]), which raises that
 //! signal and wakes the connection's task. Polling them beside hyper in one `select!` cost each
 //! wake-up a timer poll and a `watch` channel poll, about 2,000 instructions per request; the
@@ -188,7 +190,9 @@ where
             *this.closing = true;
             (this.graceful)(this.connection.as_mut());
         }
-        this.connection.poll(cx).map(|served| Ended::Served(served.map_err(Into::into)))
+        // The requests this poll finishes are recorded once hyper has flushed their answers.
+        let polled = crate::access::after_flush::serve(|| this.connection.poll(cx));
+        polled.map(|served| Ended::Served(served.map_err(Into::into)))
     }
 }
 

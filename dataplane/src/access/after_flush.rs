@@ -99,13 +99,11 @@ mod tests {
         Exchange::start(recorder.clone(), Instant::now(), id, Method::POST, Uri::from_static("/p/openai/v1/x"))
     }
 
-    /// Requests whose record was written: started, and no longer in flight.
-    fn completed(metrics: &Metrics) -> usize {
+    /// Requests whose record was written (each adds one to `requests_total`).
+    fn completed(metrics: &Metrics) -> u64 {
         let text = metrics.encode();
-        let total = |series: &str| -> f64 {
-            text.lines().filter_map(|line| line.strip_prefix(series)?.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-        };
-        total("aurora_dataplane_requests_total{") as usize
+        let series = text.lines().filter_map(|line| line.strip_prefix("aurora_dataplane_requests_total{"));
+        series.filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok()).sum()
     }
 
     #[test]
@@ -144,6 +142,27 @@ mod tests {
         // And the thread is not left inside a poll.
         drop(exchange(&recorder));
         assert_eq!(completed(&metrics), 2);
+    }
+
+    #[test]
+    fn a_limited_keys_record_is_written_in_the_drop_and_frees_its_slot_at_once() {
+        use crate::limits::{Fallback, KeyLimits, Limiters};
+        use crate::snapshot::KeyId;
+
+        let (recorder, metrics) = recorder();
+        let limiters = Limiters::new(Arc::new(|| 1_796_143_262_000));
+        let limits = KeyLimits { max_concurrent: 1, ..Default::default() };
+        let key = limiters.state(KeyId([7; 16]));
+        let admit = || limiters.admit(&key, &limits, Fallback::Share, limiters.now_ms());
+        serve(|| {
+            let mut limited = exchange(&recorder);
+            limited.admit(admit().expect("the first request is admitted"));
+            assert!(admit().is_err(), "its one slot is taken");
+            drop(limited);
+            assert_eq!(completed(&metrics), 1, "written in the drop, inside the poll");
+            assert!(admit().is_ok(), "the slot was freed with it");
+        });
+        assert_eq!(completed(&metrics), 1, "and written once");
     }
 
     #[test]

@@ -97,16 +97,16 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let Setup { counters, pids, generators } = setup;
     let all = [&targets.direct, &targets.nginx, &targets.aurora];
+    let subjects = [
+        Subject { target: &targets.direct, pid: None },
+        Subject { target: &targets.nginx, pid: Some(pids.nginx) },
+        Subject { target: &targets.aurora, pid: Some(pids.aurora) },
+    ];
     let mut memory = Memories::start(pids);
 
     // Fixed rates, with the gateways' CPU time per request in each round.
     let mut fixed: BTreeMap<(u64, &str), Vec<open_loop::Outcome>> = BTreeMap::new();
     let mut fixed_cpu: BTreeMap<(u64, &str), Vec<PerRequest>> = BTreeMap::new();
-    let pid_of = |name: &str| match name {
-        "nginx" => Some(pids.nginx),
-        "aurora" => Some(pids.aurora),
-        _ => None,
-    };
     for &rate_per_sec in &scale.rates {
         let plan =
             open_loop::Plan { rate: rate_per_sec, duration: scale.fixed_duration, connections: scale.connections };
@@ -114,8 +114,7 @@ pub(crate) async fn run(
             open_loop::run(target, open_loop::Plan { duration: scale.warmup, ..plan }).await?;
         }
         for _ in 0..scale.rounds {
-            for target in all {
-                let pid = pid_of(target.name);
+            for Subject { target, pid } in subjects {
                 let before = pid.and_then(cpu::of_tree);
                 let outcome = open_loop::run(target, plan).await?;
                 let after = pid.and_then(cpu::of_tree);
@@ -150,11 +149,6 @@ pub(crate) async fn run(
     let reached_upstream = counters.requests() - upstream_before;
 
     // Saturation.
-    let subjects = [
-        Subject { target: &targets.direct, pid: None },
-        Subject { target: &targets.nginx, pid: Some(pids.nginx) },
-        Subject { target: &targets.aurora, pid: Some(pids.aurora) },
-    ];
     let saturated =
         saturate::rounds(&generators.run, &subjects, saturation_plan, scale.rounds, scratch, Some(&mut memory)).await?;
     let memory = memory.finish();

@@ -116,9 +116,9 @@ pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
-/// Names removed from a map in one go. Requests carry a handful of headers and lose two or
-/// three (the client's credential, `host`, `content-length`), so they are kept on the stack;
-/// only a head with more than [`Doomed::INLINE`] of them spills into a vector.
+/// Names removed from a map in one go. Requests carry a handful of headers and lose one or
+/// two (`content-length`, a credential header the gateway does not replace), so they are kept
+/// on the stack; only a head with more than [`Doomed::INLINE`] of them spills into a vector.
 struct Doomed {
     inline: [Option<HeaderName>; Doomed::INLINE],
     len: usize,

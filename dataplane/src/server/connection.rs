@@ -33,7 +33,9 @@ use crate::config::ConnectionConfig;
 
 /// How long a new connection may stay silent before its first byte. After that, a connection
 /// with no request in flight is closed after the idle timeout, which therefore also bounds how
-/// long a request head may take to arrive.
+/// long a later request head may take to arrive. hyper counts a connection as busy until its
+/// first request is read, so a first head that started but never finishes is not closed as
+/// idle: it is dropped once the idle and keep-alive timeouts have both passed.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP settings a listener's connections are served with: hyper-util's auto builder

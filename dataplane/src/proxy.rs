@@ -239,7 +239,7 @@ impl Proxy {
         headers::prepare_response(&mut parts.headers, request_id);
         if let Some(admission) = exchange.admission() {
             // A limited key's own limits, so its clients can pace themselves before a refusal.
-            crate::limits::write_headers(admission.view(), shape, self.limiters.now_ms(), &mut parts.headers);
+            crate::limits::write_headers(admission.view(), shape, || self.limiters.now_ms(), &mut parts.headers);
         }
         Ok(Response::from_parts(
             parts,

@@ -70,7 +70,7 @@ impl KeyLimiter {
     /// A new budget period began since the last request: what was charged belongs to the old
     /// one, so the count starts again (with or without a lease to say so).
     fn roll_budget_period(&self, limits: &KeyLimits, now_ms: i64) {
-        let Some((_, end)) = limits.budget_period.bounds(now_ms.div_euclid(1000)) else { return };
+        let Some(end) = window::budget_period_end(limits.budget_period, now_ms.div_euclid(1000)) else { return };
         let seen = self.budget_period_end.load(Ordering::Relaxed);
         if seen != end
             && self.budget_period_end.compare_exchange(seen, end, Ordering::AcqRel, Ordering::Relaxed).is_ok()

@@ -72,10 +72,10 @@ pub(super) fn caps(
     };
     // The budget: what the newest lease said was left (shared out when it no longer holds),
     // minus what was charged here since; the full budget once its period has ended.
-    let local_end = limits.budget_period.bounds(now_s).map(|(_, end)| end);
     let (budget_left, budget_end) = if limits.budget_tokens == 0 {
         (i64::MAX, None)
     } else {
+        let local_end = window::budget_period_end(limits.budget_period, now_s);
         let budget = i64::try_from(limits.budget_tokens).unwrap_or(i64::MAX);
         let share = i64::try_from(share).unwrap_or(1);
         match lease {

@@ -1,10 +1,16 @@
 //! Minute windows aligned to Unix time, and the lock-free counters that live in one.
 //!
+//! A budget period's end is looked up here too, from a per-thread cache: every request of a
+//! period has the same, and a month's takes a calendar conversion.
+//!
 //! A window counter packs the window (minutes since the epoch) and the count into one
 //! `AtomicU64`, so "roll over to a new window" and "count one more" are the same compare and
 //! swap: no reset can race an increment, and no lock is needed.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::config::BudgetPeriod;
 
 pub(super) const WINDOW_MS: i64 = 60_000;
 
@@ -21,6 +27,29 @@ pub(super) fn window_start(now_ms: i64) -> i64 {
 /// Unix milliseconds when the window `now_ms` falls in ends.
 pub(super) fn window_end_ms(now_ms: i64) -> i64 {
     (minute(now_ms) + 1) * WINDOW_MS
+}
+
+thread_local! {
+    /// The bounds last computed on this thread, per budget period (`(0, 0)`: none yet).
+    static PERIODS: [Cell<(i64, i64)>; BudgetPeriod::ALL.len()] =
+        const { [const { Cell::new((0, 0)) }; BudgetPeriod::ALL.len()] };
+}
+
+/// Unix seconds when the budget period `now_s` falls in ends (`None`: the period never ends).
+pub(super) fn budget_period_end(period: BudgetPeriod, now_s: i64) -> Option<i64> {
+    if period == BudgetPeriod::None {
+        return None;
+    }
+    PERIODS.with(|periods| {
+        let cached = &periods[period as usize];
+        let (start, end) = cached.get();
+        if start <= now_s && now_s < end {
+            return Some(end);
+        }
+        let bounds = period.bounds(now_s)?;
+        cached.set(bounds);
+        Some(bounds.1)
+    })
 }
 
 /// A count within one minute window (saturating at `u32::MAX`, far beyond any per-minute use).
@@ -81,6 +110,16 @@ mod tests {
         assert_eq!(window_start(120_000), 120);
         assert_eq!(window_end_ms(61_000), 120_000);
         assert_eq!(minute(-1), -1, "before the epoch still floors");
+    }
+
+    #[test]
+    fn budget_period_ends_come_from_the_cache_only_within_their_period() {
+        let day = 86_400;
+        for period in BudgetPeriod::ALL {
+            for now_s in [0, day - 1, day, 1_796_143_262, 1_796_143_262 + 40 * day, 1_796_143_262, -1] {
+                assert_eq!(budget_period_end(period, now_s), period.bounds(now_s).map(|(_, end)| end), "{period} {now_s}");
+            }
+        }
     }
 
     #[test]

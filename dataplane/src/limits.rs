@@ -8,7 +8,8 @@
 //! limits"): [`Limiters`] is this replica's registry of limited keys' state, shared by every
 //! snapshot revision. Its layout, by concern:
 //! - `config.rs`: the limits as the snapshot carries them (per key, defaults, the fallback);
-//! - `window.rs`: minute windows and the compare-and-swap counters that live in one;
+//! - `window.rs`: minute windows, the compare-and-swap counters that live in one, and budget
+//!   periods' ends (cached per thread);
 //! - `lease.rs`: leases from the control plane and the caps they (or the fallback) give;
 //! - `admission.rs`: one request's admission, and the [`Admission`] guard it holds;
 //! - `refusal.rs`: why a request was refused, and the providers' rate-limit headers;

@@ -26,11 +26,10 @@ pub(crate) struct Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         let Some(pid) = self.proc.pid() else { return };
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         // The master first: killed after a worker, it would have time to start a replacement,
         // which would then outlive it.
         let mut pids = vec![pid.to_string()];
-        pids.extend(children.split_whitespace().map(str::to_owned));
+        pids.extend(self.workers());
         let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
     }
 }
@@ -50,15 +49,27 @@ pub(crate) async fn start(dir: &Path, upstream: SocketAddr, token: &str, credent
     let proc =
         Proc::spawn("nginx", &binary, &["-p", &prefix, "-e", &error_log, "-c", &config_arg, "-g", "daemon off;"], &[])?;
     let nginx = Nginx { proc, addr };
-    // nginx logs nothing when it is ready: wait until its port accepts connections.
+    // nginx logs nothing when it is ready: wait until its port accepts connections and every
+    // worker (`worker_processes auto`: one per core) has been forked. The master listens before
+    // it forks, so the port alone once let the idle memory be read with a worker missing.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
     for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if nginx.workers().len() >= workers && tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(nginx);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let log = std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default();
-    bail!("nginx did not start:\n{}\n{log}", nginx.proc.tail(20))
+    bail!("nginx did not start {workers} workers:\n{}\n{log}", nginx.proc.tail(20))
+}
+
+impl Nginx {
+    /// The process ids of the master's children: its workers.
+    fn workers(&self) -> Vec<String> {
+        let Some(pid) = self.proc.pid() else { return Vec::new() };
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children.split_whitespace().map(str::to_owned).collect()
+    }
 }
 
 pub(crate) fn version() -> String {

@@ -117,7 +117,11 @@ mod tests {
         let day = 86_400;
         for period in BudgetPeriod::ALL {
             for now_s in [0, day - 1, day, 1_796_143_262, 1_796_143_262 + 40 * day, 1_796_143_262, -1] {
-                assert_eq!(budget_period_end(period, now_s), period.bounds(now_s).map(|(_, end)| end), "{period} {now_s}");
+                assert_eq!(
+                    budget_period_end(period, now_s),
+                    period.bounds(now_s).map(|(_, end)| end),
+                    "{period} {now_s}"
+                );
             }
         }
     }

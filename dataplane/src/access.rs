@@ -5,7 +5,7 @@
 //! local of the proxy's handler, then inside the response body ([`crate::body::Metered`]).
 //! Whichever way the request ends (the body finished, the upstream failed mid-stream, the
 //! client hung up before or after the headers), the exchange is dropped exactly once, and its
-//! `Drop` leaves one `Record`, with the total duration and the bytes each way, to be written.
+//! `Drop` moves out its `Record`, with the total duration and the bytes each way, to be written.
 //! Nothing here ever holds a key secret: the log names a key by its id. A request that reached
 //! an upstream also carries the response's [`Meter`]: the exchange feeds it the frames sent and
 //! the record ends it, so each upstream response yields exactly one [`crate::usage::Usage`]. A
@@ -67,6 +67,16 @@ pub struct Recorder {
 
 #[derive(Debug)]
 pub struct Exchange {
+    /// What is learned of the request as it goes, written as its record when it is over.
+    record: Record,
+    bytes_in: Arc<AtomicU64>,
+    /// A limited key's hold on its limits; dropped (freeing its slot) with the exchange.
+    admission: Option<Admission>,
+}
+
+/// What an [`Exchange`] learns of its request, from its arrival to its end.
+#[derive(Debug)]
+struct Record {
     recorder: Arc<Recorder>,
     started: Instant,
     request_id: HeaderValue,
@@ -79,19 +89,14 @@ pub struct Exchange {
     principal: Option<Principal>,
     response: Option<(StatusCode, Source)>,
     stream: bool,
-    bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     end: Option<End>,
     meter: Option<Meter>,
-    /// A limited key's hold on its limits; dropped (freeing its slot) with the exchange.
-    admission: Option<Admission>,
 }
 
-impl Exchange {
-    /// A request arrived; it counts as in flight until this is dropped.
-    pub fn start(recorder: Arc<Recorder>, started: Instant, request_id: HeaderValue, method: Method, uri: Uri) -> Self {
-        recorder.metrics.started();
-        Exchange {
+impl Record {
+    fn new(recorder: Arc<Recorder>, started: Instant, request_id: HeaderValue, method: Method, uri: Uri) -> Self {
+        Record {
             recorder,
             started,
             request_id,
@@ -101,16 +106,26 @@ impl Exchange {
             principal: None,
             response: None,
             stream: false,
-            bytes_in: Arc::default(),
             bytes_out: 0,
             end: None,
             meter: None,
+        }
+    }
+}
+
+impl Exchange {
+    /// A request arrived; it counts as in flight until this is dropped.
+    pub fn start(recorder: Arc<Recorder>, started: Instant, request_id: HeaderValue, method: Method, uri: Uri) -> Self {
+        recorder.metrics.started();
+        Exchange {
+            record: Record::new(recorder, started, request_id, method, uri),
+            bytes_in: Arc::default(),
             admission: None,
         }
     }
 
     pub fn started(&self) -> Instant {
-        self.started
+        self.record.started
     }
 
     /// The counter the request body adds its bytes to.
@@ -119,25 +134,25 @@ impl Exchange {
     }
 
     pub fn set_provider(&mut self, provider: ProviderKind) {
-        self.provider = Some(provider);
+        self.record.provider = Some(provider);
     }
 
     pub fn set_principal(&mut self, principal: Principal) {
-        self.principal = Some(principal);
+        self.record.principal = Some(principal);
     }
 
     /// The response headers are ready; `stream` marks a server-sent-event response.
     pub fn respond(&mut self, status: StatusCode, source: Source, stream: bool) {
-        self.response = Some((status, source));
-        if stream && !self.stream {
-            self.stream = true;
-            self.recorder.metrics.stream_opened();
+        self.record.response = Some((status, source));
+        if stream && !self.record.stream {
+            self.record.stream = true;
+            self.record.recorder.metrics.stream_opened();
         }
     }
 
     /// The upstream's response is metered: every frame sent from now on is fed to `meter`.
     pub fn meter(&mut self, meter: Meter) {
-        self.meter = Some(meter);
+        self.record.meter = Some(meter);
     }
 
     /// The request was admitted under its key's limits.
@@ -151,15 +166,15 @@ impl Exchange {
 
     /// A data frame is on its way to the client.
     pub fn sent(&mut self, data: &Bytes) {
-        self.bytes_out += data.len() as u64;
-        if let Some(meter) = &mut self.meter {
+        self.record.bytes_out += data.len() as u64;
+        if let Some(meter) = &mut self.record.meter {
             meter.sent(data);
         }
     }
 
     /// Records how the response ended; the first call wins.
     pub fn end(&mut self, end: End) {
-        self.end.get_or_insert(end);
+        self.record.end.get_or_insert(end);
     }
 }
 
@@ -176,57 +191,41 @@ pub fn charged_tokens(provider: ProviderKind, tokens: &TokenCounts) -> u64 {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if self.stream {
-            self.recorder.metrics.stream_closed();
+        if self.record.stream {
+            self.record.recorder.metrics.stream_closed();
         }
-        let record = Record {
-            recorder: self.recorder.clone(),
-            duration: self.started.elapsed(),
-            request_id: std::mem::replace(&mut self.request_id, HeaderValue::from_static("")),
-            method: std::mem::take(&mut self.method),
-            uri: std::mem::take(&mut self.uri),
-            provider: self.provider,
-            principal: self.principal,
-            response: self.response,
-            stream: self.stream,
+        // The exchange's own record is moved out; what stays behind is only dropped.
+        let (recorder, started) = (self.record.recorder.clone(), self.record.started);
+        let left = Record::new(recorder, started, HeaderValue::from_static(""), Method::default(), Uri::default());
+        let finished = Finished {
+            duration: started.elapsed(),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
-            end: self.end.unwrap_or(End::ClientGone),
-            meter: self.meter.take(),
+            record: std::mem::replace(&mut self.record, left),
         };
         match &self.admission {
             // Charged now: the key's next request must see these tokens spent.
-            Some(admission) => record.write(Some(admission)),
-            None => after_flush::write(record),
+            Some(admission) => finished.write(Some(admission)),
+            None => after_flush::write(finished),
         }
     }
 }
 
-/// What an [`Exchange`] leaves to be written once the request is over.
+/// A request that is over: its record, with what was measured at its end.
 #[derive(Debug)]
-struct Record {
-    recorder: Arc<Recorder>,
+struct Finished {
+    record: Record,
     duration: Duration,
-    request_id: HeaderValue,
-    method: Method,
-    uri: Uri,
-    provider: Option<ProviderKind>,
-    principal: Option<Principal>,
-    response: Option<(StatusCode, Source)>,
-    stream: bool,
     bytes_in: u64,
-    bytes_out: u64,
-    end: End,
-    meter: Option<Meter>,
 }
 
-impl Record {
+impl Finished {
     /// Ends the meter (yielding the response's usage), charges `admission` the tokens, and
     /// writes the metrics and the access-log line.
     fn write(self, admission: Option<&Admission>) {
+        let Finished { record, duration, bytes_in } = self;
         let Record {
             recorder,
-            duration,
+            started: _,
             request_id,
             method,
             uri,
@@ -234,11 +233,11 @@ impl Record {
             principal,
             response,
             stream,
-            bytes_in,
             bytes_out,
             end,
             meter,
-        } = self;
+        } = record;
+        let end = end.unwrap_or(End::ClientGone);
         let (status, source) = response.unwrap_or((
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             Source::Client,

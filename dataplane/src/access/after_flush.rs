@@ -17,14 +17,14 @@
 
 use std::cell::RefCell;
 
-use super::Record;
+use super::Finished;
 
 thread_local! {
     /// The records finished during the poll in progress on this thread; `None` outside one.
-    static PENDING: RefCell<Option<Vec<Record>>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Option<Vec<Finished>>> = const { RefCell::new(None) };
     /// A spare queue, kept between polls so that queuing allocates only on a thread's first
     /// requests.
-    static SPARE: RefCell<Vec<Record>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Finished>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs one poll of a connection (`poll`); the records it finished are written when it
@@ -43,17 +43,17 @@ pub fn serve<T>(poll: impl FnOnce() -> T) -> T {
     poll()
 }
 
-/// Writes `record` when the poll in progress on this thread returns, or now if there is none.
-pub(super) fn write(record: Record) {
+/// Writes `finished` when the poll in progress on this thread returns, or now if there is none.
+pub(super) fn write(finished: Finished) {
     let outside = PENDING.with(|pending| match pending.try_borrow_mut().as_deref_mut() {
         Ok(Some(queue)) => {
-            queue.push(record);
+            queue.push(finished);
             None
         }
-        _ => Some(record),
+        _ => Some(finished),
     });
-    if let Some(record) = outside {
-        record.write(None);
+    if let Some(finished) = outside {
+        finished.write(None);
     }
 }
 
@@ -69,8 +69,8 @@ impl Drop for Writer {
             return;
         }
         let Some(mut queue) = PENDING.with(|pending| pending.borrow_mut().take()) else { return };
-        for record in queue.drain(..) {
-            record.write(None);
+        for finished in queue.drain(..) {
+            finished.write(None);
         }
         SPARE.with(|spare| *spare.borrow_mut() = queue);
     }

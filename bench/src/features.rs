@@ -8,9 +8,10 @@
 //! report follow. A variable a build does not know is ignored by it, so the row then measures
 //! two identical data planes (a difference within the range is noise, which the range shows).
 //!
-//! Each round measures the fixed-rate p99 and wrk's saturation throughput of both sides, and
-//! the CPU time each side's data-plane process spent per request during the saturation run
-//! ([`crate::cpu`]), so every cost is a difference with its range over rounds.
+//! Each round measures the fixed-rate p99 and wrk's saturation throughput of both sides (the
+//! side that goes first alternates from round to round), and the CPU time each side's
+//! data-plane process spent per request during the saturation run ([`crate::cpu`]), so every
+//! cost is a difference with its range over rounds.
 
 mod credentials;
 
@@ -24,6 +25,7 @@ use crate::aurora::DataPlane;
 use crate::cpu::{self, PerRequest};
 use crate::load::{Auth, Target, open_loop, saturation};
 use crate::report::{Report, Table, ratio};
+use crate::rotation::rotated;
 use crate::spread::Spread;
 use crate::upstream::Counters;
 
@@ -160,9 +162,12 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup<'_>, scale: Scale, sc
         let set_before = setup.counters.set_credentials();
         let fixed = open_loop::Plan { rate: scale.rate, duration: scale.duration, connections: scale.connections };
         let saturate = saturation::Plan { connections: scale.connections, duration: scale.duration };
-        let (mut on, mut off) = (Side::default(), Side::default());
-        for _ in 0..scale.rounds {
-            for ((target, pid), side) in [(&sides.on, &mut on), (&sides.off, &mut off)] {
+        let mut measured = [Side::default(), Side::default()];
+        for round in 0..scale.rounds {
+            // Alternating which side goes first (see `rotation`): over an even number of
+            // rounds neither always follows the other's saturation run.
+            for which in rotated(&[0, 1], round) {
+                let ((target, pid), side) = ([&sides.on, &sides.off][which], &mut measured[which]);
                 let outcome = open_loop::run(target, fixed).await?;
                 anyhow::ensure!(outcome.ok > 0, "no successful request with {} switched on or off", feature.name);
                 side.p99.push(outcome.micros(0.99));
@@ -177,6 +182,7 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup<'_>, scale: Scale, sc
                 }
             }
         }
+        let [on, off] = measured;
         let difference =
             |on: &[f64], off: &[f64]| Spread::of(&on.iter().zip(off).map(|(on, off)| on - off).collect::<Vec<_>>());
         let (rate_on, rate_off) = (Spread::of(&on.rates), Spread::of(&off.rates));
@@ -213,7 +219,7 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup<'_>, scale: Scale, sc
         }
     }
     report.section(format!(
-        "## Feature cost\n\nEach feature of the request path against the same build with it switched off: two data planes started for the row on the same control plane and key (for key limits: one data plane, a key whose limits are far above the load against a key without; for credential selection: a data plane whose Anthropic provider has a set of three enabled credentials of weights 1, 2 and 3, from a second control plane, against one whose provider has its single credential, both started for the row), interleaved in {} round(s) of {:?} at {}/s ({} connections, open loop) and then wrk at saturation; median of the rounds (range). *CPU per request* is the data-plane process's user + system time during the saturation run divided by the requests wrk completed (as in the CPU table above). Every *adds* column is on minus off, round by round.\n\n{}\n{}\n",
+        "## Feature cost\n\nEach feature of the request path against the same build with it switched off: two data planes started for the row on the same control plane and key (for key limits: one data plane, a key whose limits are far above the load against a key without; for credential selection: a data plane whose Anthropic provider has a set of three enabled credentials of weights 1, 2 and 3, from a second control plane, against one whose provider has its single credential, both started for the row), interleaved in {} round(s), the side that goes first alternating, of {:?} at {}/s ({} connections, open loop) and then wrk at saturation; median of the rounds (range). *CPU per request* is the data-plane process's user + system time during the saturation run divided by the requests wrk completed (as in the CPU table above). Every *adds* column is on minus off, round by round.\n\n{}\n{}\n",
         scale.rounds,
         scale.duration,
         scale.rate,

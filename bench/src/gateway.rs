@@ -2,7 +2,8 @@
 //!
 //! Every measurement runs in rounds, and each round visits direct, nginx and Aurora in turn,
 //! so a burst of background load (others compile on this machine) hits all three alike
-//! instead of one of them. Every figure is computed per round and reported as the median of
+//! instead of one of them; each round starts one further along ([`rotated`]), so none of them
+//! always runs right after another's load. Every figure is computed per round and reported as the median of
 //! the rounds with their range ([`Spread`]); an *added* figure is the gateway's round minus
 //! direct's same round, so both halves of a difference saw the same background load.
 //!
@@ -29,6 +30,7 @@ use crate::cpu::{self, PerRequest};
 use crate::load::saturation::Generator;
 use crate::load::{Target, open_loop, saturation, sse};
 use crate::report::{Report, Table, ratio, signed_us, us};
+use crate::rotation::rotated;
 use crate::spread::Spread;
 use crate::upstream::Counters;
 
@@ -113,8 +115,8 @@ pub(crate) async fn run(
         for target in all {
             open_loop::run(target, open_loop::Plan { duration: scale.warmup, ..plan }).await?;
         }
-        for _ in 0..scale.rounds {
-            for Subject { target, pid } in subjects {
+        for round in 0..scale.rounds {
+            for Subject { target, pid } in rotated(&subjects, round) {
                 let before = pid.and_then(cpu::of_tree);
                 let outcome = open_loop::run(target, plan).await?;
                 let after = pid.and_then(cpu::of_tree);
@@ -132,8 +134,8 @@ pub(crate) async fn run(
     let upstream_before = counters.requests();
     let mut bad: BTreeMap<&str, Vec<open_loop::Outcome>> = BTreeMap::new();
     let plan = open_loop::Plan { rate: top_rate, duration: scale.fixed_duration, connections: scale.connections };
-    for _ in 0..scale.rounds {
-        for target in bad_targets {
+    for round in 0..scale.rounds {
+        for target in rotated(&bad_targets, round) {
             let outcome = open_loop::run(target, plan).await?;
             bad.entry(target.name).or_default().push(outcome);
         }
@@ -184,7 +186,7 @@ pub(crate) async fn run(
     // ---- Report ----
     let mut text = String::from("## Data plane against direct and nginx\n\n");
     text.push_str(&format!(
-        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile, in the same round. Every figure is the median of the rounds, with the range over the rounds in brackets; ratios are of medians. The tail targets are judged on the rows *all rounds pooled*: the percentile of every round's requests together (for p99.9 at 1,000/s one round holds only a few dozen requests past it, so a single slow moment moves that round's figure far). *CPU per request* is each gateway's user and system time during the round (read from `/proc` as in the saturation CPU table below) divided by the requests it answered: at a fixed rate the gateway idles between requests, and a request that finds its caches cold costs several times what it costs at saturation, so these rows show how much of the added latency is the gateway's own work.\n\n",
+        "Fixed-rate runs: {} round(s) of {:?} per target and rate, interleaved (direct, nginx, Aurora, each round starting one further along), after a {:?} warm-up each; {} keep-alive connections; latency measured from each request's scheduled send time (coordinated omission corrected). *Added* = the gateway's figure minus direct's at the same percentile, in the same round. Every figure is the median of the rounds, with the range over the rounds in brackets; ratios are of medians. The tail targets are judged on the rows *all rounds pooled*: the percentile of every round's requests together (for p99.9 at 1,000/s one round holds only a few dozen requests past it, so a single slow moment moves that round's figure far). *CPU per request* is each gateway's user and system time during the round (read from `/proc` as in the saturation CPU table below) divided by the requests it answered: at a fixed rate the gateway idles between requests, and a request that finds its caches cold costs several times what it costs at saturation, so these rows show how much of the added latency is the gateway's own work.\n\n",
         scale.rounds, scale.fixed_duration, scale.warmup, scale.connections
     ));
     let none = Vec::new();

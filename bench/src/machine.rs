@@ -110,7 +110,7 @@ pub(crate) fn document(
     }
     let _ = writeln!(
         out,
-        "\nEverything runs on this one machine over loopback: the load generator, the upstream, the gateways. Other engineers build and test on it at the same time, so each comparison is interleaved (direct, nginx, Aurora in turn, several rounds) and the ratios are more trustworthy than the absolute figures. Aurora's data plane and nginx each use both cores (tokio's default worker count; `worker_processes auto`); both run without a per-request access log.\n"
+        "\nEverything runs on this one machine over loopback: the load generator, the upstream, the gateways. Other engineers build and test on it at the same time, so each comparison is interleaved (direct, nginx, Aurora in turn, several rounds, each round starting one further along) and the ratios are more trustworthy than the absolute figures. Aurora's data plane and nginx each use both cores (tokio's default worker count; `worker_processes auto`); both run without a per-request access log.\n"
     );
     let _ = writeln!(out, "## Targets\n\n{}", report.checks_table());
     for section in &report.sections {

@@ -9,7 +9,8 @@
 //! `/proc`; [`features`] what each request-path feature costs;
 //! [`instructions`] reads the callgrind counts of `scripts/bench-instructions`;
 //! [`control_plane`] measures revocation, fan-out and resume; [`snapshot`] the million-key
-//! snapshot; [`report`] writes the markdown, every per-round figure as a [`spread::Spread`].
+//! snapshot; [`report`] writes the markdown, every per-round figure as a [`spread::Spread`];
+//! [`rotation`] orders each round's subjects.
 
 mod aurora;
 mod control_plane;
@@ -25,6 +26,7 @@ mod machine;
 mod nginx;
 mod procs;
 mod report;
+mod rotation;
 mod snapshot;
 mod spread;
 mod upstream;
@@ -151,7 +153,7 @@ fn scales(smoke: bool) -> Scales {
             saturation_connections: 64,
             sse: sse::Plan { streams: 60, events: 20, gap: Duration::from_millis(5) },
         },
-        features: features::Scale { rounds: 3, rate: 1_000, connections: 64, duration: Duration::from_secs(5) },
+        features: features::Scale { rounds: 4, rate: 1_000, connections: 64, duration: Duration::from_secs(5) },
         control_plane: control_plane::Scale {
             replicas: 20,
             revocations: 20,

@@ -14,6 +14,7 @@ use super::memory::Memories;
 use crate::cpu::{self, PerRequest};
 use crate::load::Target;
 use crate::load::saturation::{Generator, Outcome, Plan};
+use crate::rotation::rotated;
 use crate::spread::Spread;
 
 /// A target under load and the process whose CPU time counts for it (none for direct).
@@ -88,12 +89,12 @@ pub(crate) async fn rounds(
     mut memory: Option<&mut Memories>,
 ) -> anyhow::Result<Runs> {
     let mut runs = Runs::default();
-    for _ in 0..rounds {
+    for round in 0..rounds {
         if let Some(memory) = memory.as_deref() {
             memory.start_round();
         }
         for generator in generators {
-            for subject in subjects {
+            for subject in rotated(subjects, round) {
                 let before = subject.pid.and_then(cpu::of_tree);
                 let outcome = generator.run(subject.target, plan, scratch).await?;
                 let after = subject.pid.and_then(cpu::of_tree);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::load::{Target, sse};
 use crate::report::{Report, Table, signed_us};
+use crate::rotation::rotated;
 use crate::spread::Spread;
 
 /// Every target's streams, one outcome per round.
@@ -20,8 +21,8 @@ pub(crate) struct Streams {
 pub(crate) async fn rounds(targets: &[&Target], plan: sse::Plan, rounds: usize) -> anyhow::Result<Streams> {
     let per_round = sse::Plan { streams: plan.streams.div_ceil(rounds).max(1), ..plan };
     let mut streams = Streams { rounds, per_round: per_round.streams, plan, outcomes: BTreeMap::new() };
-    for _ in 0..rounds {
-        for target in targets {
+    for round in 0..rounds {
+        for target in rotated(targets, round) {
             let outcome = sse::run(target, per_round).await?;
             streams.outcomes.entry(target.name).or_default().push(outcome);
         }

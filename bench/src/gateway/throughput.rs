@@ -71,7 +71,7 @@ pub(crate) fn max_throughput(
         ]);
     }
     text.push_str(&format!(
-        "### Maximum throughput\n\n{}; {rounds} round(s), each running every generator against direct, nginx and Aurora in turn; median of the rounds (range). The generator, the upstream and the gateway share the machine's 2 cores, so these are the throughput of the whole loop on this machine, comparable with each other, not a gateway's capacity on dedicated cores; a generator that takes more CPU leaves less to the gateway, so the ratio to nginx depends on the generator, and the target is judged on each.\n\n{}\n",
+        "### Maximum throughput\n\n{}; {rounds} round(s), each running every generator against direct, nginx and Aurora in turn (each round starting one further along); median of the rounds (range). The generator, the upstream and the gateway share the machine's 2 cores, so these are the throughput of the whole loop on this machine, comparable with each other, not a gateway's capacity on dedicated cores; a generator that takes more CPU leaves less to the gateway, so the ratio to nginx depends on the generator, and the target is judged on each.\n\n{}\n",
         describe(generators, plan),
         table.render()
     ));

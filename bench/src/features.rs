@@ -13,7 +13,10 @@
 //! data-plane process spent per request during the saturation run ([`crate::cpu`]), so every
 //! cost is a difference with its range over rounds.
 
+mod contention;
 mod credentials;
+
+pub(crate) use contention::Scale as ContentionScale;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +66,8 @@ pub(crate) struct Scale {
     pub(crate) rate: u64,
     pub(crate) connections: usize,
     pub(crate) duration: Duration,
+    /// The key-limits row's companion: sharing a key's counters between threads, alone.
+    pub(crate) contention: contention::Scale,
 }
 
 /// The running pieces every feature row needs: the binary, the control plane both data planes
@@ -218,6 +223,8 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup<'_>, scale: Scale, sc
             Off::Env(_) => {}
         }
     }
+    let contention = tokio::task::spawn_blocking(move || contention::measure(scale.contention)).await??;
+    notes.push(contention.describe(scale.contention));
     report.section(format!(
         "## Feature cost\n\nEach feature of the request path against the same build with it switched off: two data planes started for the row on the same control plane and key (for key limits: one data plane, a key whose limits are far above the load against a key without; for credential selection: a data plane whose Anthropic provider has a set of three enabled credentials of weights 1, 2 and 3, from a second control plane, against one whose provider has its single credential, both started for the row), interleaved in {} round(s), the side that goes first alternating, of {:?} at {}/s ({} connections, open loop) and then wrk at saturation; median of the rounds (range). *CPU per request* is the data-plane process's user + system time during the saturation run divided by the requests wrk completed (as in the CPU table above). Every *adds* column is on minus off, round by round.\n\n{}\n{}\n",
         scale.rounds,

@@ -128,7 +128,13 @@ fn scales(smoke: bool) -> Scales {
                 saturation_connections: 8,
                 sse: sse::Plan { streams: 3, events: 5, gap: Duration::from_millis(2) },
             },
-            features: features::Scale { rounds: 1, rate: 200, connections: 8, duration: Duration::from_secs(1) },
+            features: features::Scale {
+                rounds: 1,
+                rate: 200,
+                connections: 8,
+                duration: Duration::from_secs(1),
+                contention: features::ContentionScale { rounds: 1, requests: 1_000 },
+            },
             control_plane: control_plane::Scale {
                 replicas: 3,
                 revocations: 2,
@@ -153,7 +159,13 @@ fn scales(smoke: bool) -> Scales {
             saturation_connections: 64,
             sse: sse::Plan { streams: 60, events: 20, gap: Duration::from_millis(5) },
         },
-        features: features::Scale { rounds: 4, rate: 1_000, connections: 64, duration: Duration::from_secs(5) },
+        features: features::Scale {
+            rounds: 4,
+            rate: 1_000,
+            connections: 64,
+            duration: Duration::from_secs(5),
+            contention: features::ContentionScale { rounds: 5, requests: 100_000 },
+        },
         control_plane: control_plane::Scale {
             replicas: 20,
             revocations: 20,

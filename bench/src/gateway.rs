@@ -3,9 +3,10 @@
 //! Every measurement runs in rounds, and each round visits direct, nginx and Aurora in turn,
 //! so a burst of background load (others compile on this machine) hits all three alike
 //! instead of one of them; each round starts one further along ([`rotated`]), so none of them
-//! always runs right after another's load. Every figure is computed per round and reported as the median of
-//! the rounds with their range ([`Spread`]); an *added* figure is the gateway's round minus
-//! direct's same round, so both halves of a difference saw the same background load.
+//! always runs right after another's load. Every figure is computed per round and reported as
+//! the median of the rounds with their range ([`Spread`]); an *added* figure is the gateway's
+//! round minus direct's same round, so both halves of a difference saw the same background
+//! load.
 //!
 //! This module runs the fixed-rate comparison and orders the rest: [`saturate`] runs the
 //! saturation rounds (every load generator, with the gateways' CPU time per request),

@@ -7,8 +7,9 @@
 //! thread at a time), and the key-limits row cannot tell it from the rest of what a limited key
 //! adds. So this measures it alone, with the data plane's own admission ([`Limiters::admit`]):
 //! two threads admit, charge and release requests of one shared key, against the same with a
-//! key each, back to back (the worst case) and with some work between admission and release
-//! (a request's own work at saturation is several times more, so real sharing costs less).
+//! key each, back to back (the worst case) and with some work between admission and release.
+//! The report puts the latter beside a limited request's own CPU time at saturation: a request
+//! whose own work spaces its operations further apart than here pays less for sharing.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -32,7 +33,7 @@ const LIMITS: KeyLimits = KeyLimits {
 /// A fixed instant: every request falls in one window, and no clock read is timed.
 const NOW_MS: i64 = 1_796_143_262_000;
 
-/// Iterations of [`work`] between a request's admission and its release, and after it.
+/// Iterations of [`busy`] between a request's admission and its release, and after it.
 const SPACED_WORK: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +53,19 @@ pub(crate) struct Contention {
 }
 
 impl Contention {
-    /// The report's note under the feature table.
-    pub(crate) fn describe(&self, scale: Scale) -> String {
+    /// The report's note under the feature table; `request_cpu_us` is what a limited key's
+    /// request cost the data plane at saturation in the key-limits row, for scale.
+    pub(crate) fn describe(&self, scale: Scale, request_cpu_us: Option<f64>) -> String {
         let ns = |spread: &Spread| format!("{:+.0} ns ({:+.0}–{:+.0})", spread.median, spread.min, spread.max);
+        let request = request_cpu_us
+            .map(|us| {
+                format!(
+                    " (a limited key's request took {us:.1} µs of the data plane's CPU at saturation in the row above)"
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "Key limits' shared counters, measured alone (`bench/src/features/contention.rs`): two threads admitting, charging and releasing {} requests each through the data plane's own admission, one key shared against a key each, median of {} round(s) (range): sharing adds **{}** per request back to back, and **{}** with {:.0} ns of other work per request between them (a request's own work at saturation is several times that).",
+            "Key limits' shared counters, measured alone (`bench/src/features/contention.rs`): two threads admitting, charging and releasing {} requests each through the data plane's own admission, one key shared against a key each, median of {} round(s) (range): sharing adds **{}** per request back to back, and **{}** with {:.0} ns of other work per request between them{request}.",
             scale.requests,
             scale.rounds,
             ns(&self.back_to_back),

@@ -23,6 +23,14 @@ pub(crate) const MASTER_KEY: &str = "aurora-bench-master-key-0123456789abcdef";
 /// The key that encrypts credentials in the bench's stores (PostgreSQL requires one).
 pub(crate) const ENCRYPTION_KEY: &str = "YXVyb3JhLWJlbmNoLWVuY3J5cHRpb24ta2V5LTMyYnk=";
 pub(crate) const NODE_TOKEN: &str = "aurora-bench-node-token";
+/// Every per-key limit far above any benchmark's load, so a key holding them is never refused.
+pub(crate) const EVERY_LIMIT: aurora_core::KeyLimits = aurora_core::KeyLimits {
+    requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
+    tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
+    max_concurrent: aurora_core::MAX_REQUEST_LIMIT,
+    budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
+    budget_period: aurora_core::BudgetPeriod::Month,
+};
 
 /// The environment every `aurora` process gets: JSON logs at info without the per-request
 /// access log (nginx runs with `access_log off` too), and no drain delay on shutdown.
@@ -158,15 +166,14 @@ impl Admin {
         self.create_key_with_limits(name, limits).await
     }
 
-    /// Creates a key with every limit far above any benchmark's load (so it is never refused):
-    /// what per-key limits cost on the request path.
+    /// Creates a key with [`EVERY_LIMIT`]: what per-key limits cost on the request path.
     pub(crate) async fn create_key_with_every_limit(&mut self, name: &str) -> anyhow::Result<Key> {
         let limits = aurora_proto::v1::Limits {
-            requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
-            tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
-            max_concurrent: aurora_core::MAX_REQUEST_LIMIT,
-            budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
-            budget_period: "month".into(),
+            requests_per_minute: EVERY_LIMIT.requests_per_minute,
+            tokens_per_minute: EVERY_LIMIT.tokens_per_minute,
+            max_concurrent: EVERY_LIMIT.max_concurrent,
+            budget_tokens: EVERY_LIMIT.budget_tokens,
+            budget_period: EVERY_LIMIT.budget_period.to_string(),
         };
         self.create_key_with_limits(name, limits).await
     }

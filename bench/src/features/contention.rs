@@ -15,20 +15,12 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use aurora_core::{BudgetPeriod, KeyLimits, LimitFallback};
+use aurora_core::LimitFallback;
 use aurora_dataplane::limits::{KeyLimiter, Limiters};
 use aurora_dataplane::snapshot::KeyId;
 
+use crate::aurora::EVERY_LIMIT;
 use crate::spread::Spread;
-
-/// Every limit far above the load, as the benchmark's limited key has (never refused).
-const LIMITS: KeyLimits = KeyLimits {
-    requests_per_minute: aurora_core::MAX_REQUEST_LIMIT,
-    tokens_per_minute: aurora_core::MAX_TOKEN_LIMIT,
-    max_concurrent: aurora_core::MAX_REQUEST_LIMIT,
-    budget_tokens: aurora_core::MAX_TOKEN_LIMIT,
-    budget_period: BudgetPeriod::Month,
-};
 
 /// A fixed instant: every request falls in one window, and no clock read is timed.
 const NOW_MS: i64 = 1_796_143_262_000;
@@ -118,7 +110,7 @@ fn serve(limiters: &Limiters, key: &Arc<KeyLimiter>, work: u64, requests: u64, s
     start.wait();
     for _ in 0..requests {
         let admission = limiters
-            .admit(key, &LIMITS, LimitFallback::Share, NOW_MS)
+            .admit(key, &EVERY_LIMIT, LimitFallback::Share, NOW_MS)
             .map_err(|refusal| anyhow::anyhow!("a key far below its limits was refused: {:?}", refusal.reason))?;
         black_box(busy(work));
         admission.charge(20, NOW_MS);
@@ -149,9 +141,9 @@ mod tests {
 
     #[test]
     fn both_ways_serve_every_request_and_free_every_slot() {
+        // A refusal of the benchmark's limited key would fail the measurement, and this.
         for shared in [true, false] {
-            let nanos = per_request_ns(shared, 1, 50).unwrap();
-            assert!(nanos > 0.0);
+            per_request_ns(shared, 1, 50).unwrap();
         }
         let limiters = Limiters::default();
         let key = limiters.state(KeyId([3; 16]));

@@ -47,9 +47,6 @@ fn is_request_denied(name: &HeaderName) -> bool {
             | "api-key"
             | "x-goog-api-key"
             | "cookie"
-            // Set by the HTTP client for the upstream instead (`host` is replaced by the
-            // upstream client, see `prepare_request`).
-            | "content-length"
             // Client network details the provider has no business seeing (X-Forwarded-* too).
             | "forwarded"
     ) || name.as_str().starts_with("x-forwarded-")
@@ -74,11 +71,18 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
 /// Turns the client's request headers into the upstream request headers. The client's `Host`
 /// is left in place for the upstream client to replace (a replacement costs less than a
 /// removal and an insertion); whoever sends the request must set it.
+///
+/// `body_length` is the exact length of the body that goes upstream, when it is known. The
+/// client's `Content-Length` stays only when it is a single value equal to it (the server
+/// framed the body by it, so it is exactly right, and the upstream client then need not
+/// format and insert its own); any other is removed, and the upstream client frames the body
+/// itself (chunked, or by a length it computes).
 pub fn prepare_request(
     headers: &mut HeaderMap,
     upstream: &Upstream,
     credential: Option<&HeaderValue>,
     request_id: &HeaderValue,
+    body_length: Option<u64>,
 ) {
     let credential_header = match upstream.kind.auth_style() {
         AuthStyle::XApiKey => X_API_KEY,
@@ -87,7 +91,12 @@ pub fn prepare_request(
     // The header the credential goes in is replaced below, every value of it: no need to
     // remove the client's first.
     let replaced = |name: &HeaderName| credential.is_some() && *name == credential_header;
-    remove_where(headers, |name| is_hop_by_hop(name) || (is_request_denied(name) && !replaced(name)));
+    let length_frames_body = body_length.is_some_and(|length| states_length(headers, length));
+    remove_where(headers, |name| {
+        is_hop_by_hop(name)
+            || (is_request_denied(name) && !replaced(name))
+            || (name == header::CONTENT_LENGTH && !length_frames_body)
+    });
 
     // Defaults only: a header the client sent wins. None of them can be a header the gateway
     // sets below (the admin API and the snapshot both refuse those names).
@@ -106,6 +115,19 @@ pub fn prepare_request(
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
+/// Whether `headers` hold exactly one `Content-Length`, of exactly `length` (digits only).
+fn states_length(headers: &HeaderMap, length: u64) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let stated = values.next().and_then(|value| {
+        let digits = value.as_bytes();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
+    });
+    stated == Some(length) && values.next().is_none()
+}
+
 /// Filters the upstream's response headers before they go back to the client. Everything else,
 /// `retry-after` and `x-ratelimit-*` above all, passes through verbatim.
 pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
@@ -117,7 +139,7 @@ pub fn prepare_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
 }
 
 /// Names removed from a map in one go. Requests carry a handful of headers and lose one or
-/// two (`content-length`, a credential header the gateway does not replace), so they are kept
+/// two (a credential header the gateway does not replace, a `Connection`), so they are kept
 /// on the stack; only a head with more than [`Doomed::INLINE`] of them spills into a vector.
 struct Doomed {
     inline: [Option<HeaderName>; Doomed::INLINE],
@@ -221,7 +243,7 @@ mod tests {
         ]);
         let id = HeaderValue::from_static("req-1");
         let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
-        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id);
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, None);
 
         let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
@@ -250,20 +272,20 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let mut headers = HeaderMap::new();
         let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
-        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id);
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, None);
         assert_eq!(headers["anthropic-version"], "2023-06-01");
 
         for kind in [ProviderKind::OpenAi, ProviderKind::OpenRouter, ProviderKind::Zai, ProviderKind::Vllm] {
             let mut headers = map(&[("authorization", "Bearer aurora")]);
             let up = upstream(kind, Some("sk-up"));
-            prepare_request(&mut headers, &up, up.credential(), &id);
+            prepare_request(&mut headers, &up, up.credential(), &id, None);
             assert_eq!(headers["authorization"], "Bearer sk-up", "{kind}");
             assert!(!headers.contains_key("anthropic-version"));
         }
 
         let mut headers = map(&[("authorization", "Bearer aurora")]);
         let vllm = upstream(ProviderKind::Vllm, None);
-        prepare_request(&mut headers, &vllm, vllm.credential(), &id);
+        prepare_request(&mut headers, &vllm, vllm.credential(), &id, None);
         assert!(!headers.contains_key("authorization"), "no credential configured: nothing sent");
     }
 
@@ -277,7 +299,7 @@ mod tests {
         .unwrap();
         let upstream = upstream(ProviderKind::OpenRouter, Some("sk-or")).with_default_headers(&defaults);
         let mut headers = map(&[("x-title", "Client App"), ("authorization", "Bearer aurora")]);
-        prepare_request(&mut headers, &upstream, upstream.credential(), &HeaderValue::from_static("r"));
+        prepare_request(&mut headers, &upstream, upstream.credential(), &HeaderValue::from_static("r"), None);
         assert_eq!(headers["http-referer"], "https://example.com");
         assert_eq!(headers["x-title"], "Client App", "the client's own value wins");
         assert_eq!(headers.get_all("x-title").iter().count(), 1);
@@ -292,6 +314,27 @@ mod tests {
         prepare_response(&mut headers, &HeaderValue::from_static("r"));
         assert!(!headers.contains_key("x-hop"));
         assert!(headers.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn content_length_stays_only_when_it_is_the_bodys_exact_length() {
+        let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
+        let id = HeaderValue::from_static("r");
+        let forwarded = |pairs: &[(&'static str, &'static str)], body_length: Option<u64>| {
+            let mut headers = map(pairs);
+            prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, body_length);
+            headers.get_all("content-length").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(forwarded(&[("content-length", "12")], Some(12)), ["12"]);
+        assert_eq!(forwarded(&[("content-length", "0")], Some(0)), ["0"]);
+        // Any doubt, and the upstream client frames the body itself.
+        assert!(forwarded(&[("content-length", "12")], None).is_empty());
+        assert!(forwarded(&[("content-length", "12")], Some(13)).is_empty());
+        assert!(forwarded(&[("content-length", "12"), ("content-length", "12")], Some(12)).is_empty());
+        assert!(forwarded(&[("content-length", "+12")], Some(12)).is_empty());
+        assert!(forwarded(&[("content-length", "12, 12")], Some(12)).is_empty());
+        assert!(forwarded(&[("content-length", "")], Some(0)).is_empty());
+        assert!(forwarded(&[("transfer-encoding", "chunked")], Some(12)).is_empty());
     }
 
     #[test]

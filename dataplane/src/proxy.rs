@@ -172,7 +172,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
         let Forward { uri, shape, provider, tls, credential, admission } =
-            self.check(&mut parts, request_id, exchange)?;
+            self.check(&mut parts, body.size_hint().exact(), request_id, exchange)?;
         if let Some(admission) = admission {
             exchange.admit(admission);
         }
@@ -252,6 +252,7 @@ impl Proxy {
     fn check(
         &self,
         parts: &mut Parts,
+        body_length: Option<u64>,
         request_id: &HeaderValue,
         exchange: &mut Exchange,
     ) -> Result<Forward, Rejection> {
@@ -303,7 +304,7 @@ impl Proxy {
             Some(key) => self.admit(snapshot, key).map_err(|err| (err, shape))?,
             None => None,
         };
-        headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id);
+        headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id, body_length);
         let credential = credential.map(|c| CredentialRef { provider: kind, health: Arc::as_ptr(&c.health) as usize });
         Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential, admission })
     }

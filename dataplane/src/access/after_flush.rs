@@ -96,7 +96,7 @@ mod tests {
 
     fn exchange(recorder: &Arc<Recorder>) -> Exchange {
         let id = HeaderValue::from_static("req-1");
-        Exchange::start(recorder.clone(), Instant::now(), id, Method::POST, Uri::from_static("/p/openai/v1/x"))
+        Exchange::start(recorder.clone(), Instant::now(), id, Method::POST, &Uri::from_static("/p/openai/v1/x"))
     }
 
     /// Requests whose record was written (each adds one to `requests_total`).

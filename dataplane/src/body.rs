@@ -154,7 +154,7 @@ mod tests {
         let id = HeaderValue::from_static("req-1");
         let recorder =
             crate::access::Recorder { metrics: metrics.requests.clone(), usage: Arc::new(crate::usage::DiscardUsage) };
-        Exchange::start(Arc::new(recorder), Instant::now(), id, Method::POST, &http::Uri::from_static("/p/openai/v1/x"))
+        Exchange::start(Arc::new(recorder), Instant::now(), id, Method::POST, "/p/openai/v1/x")
     }
 
     #[tokio::test]

@@ -137,7 +137,7 @@ impl Proxy {
             started,
             request_id.clone(),
             request.method().clone(),
-            request.uri(),
+            request.uri().path(),
         ));
 
         let response = match self.forward(request, &request_id, &mut exchange).await {

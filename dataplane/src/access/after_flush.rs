@@ -81,7 +81,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use http::{HeaderValue, Method, Uri};
+    use http::{HeaderValue, Method};
 
     use super::*;
     use crate::access::{Exchange, Recorder};
@@ -96,7 +96,7 @@ mod tests {
 
     fn exchange(recorder: &Arc<Recorder>) -> Exchange {
         let id = HeaderValue::from_static("req-1");
-        Exchange::start(recorder.clone(), Instant::now(), id, Method::POST, &Uri::from_static("/p/openai/v1/x"))
+        Exchange::start(recorder.clone(), Instant::now(), id, Method::POST, "/p/openai/v1/x")
     }
 
     /// Requests whose record was written (each adds one to `requests_total`).

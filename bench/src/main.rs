@@ -102,7 +102,7 @@ fn fail(err: &anyhow::Error) -> std::process::ExitCode {
 }
 
 #[allow(clippy::print_stderr)] // Progress goes to stderr so stdout stays the report.
-fn progress(message: &str) {
+pub(crate) fn progress(message: &str) {
     eprintln!("aurora-bench: {message}");
 }
 

@@ -292,7 +292,9 @@ impl Proxy {
         if credential.is_none() && !kind.credential_optional() {
             return Err((GatewayError::CredentialMissing(kind), shape));
         }
-        if declared_length(parts).is_some_and(|len| len > self.max_request_body_bytes) {
+        // The body's exact length is its `Content-Length`, already read by the server (a
+        // chunked body has none: hyper drops a `Content-Length` sent beside chunked framing).
+        if body_length.is_some_and(|len| len > self.max_request_body_bytes) {
             return Err((GatewayError::BodyTooLarge(self.max_request_body_bytes), shape));
         }
         let uri = upstream
@@ -392,10 +394,6 @@ impl crate::server::Handler for Proxy {
 /// Whether the response is a server-sent-event stream (counted in `streams_open`).
 fn is_event_stream(response: &Response<ProxyBody>) -> bool {
     response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
-}
-
-fn declared_length(parts: &Parts) -> Option<u64> {
-    parts.headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn unix_now() -> i64 {

@@ -1,5 +1,6 @@
 //! Request ids: honour the client's `X-Request-ID` when it is sane, otherwise mint one.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -30,11 +31,16 @@ thread_local! {
 }
 
 /// A random (version 4) UUID.
+///
+/// Its bytes are owned by the `Bytes` itself (`Bytes::from_owner`): one allocation, and every
+/// clone (the exchange's, the upstream request's, the response's) a reference count. A value
+/// copied from a slice is backed by a vector, whose first clone allocates again to share it.
 fn generate() -> HeaderValue {
     let random: u128 = IDS.with(|ids| ids.borrow_mut().random());
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or_else(|_| unreachable!("a UUID is a valid header value"))
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid().hyphenated().encode_lower(&mut id);
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+        .unwrap_or_else(|_| unreachable!("a UUID is a valid header value"))
 }
 
 #[cfg(test)]

@@ -29,7 +29,10 @@ impl Target {
     /// `{base}/{endpoint}?{query}`, the query byte for byte. `None` only if the result is not a
     /// valid URI, which the route checks make impossible in practice.
     pub fn uri(&self, endpoint: &str, query: Option<&str>) -> Option<Uri> {
-        let mut path = Vec::with_capacity(self.path.len() + endpoint.len() + query.map_or(0, str::len) + 2);
+        // Exactly the length written: `Bytes` takes a full vector as it is, where a spare byte
+        // of capacity costs it an allocation of its own to share the buffer.
+        let endpoint_len = if endpoint.is_empty() { usize::from(self.path.is_empty()) } else { endpoint.len() + 1 };
+        let mut path = Vec::with_capacity(self.path.len() + endpoint_len + query.map_or(0, |q| q.len() + 1));
         path.extend_from_slice(self.path.as_bytes());
         if !endpoint.is_empty() {
             path.push(b'/');
@@ -45,6 +48,7 @@ impl Target {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
+        debug_assert_eq!(path.len(), path.capacity());
         parts.path_and_query = Some(PathAndQuery::from_maybe_shared(Bytes::from(path)).ok()?);
         Uri::from_parts(parts).ok()
     }

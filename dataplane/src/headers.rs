@@ -164,8 +164,10 @@ impl Doomed {
         }
     }
 
-    fn remove_from(self, headers: &mut HeaderMap) {
-        for name in self.inline.into_iter().flatten().chain(self.spilled) {
+    /// By reference and only the slots used: moving the whole array into an iterator, and
+    /// looking at every empty slot on the way, cost more than the removal it usually feeds.
+    fn remove_from(mut self, headers: &mut HeaderMap) {
+        for name in self.inline[..self.len].iter_mut().filter_map(Option::take).chain(self.spilled.drain(..)) {
             headers.remove(name);
         }
     }

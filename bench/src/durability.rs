@@ -29,7 +29,7 @@ pub(crate) struct Scale {
 
 fn delta(revision: u64) -> Delta {
     let key = KeyConfig {
-        hash: KeyHash::of(&format!("bench-durable-{revision}")).as_bytes().to_vec(),
+        hash: KeyHash::of(format!("bench-durable-{revision}")).as_bytes().to_vec(),
         id: revision.to_le_bytes().repeat(2),
         enabled: true,
         expires_at: 0,

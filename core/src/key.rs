@@ -17,11 +17,17 @@ use subtle::ConstantTimeEq;
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
 /// (RFC 9110); surrounding whitespace is dropped; an empty token is no token.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bearer_token_bytes(value)?).ok()
+}
+
+/// [`bearer_token`] as bytes, surrounding ASCII whitespace (HTTP's) dropped: what the data plane
+/// hashes, without checking UTF-8 first (a token that is not UTF-8 matches no key anyway).
+pub fn bearer_token_bytes(value: &[u8]) -> Option<&[u8]> {
     let (scheme, token) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
-    let token = std::str::from_utf8(token).ok()?.trim();
+    let token = token.trim_ascii();
     (!token.is_empty()).then_some(token)
 }
 
@@ -39,8 +45,8 @@ impl KeyHash {
     /// Every request hashes its token once, so this is ring's SHA-256: assembly that uses the
     /// CPU's SHA extensions where it has them (RustCrypto's `sha2` fell back to its portable code
     /// whenever its own feature detection said no).
-    pub fn of(token: &str) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    pub fn of(token: impl AsRef<[u8]>) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_ref());
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest.as_ref());
         KeyHash(hash)
@@ -173,7 +179,12 @@ mod tests {
         assert_eq!(bearer_token(b"BEARER abc"), Some("abc"));
         for bad in [&b"Bearer "[..], b"Bearer", b"Basic abc", b"abc", b"Bearerabc"] {
             assert_eq!(bearer_token(bad), None, "{bad:?}");
+            assert_eq!(bearer_token_bytes(bad), None, "{bad:?}");
         }
+        // The bytes are the token whatever they are; only the `&str` form needs UTF-8.
+        assert_eq!(bearer_token_bytes(b"Bearer \tab\xff "), Some(&b"ab\xff"[..]));
+        assert_eq!(bearer_token(b"Bearer ab\xff"), None);
+        assert_eq!(KeyHash::of(b"abc"), KeyHash::of("abc"));
     }
 
     #[test]

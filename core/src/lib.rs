@@ -35,7 +35,7 @@ pub use endpoint_rule::{
     EndpointRule, EndpointRuleError, MAX_ENDPOINT_RULE_BYTES, MAX_ENDPOINT_RULES, endpoint_allowed,
 };
 pub use expiry::{LATEST_EXPIRY, LATEST_EXPIRY_UNIX_SECS, latest_expiry};
-pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token};
+pub use key::{KeyHash, KeySecret, SECRET_PREFIX, bearer_token, bearer_token_bytes};
 pub use limits::{
     BudgetPeriod, KeyLimits, KeyLimitsError, KeyLimitsPatch, LimitFallback, LimitsUpdate, MAX_REQUEST_LIMIT,
     MAX_TOKEN_LIMIT, UnknownBudgetPeriod, UnknownLimitFallback, WINDOW_SECS, effective_limits, window_start,

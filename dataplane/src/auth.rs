@@ -6,8 +6,8 @@
 //! reveals nothing about a secret with 256 bits of entropy.
 
 use aurora_core::{KeyHash, ProviderKind};
-use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 
 use crate::snapshot::{KeyId, ManagedKey, Snapshot};
 
@@ -72,8 +72,10 @@ pub fn authenticate_key<'s>(
     if !snapshot.auth_required() {
         return Ok((Principal::Anonymous, None));
     }
-    let bearer = headers.get(AUTHORIZATION).and_then(|v| aurora_core::bearer_token(v.as_bytes()));
-    let api_key = headers.get(X_API_KEY).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
+    // Bytes, never checked for UTF-8: only their hash is compared, and no key's secret is
+    // anything but ASCII.
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| aurora_core::bearer_token_bytes(v.as_bytes()));
+    let api_key = headers.get(X_API_KEY).map(HeaderValue::as_bytes);
     // A client may send both: the Anthropic SDK with `auth_token` set still sends `X-Api-Key`
     // when ANTHROPIC_API_KEY is in its environment. Either header may carry the Aurora token.
     let mut first_error = AuthError::Missing;
@@ -89,7 +91,7 @@ pub fn authenticate_key<'s>(
 
 fn check_token<'s>(
     snapshot: &'s Snapshot,
-    token: &str,
+    token: &[u8],
     provider: ProviderKind,
     now: &impl Fn() -> i64,
 ) -> Result<(Principal, Option<&'s ManagedKey>), AuthError> {
@@ -171,6 +173,12 @@ mod tests {
         assert!(auth(&[("x-api-key", "later")], openai).is_ok());
         assert_eq!(auth(&[("x-api-key", "scoped")], openai), Err(AuthError::ProviderNotAllowed(openai)));
         assert!(auth(&[("x-api-key", "scoped")], ProviderKind::Anthropic).is_ok());
+        // A token that is not UTF-8 is hashed like any other, and matches no key.
+        let mut headers = HeaderMap::new();
+        headers.insert(X_API_KEY, HeaderValue::from_bytes(b"go\xffod").unwrap());
+        assert_eq!(authenticate(&snapshot(), &headers, openai, || NOW), Err(AuthError::Unknown));
+        headers.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Bearer \xff").unwrap());
+        assert_eq!(authenticate(&snapshot(), &headers, openai, || NOW), Err(AuthError::Unknown));
         // The first presented token's failure is reported.
         assert_eq!(auth(&[("authorization", "Bearer off"), ("x-api-key", "nope")], openai), Err(AuthError::Disabled));
     }

@@ -100,7 +100,7 @@ mod tests {
 
     fn key(i: u32) -> KeyConfig {
         KeyConfig {
-            hash: KeyHash::of(&format!("aur_{i}")).as_bytes().to_vec(),
+            hash: KeyHash::of(format!("aur_{i}")).as_bytes().to_vec(),
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
             enabled: true,
             expires_at: 0,

@@ -5,6 +5,7 @@
 //! per-event one for streams in [`super::sse`]) fill the same [`Reported`], so what a provider
 //! declares is read the same way whatever the transport.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use serde::de::value::MapAccessDeserializer;
@@ -94,26 +95,26 @@ pub enum UsageKey {
 }
 
 impl UsageKey {
-    pub fn of(name: &str) -> Option<UsageKey> {
+    pub fn of(name: &[u8]) -> Option<UsageKey> {
         Some(match name {
-            "input_tokens" => UsageKey::Count(Field::InputTokens),
-            "output_tokens" => UsageKey::Count(Field::OutputTokens),
-            "cache_creation_input_tokens" => UsageKey::Count(Field::CacheCreationInputTokens),
-            "cache_read_input_tokens" => UsageKey::Count(Field::CacheReadInputTokens),
-            "prompt_tokens" => UsageKey::Count(Field::PromptTokens),
-            "completion_tokens" => UsageKey::Count(Field::CompletionTokens),
-            "prompt_tokens_details" | "input_tokens_details" => UsageKey::InputDetails,
-            "completion_tokens_details" | "output_tokens_details" => UsageKey::OutputDetails,
+            b"input_tokens" => UsageKey::Count(Field::InputTokens),
+            b"output_tokens" => UsageKey::Count(Field::OutputTokens),
+            b"cache_creation_input_tokens" => UsageKey::Count(Field::CacheCreationInputTokens),
+            b"cache_read_input_tokens" => UsageKey::Count(Field::CacheReadInputTokens),
+            b"prompt_tokens" => UsageKey::Count(Field::PromptTokens),
+            b"completion_tokens" => UsageKey::Count(Field::CompletionTokens),
+            b"prompt_tokens_details" | b"input_tokens_details" => UsageKey::InputDetails,
+            b"completion_tokens_details" | b"output_tokens_details" => UsageKey::OutputDetails,
             _ => return None,
         })
     }
 }
 
 /// The count a key inside a `*_details` object names, if Aurora reads it.
-pub fn detail(details: UsageKey, name: &str) -> Option<Field> {
+pub fn detail(details: UsageKey, name: &[u8]) -> Option<Field> {
     match (details, name) {
-        (UsageKey::InputDetails, "cached_tokens") => Some(Field::CachedTokens),
-        (UsageKey::OutputDetails, "reasoning_tokens") => Some(Field::ReasoningTokens),
+        (UsageKey::InputDetails, b"cached_tokens") => Some(Field::CachedTokens),
+        (UsageKey::OutputDetails, b"reasoning_tokens") => Some(Field::ReasoningTokens),
         _ => None,
     }
 }
@@ -166,7 +167,9 @@ impl<'de> Visitor<'de> for UsageSeed<'_> {
         let reported = self.0;
         let mut once = Once::default();
         while let Some(Key(key)) = map.next_key()? {
-            let Some(usage_key) = std::str::from_utf8(&key).ok().and_then(UsageKey::of) else {
+            // Matched as bytes: the names are ASCII, and checking a key for UTF-8 first cost
+            // more than matching it.
+            let Some(usage_key) = UsageKey::of(&key) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
@@ -231,7 +234,7 @@ impl Once {
 /// An object key as raw bytes: borrowed from the input unless it had escapes to undo, and
 /// not checked for UTF-8 until it might matter.
 #[derive(Debug)]
-pub struct Key<'de>(pub std::borrow::Cow<'de, [u8]>);
+pub struct Key<'de>(pub Cow<'de, [u8]>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -258,6 +261,34 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// A string borrowed from the input unless it had escapes to undo. serde's own `Cow<str>` is
+/// always an owned copy (only a derived field marked `borrow` borrows), which for the model's
+/// name cost an allocation per response before it was copied again to be kept.
+#[derive(Debug)]
+pub struct Text<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Str;
+        impl<'de> Visitor<'de> for Str {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(text.to_owned().into()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(text.into()))
+            }
+        }
+        deserializer.deserialize_str(Str)
+    }
+}
+
 /// A struct read from a JSON object only. A derived struct also accepts an array of its fields
 /// in order (`"usage": [19, 10]` would read as counts); usage is only ever an object, and the
 /// push parser reads nothing inside an array, so neither does serde.
@@ -277,5 +308,28 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
             }
         }
         deserializer.deserialize_map(Object(PhantomData)).map(ObjectOnly)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::{Key, Text, UsageKey};
+
+    #[test]
+    fn text_borrows_unless_it_has_escapes_to_undo() {
+        let Text(plain) = serde_json::from_slice(br#""claude-x""#).unwrap();
+        assert!(matches!(plain, Cow::Borrowed("claude-x")));
+        let Text(escaped) = serde_json::from_slice(br#""claude\u002dx\/1""#).unwrap();
+        assert!(matches!(escaped, Cow::Owned(ref name) if name == "claude-x/1"));
+        assert!(serde_json::from_slice::<Text<'_>>(b"17").is_err());
+    }
+
+    #[test]
+    fn usage_keys_are_matched_after_unescaping() {
+        let Key(key) = serde_json::from_slice(br#""input\u005ftokens""#).unwrap();
+        assert!(UsageKey::of(&key).is_some());
+        assert!(UsageKey::of(b"input_tokens\xff").is_none());
     }
 }

@@ -17,8 +17,6 @@
 //! body is run through the push parser, so every body reads exactly as the push parser alone
 //! reads it: a truncated body keeps the usage before the cut, garbage reads nothing.
 
-use std::borrow::Cow;
-
 use actson::feeder::PushJsonFeeder;
 use actson::options::JsonParserOptionsBuilder;
 use actson::{JsonEvent, JsonParser};
@@ -27,7 +25,7 @@ use bytes::Bytes;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::fields::{Field, Key, Once, Reported, UsageKey, UsageSeed, detail};
+use super::fields::{Field, Key, Once, Reported, Text, UsageKey, UsageSeed, detail};
 use super::{MAX_MODEL_BYTES, Seen};
 
 /// Largest body buffered for the one-shot parse; past it the push parser reads the rest.
@@ -159,8 +157,8 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
             match &*key {
                 b"model" => {
                     once.first(0)?;
-                    let model: Option<Cow<'de, str>> = map.next_value()?;
-                    seen.model_from(model.as_deref());
+                    let model: Option<Text<'de>> = map.next_value()?;
+                    seen.model_from(model.as_ref().map(|Text(model)| &**model));
                 }
                 b"usage" => {
                     once.first(1)?;
@@ -387,8 +385,8 @@ impl PushScanner {
                 "usage" => Place::Usage,
                 _ => Place::Other,
             },
-            (2, Place::Usage) => UsageKey::of(name).map_or(Place::Other, Place::InUsage),
-            (3, Place::InUsage(details)) => detail(details, name).map_or(Place::Other, Place::Detail),
+            (2, Place::Usage) => UsageKey::of(name.as_bytes()).map_or(Place::Other, Place::InUsage),
+            (3, Place::InUsage(details)) => detail(details, name.as_bytes()).map_or(Place::Other, Place::Detail),
             _ => Place::Other,
         }
     }

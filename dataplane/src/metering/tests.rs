@@ -159,6 +159,15 @@ fn anthropic_json_reads_every_count_and_ignores_usage_inside_the_text() {
 }
 
 #[test]
+fn a_model_name_with_escapes_is_read_unescaped() {
+    // serde hands over a borrowed string when the name has nothing to undo, an owned one
+    // when it has: both paths must give the same name, and the usage beside it.
+    let body = br#"{"model":"claude-\u0073onnet\/4","usage":{"input_tokens":3,"output_tokens":4}}"#;
+    let tokens = TokenCounts { input: 3, output: 4, ..TokenCounts::default() };
+    assert_eq!(every_split(&json(), body), complete("claude-sonnet/4", tokens));
+}
+
+#[test]
 fn anthropic_stream_takes_input_from_message_start_and_output_from_message_delta() {
     let usage = every_split(&sse(), ANTHROPIC_SSE.as_bytes());
     let tokens = TokenCounts { input: 25, output: 15, cache_read_input: 12, ..TokenCounts::default() };

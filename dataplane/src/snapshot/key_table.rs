@@ -176,7 +176,7 @@ mod tests {
     }
 
     fn hash(i: u32) -> KeyHash {
-        KeyHash::of(&i.to_string())
+        KeyHash::of(i.to_string())
     }
 
     #[test]

@@ -181,7 +181,8 @@ impl Scanner {
     /// known); `None` for a format without usage.
     fn for_content_type(headers: &HeaderMap, length: Option<u64>) -> Option<Scanner> {
         let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        let essence = value.split(';').next().unwrap_or_default().trim();
+        // A byte loop: the value is a few bytes, where `split` sets up a memchr.
+        let essence = value[..value.bytes().position(|b| b == b';').unwrap_or(value.len())].trim();
         if essence.eq_ignore_ascii_case("text/event-stream") {
             Some(Scanner::Sse(Box::default()))
         } else if essence.eq_ignore_ascii_case("application/json")

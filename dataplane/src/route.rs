@@ -50,7 +50,11 @@ pub enum PathError {
 /// passthrough route.
 pub fn split(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/p/")?;
-    let (provider, endpoint) = rest.split_once('/').unwrap_or((rest, ""));
+    // A byte loop: a provider's name is a few bytes, where `split_once` sets up a memchr.
+    let (provider, endpoint) = match rest.bytes().position(|b| b == b'/') {
+        Some(slash) => (&rest[..slash], &rest[slash + 1..]),
+        None => (rest, ""),
+    };
     (!provider.is_empty()).then_some((provider, endpoint))
 }
 

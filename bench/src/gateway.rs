@@ -105,7 +105,7 @@ pub(crate) async fn run(
         Subject { target: &targets.nginx, pid: Some(pids.nginx) },
         Subject { target: &targets.aurora, pid: Some(pids.aurora) },
     ];
-    let mut memory = Memories::start(pids);
+    let mut memory = Memories::start(pids).await;
 
     // Fixed rates, with the gateways' CPU time per request in each round.
     let mut fixed: BTreeMap<(u64, &str), Vec<open_loop::Outcome>> = BTreeMap::new();

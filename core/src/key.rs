@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
-/// (RFC 9110); surrounding whitespace is dropped; an empty token is no token.
+/// (RFC 9110); surrounding ASCII whitespace is dropped; an empty token is no token.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
     std::str::from_utf8(bearer_token_bytes(value)?).ok()
 }

@@ -32,7 +32,7 @@ use crate::metrics::labels::Source;
 use crate::snapshot::{ManagedKey, ProviderTls, Snapshot};
 use crate::state::ConfigState;
 use crate::upstream::Upstreams;
-use crate::upstream::http1::{Http1Client, PooledBody};
+use crate::upstream::http1::{Http1Client, Http1Error, PooledBody};
 use crate::upstream::tls::TlsFailure;
 use crate::{headers, request_id, route};
 
@@ -356,6 +356,21 @@ impl Proxy {
         if let Some(failure) = causes().find_map(TlsFailure::of) {
             tracing::warn!(error = %DisplayChain(err), "upstream TLS failed");
             return GatewayError::UpstreamTls(failure);
+        }
+        // This gateway's own HTTP/1.1 client: a response it refused, or the client's body.
+        match causes().find_map(|cause| cause.downcast_ref::<Http1Error>()) {
+            Some(Http1Error::Malformed(_)) => {
+                tracing::warn!(error = %DisplayChain(err), "upstream response refused");
+                return GatewayError::UpstreamResponseInvalid(InvalidResponse::Malformed);
+            }
+            Some(Http1Error::HeadTooLarge | Http1Error::TooManyFields) => {
+                tracing::warn!(error = %DisplayChain(err), "upstream response refused");
+                return GatewayError::UpstreamResponseInvalid(InvalidResponse::HeadersTooLarge(
+                    self.upstream_max_header_bytes,
+                ));
+            }
+            Some(Http1Error::RequestBody(_)) => return GatewayError::RequestBody,
+            _ => {}
         }
         // The provider answered, but with a response hyper refused to parse.
         if let Some(parse) = causes().find_map(|cause| cause.downcast_ref::<hyper::Error>().filter(|e| e.is_parse())) {

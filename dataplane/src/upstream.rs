@@ -83,26 +83,17 @@ pub fn build(config: &UpstreamConfig, workers: usize) -> Result<Upstreams, Upstr
     let tls = tls_builder()?.with_root_certificates(roots.clone()).with_no_client_auth();
     let clients = (0..workers.max(1)).map(|_| client(config, tls.clone(), proxy.clone())).collect();
     let dedicated = DedicatedClients::new(config.clone(), Arc::new(roots), proxy.clone(), workers);
-    let http1 = proxy
-        .is_none()
-        .then(|| Http1Client::new(http1_builder(config), config.connect_timeout, config.pool_idle_timeout));
+    let http1 = proxy.is_none().then(|| {
+        let max_header_bytes = usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX);
+        let max_header_fields = headers::field_ceiling(config.max_header_bytes);
+        Http1Client::new(max_header_bytes, max_header_fields, config.connect_timeout, config.pool_idle_timeout)
+    });
     Ok(Upstreams { client: WorkerClients { clients }, proxy, dedicated, http1 })
 }
 
 fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-}
-
-/// The same HTTP/1.1 settings as [`client`]'s.
-fn http1_builder(config: &UpstreamConfig) -> hyper::client::conn::http1::Builder {
-    let mut builder = hyper::client::conn::http1::Builder::new();
-    builder
-        // As the server's (`server::builder`): one buffer per write.
-        .writev(false)
-        .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX))
-        .max_headers(headers::field_ceiling(config.max_header_bytes));
-    builder
 }
 
 fn client(config: &UpstreamConfig, tls: rustls::ClientConfig, proxy: Option<Arc<ProxyRules>>) -> UpstreamClient {

@@ -1,38 +1,46 @@
-//! Plain-HTTP/1.1 upstream connections, driven by hyper's `client::conn::http1` from a pool per
+//! Plain-HTTP/1.1 upstream connections, spoken by the forwarding task itself, from a pool per
 //! serving worker.
 //!
-//! hyper-util's pooled client costs about 14% of a proxied request's instructions (its pool's
-//! checkout and return through a `HashMap` keyed by scheme and authority, a `Host` header
-//! formatted per request, a channel to the connection's task). A plain-HTTP upstream needs none
-//! of its generality (ALPN, HTTP/2, proxies), so its requests go here instead: each worker
-//! keeps, in a thread-local, a small stack of idle connections per upstream authority (no lock:
-//! a worker is one thread) with the `Host` value computed once. A connection is handshaken over
-//! the worker's own TCP stream and its task spawned on the worker's runtime, so a request never
-//! leaves its thread. A connection goes back on the stack only once its response body has been
-//! read to the end without an error; otherwise it is dropped, which closes it. Idle connections
-//! older than the idle timeout are discarded when the stack is next used and by a sweep task
-//! per pool and worker (so an idle worker closes them too), and at most
+//! A plain-HTTP upstream needs none of hyper-util's generality (ALPN, HTTP/2, proxies), and
+//! hyper's client connection costs, on every request, a channel to the connection's own task,
+//! a wake-up of that task and one back, and a second channel for every body frame (about 14,600
+//! of a proxied request's 51,600 instructions, measured with callgrind). Here the task that
+//! forwards a request writes it and reads the answer on a connection it holds for the exchange
+//! ([`exchange`]): heads are written from the prepared header map and parsed by `httparse` (as
+//! hyper does, [`head`]), and the response body is read off the socket by the body itself
+//! ([`body`]), as the client's connection polls it.
+//!
+//! Each worker keeps, in a thread-local, a small stack of idle connections per upstream
+//! authority (no lock: a worker is one thread) with the `Host` value computed once, so a
+//! request never leaves its thread. A connection goes back on the stack only once its response
+//! body has been read to the end, with nothing after it, on a connection both sides keep open;
+//! otherwise it is dropped, which closes it. A connection taken from the stack is checked for
+//! a close the upstream sent meanwhile (its keep-alive timeout), from the readiness the
+//! worker's reactor recorded, so a live one costs at most a `recv` that finds nothing. Idle
+//! connections older than the idle timeout are discarded when the stack is next used and by a
+//! sweep task per pool and worker (so an idle worker closes them too), and at most
 //! [`MAX_IDLE_PER_AUTHORITY`] are kept. TLS, HTTP/2 and egress proxies stay on the general
 //! client ([`super::WorkerClients`]).
 
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::HOST;
+use bytes::BytesMut;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
 use crate::egress::connector::ConnectError;
+
+mod body;
+mod exchange;
+mod head;
+
+pub use self::body::{Http1Body, PooledBody};
+pub use self::exchange::SendBody;
+use self::head::HeadLimits;
 
 /// Idle connections kept per upstream authority and worker; more are closed when they go idle.
 pub const MAX_IDLE_PER_AUTHORITY: usize = 256;
@@ -61,19 +69,76 @@ impl Pool {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
 }
 
-/// Why a plain-HTTP/1.1 exchange failed.
+/// An open upstream connection and what has been read from it but not yet consumed.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    io: TcpStream,
+    read: BytesMut,
+}
+
+impl Connection {
+    /// Bytes read at a time by a response body.
+    const READ_SIZE: usize = 8 * 1024;
+
+    fn new(io: TcpStream) -> Self {
+        Connection { io, read: BytesMut::new() }
+    }
+
+    /// Whether an idle connection can carry a request: the upstream has neither closed it nor
+    /// sent anything unasked. tokio answers from the readiness its reactor recorded: no system
+    /// call if the socket was last read dry, else one `recv` that normally finds nothing.
+    fn is_usable(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.io.try_read(&mut byte), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more of the response into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < Self::READ_SIZE / 2 {
+            self.read.reserve(Self::READ_SIZE);
+        }
+        loop {
+            match self.io.try_read_buf(&mut self.read) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(err) = std::task::ready!(self.io.poll_read_ready(cx)) {
+                        return Poll::Ready(Err(err));
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+}
+
+/// Why a plain-HTTP/1.1 exchange failed. Also the error of its response body.
 #[derive(Debug, thiserror::Error)]
 pub enum Http1Error {
     #[error("upstream connection failed")]
     Connect(#[source] ConnectError),
-    #[error("upstream request failed")]
-    Request(#[source] hyper::Error),
     #[error("the upstream URI has no authority")]
     NoAuthority,
+    #[error("writing the request upstream failed")]
+    Write(#[source] std::io::Error),
+    #[error("the client's request body failed")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("reading the upstream response failed")]
+    Read(#[source] std::io::Error),
+    #[error("the upstream closed the connection without answering")]
+    Closed,
+    #[error("the upstream closed the connection before its response was complete")]
+    Incomplete,
+    #[error("the upstream response is malformed: invalid {0}")]
+    Malformed(&'static str),
+    #[error("the upstream response head is too large")]
+    HeadTooLarge,
+    /// More header fields than the parser was given room for (parsed again with more).
+    #[error("the upstream response head has too many fields")]
+    TooManyFields,
 }
 
 impl Http1Error {
@@ -87,14 +152,25 @@ impl Http1Error {
 #[derive(Debug)]
 pub struct Http1Client {
     id: u64,
-    builder: Builder,
+    limits: HeadLimits,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
 impl Http1Client {
-    pub fn new(builder: Builder, connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        Http1Client { id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed), builder, connect_timeout, idle_timeout }
+    /// A client reading response heads of at most `max_header_bytes` and `max_header_fields`.
+    pub fn new(
+        max_header_bytes: usize,
+        max_header_fields: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        Http1Client {
+            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+            limits: HeadLimits { max_bytes: max_header_bytes, max_fields: max_header_fields },
+            connect_timeout,
+            idle_timeout,
+        }
     }
 
     /// Whether `uri` is one this client serves: plain HTTP.
@@ -103,47 +179,30 @@ impl Http1Client {
     }
 
     /// Sends `request` (an absolute `http://` URI) in origin form with the authority's `Host`.
-    pub async fn request(&self, mut request: Request<RequestBody>) -> Result<Response<PooledBody>, Http1Error> {
-        let parts = std::mem::take(request.uri_mut()).into_parts();
-        let authority = parts.authority.ok_or(Http1Error::NoAuthority)?;
-        if let Some(origin) = parts.path_and_query {
-            *request.uri_mut() = Uri::from(origin);
-        }
-        let (host, mut pooled) = self.checkout(&authority);
-        // Replaces the client's `Host`, which `headers::prepare_request` leaves in place.
-        request.headers_mut().insert(HOST, host);
-
-        loop {
-            let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(sender) => sender,
-                None => self.connect(&authority).await?,
-            };
-            if let Err(err) = sender.ready().await {
-                if reused {
-                    // Closed while idle (the upstream's keep-alive timeout): try the next.
-                    pooled = self.checkout(&authority).1;
-                    continue;
-                }
-                return Err(Http1Error::Request(err));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let checkin = Checkin { client: self.id, authority, sender, idle_timeout: self.idle_timeout };
-                    return Ok(response.map(|body| PooledBody::new(body, Some(checkin))));
-                }
-                Err(mut err) => match err.take_message() {
-                    // Not sent at all on a connection that had been idle: the legacy client's
-                    // retry, on a new connection.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(Http1Error::Request(err.into_error())),
-                },
-            }
-        }
+    pub async fn request<B: SendBody>(&self, request: Request<B>) -> Result<Response<PooledBody>, Http1Error> {
+        let (parts, body) = request.into_parts();
+        let authority = parts.uri.authority().ok_or(Http1Error::NoAuthority)?.clone();
+        let target = parts.uri.path_and_query().map_or("/", |origin| origin.as_str());
+        let (host, pooled) = self.checkout(&authority);
+        let mut out = Vec::with_capacity(512);
+        let framing =
+            head::write_request(&mut out, &parts.method, target, &host, &parts.headers, body.size_hint().exact());
+        let mut connection = match pooled {
+            Some(connection) => connection,
+            None => self.connect(&authority).await?,
+        };
+        let answered = exchange::exchange(&mut connection, out, framing, body, &parts.method, self.limits).await?;
+        let checkin = (answered.sent && answered.head.keep_alive).then(|| Checkin {
+            client: self.id,
+            authority,
+            idle_timeout: self.idle_timeout,
+        });
+        let body = Http1Body::new(connection, answered.head.framing, checkin);
+        Ok(Response::from_parts(answered.head.parts, PooledBody::Own(body)))
     }
 
     /// The authority's `Host` value and an idle connection if one is still open.
-    fn checkout(&self, authority: &Authority) -> (HeaderValue, Option<SendRequest<RequestBody>>) {
+    fn checkout(&self, authority: &Authority) -> (HeaderValue, Option<Connection>) {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
             let index = match pools.iter().position(|pool| pool.is(self.id, authority)) {
@@ -161,12 +220,13 @@ impl Http1Client {
             };
             let pool = &mut pools[index];
             expire(&mut pool.idle, self.idle_timeout);
-            let sender = std::iter::from_fn(|| pool.idle.pop()).map(|idle| idle.sender).find(|s| !s.is_closed());
-            (pool.host.clone(), sender)
+            let connection =
+                std::iter::from_fn(|| pool.idle.pop()).map(|idle| idle.connection).find(Connection::is_usable);
+            (pool.host.clone(), connection)
         })
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, Http1Error> {
+    async fn connect(&self, authority: &Authority) -> Result<Connection, Http1Error> {
         let failed = |err: std::io::Error| Http1Error::Connect(ConnectError::Direct(Box::new(err)));
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(80);
@@ -180,14 +240,7 @@ impl Http1Client {
         stream.set_nodelay(true).map_err(failed)?;
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive).map_err(failed)?;
-        let (sender, connection) = self.builder.handshake(TokioIo::new(stream)).await.map_err(Http1Error::Request)?;
-        // On the calling worker's runtime: the connection's I/O stays on this thread.
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 }
 
@@ -231,19 +284,16 @@ fn expire_at(idle: &mut Vec<Idle>, timeout: Duration, now: Instant) {
     idle.drain(..fresh);
 }
 
-/// A connection to give back to its worker's pool once its response has been read.
-struct Checkin {
+/// Where a connection goes back once its response has been read.
+#[derive(Debug)]
+pub(crate) struct Checkin {
     client: u64,
     authority: Authority,
-    sender: SendRequest<RequestBody>,
     idle_timeout: Duration,
 }
 
 impl Checkin {
-    fn put_back(self) {
-        if self.sender.is_closed() {
-            return;
-        }
+    fn put_back(self, connection: Connection) {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
             let Some(pool) = pools.iter_mut().find(|pool| pool.is(self.client, &self.authority)) else {
@@ -252,87 +302,11 @@ impl Checkin {
             let now = Instant::now();
             expire_at(&mut pool.idle, self.idle_timeout, now);
             if pool.idle.len() < MAX_IDLE_PER_AUTHORITY {
-                pool.idle.push(Idle { sender: self.sender, since: now });
+                pool.idle.push(Idle { connection, since: now });
             }
         });
     }
 }
 
-/// An upstream response body that returns its connection to the pool once read to the end.
-pub struct PooledBody {
-    inner: Incoming,
-    checkin: Option<Checkin>,
-}
-
-impl std::fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("pooled", &self.checkin.is_some()).finish_non_exhaustive()
-    }
-}
-
-impl PooledBody {
-    fn new(inner: Incoming, checkin: Option<Checkin>) -> Self {
-        let mut body = PooledBody { inner, checkin };
-        // An empty body (HEAD, 204, 304) is never polled: the connection is free already.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    /// A body whose connection is not this module's (the general client's).
-    pub fn unpooled(inner: Incoming) -> Self {
-        PooledBody { inner, checkin: None }
-    }
-
-    fn release(&mut self) {
-        if let Some(checkin) = self.checkin.take() {
-            checkin.put_back();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            // The server stops polling once `is_end_stream` says so, so the last frame releases.
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(None) => self.release(),
-            // Not reusable: dropping the sender closes the connection.
-            Poll::Ready(Some(Err(_))) => self.checkin = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_omits_the_default_port() {
-        assert_eq!(host_value(&Authority::from_static("example.com")), "example.com");
-        assert_eq!(host_value(&Authority::from_static("example.com:80")), "example.com");
-        assert_eq!(host_value(&Authority::from_static("127.0.0.1:8080")), "127.0.0.1:8080");
-        assert_eq!(host_value(&Authority::from_static("[::1]:9000")), "[::1]:9000");
-    }
-
-    #[test]
-    fn only_plain_http_is_served() {
-        assert!(Http1Client::handles(&Uri::from_static("http://127.0.0.1:1/v1/messages")));
-        assert!(!Http1Client::handles(&Uri::from_static("https://api.anthropic.com/v1/messages")));
-    }
-}
+mod tests;

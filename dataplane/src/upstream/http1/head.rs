@@ -1,0 +1,436 @@
+//! The two message heads of an upstream exchange: the request head written from the already
+//! prepared headers, and the response head parsed by `httparse` (the parser hyper itself uses)
+//! into `http` types, with the framing of the body that follows (RFC 9112, section 6.3).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+
+use super::Http1Error;
+
+/// Header fields parsed on the stack; a head with more is parsed again with room for all the
+/// configured limit allows.
+const STACK_FIELDS: usize = 64;
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RequestFraming {
+    /// The body's length is in the head (the client's own `Content-Length`, or one written here).
+    Length,
+    /// `Transfer-Encoding: chunked`: the body's length is not known before it ends.
+    Chunked,
+}
+
+/// Writes the request line and header section of `headers` (already filtered for the upstream)
+/// to `out`, with `host` as the `Host` and the body's framing.
+pub(super) fn write_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+    body_length: Option<u64>,
+) -> RequestFraming {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut stated_length = false;
+    for (name, value) in headers {
+        if name == HOST {
+            continue;
+        }
+        stated_length |= name == CONTENT_LENGTH;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // `headers::prepare_request` keeps the client's `Content-Length` only when it is exact.
+    let framing = match (stated_length, body_length) {
+        (true, _) => RequestFraming::Length,
+        // An empty body needs no header, except where the method expects a body.
+        (false, Some(0)) => {
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            RequestFraming::Length
+        }
+        (false, Some(length)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(length, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+            RequestFraming::Length
+        }
+        (false, None) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            RequestFraming::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// `n` in decimal, in `buf`'s tail.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// How the response body is delimited (RFC 9112, section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResponseFraming {
+    /// No body at all: a `HEAD` request's response, a 204 or a 304.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    Chunked,
+    /// Everything until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed final response head.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    pub(super) parts: http::response::Parts,
+    pub(super) framing: ResponseFraming,
+    /// Whether the connection can carry another request once this body has been read.
+    pub(super) keep_alive: bool,
+}
+
+/// The limits a response head is parsed under.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeadLimits {
+    /// The most bytes a head may take on the wire.
+    pub(super) max_bytes: usize,
+    /// The most header fields it may have.
+    pub(super) max_fields: usize,
+}
+
+/// What [`parse_response`] made of the bytes read so far.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// An interim (1xx) response, consumed; the final response follows.
+    Interim,
+    Final(ResponseHead),
+}
+
+/// Parses a response head at the start of `buf`, removing it from `buf` once complete (the
+/// body's first bytes stay). Header values are slices of the head's bytes, not copies.
+pub(super) fn parse_response(
+    buf: &mut BytesMut,
+    request_method: &Method,
+    limits: HeadLimits,
+) -> Result<Parsed, Http1Error> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let mut spans = [Span::default(); STACK_FIELDS];
+    let scanned = match scan(buf, &mut fields, &mut spans, limits) {
+        Err(Http1Error::TooManyFields) if limits.max_fields > STACK_FIELDS => {
+            let mut fields = Vec::new();
+            fields.resize_with(limits.max_fields, MaybeUninit::uninit);
+            let mut spans = vec![Span::default(); limits.max_fields];
+            let scanned = scan(buf, &mut fields, &mut spans, limits);
+            return finish(buf, request_method, scanned, &spans);
+        }
+        scanned => scanned,
+    };
+    finish(buf, request_method, scanned, &spans)
+}
+
+/// Where one field's name and value lie in the head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// A complete head's shape, holding no borrow of the bytes it was read from.
+#[derive(Debug)]
+struct Scan {
+    len: usize,
+    code: u16,
+    version: Version,
+    fields: usize,
+}
+
+/// Runs `httparse` over `buf`, noting each field's position in `spans`.
+fn scan<'b>(
+    buf: &'b [u8],
+    fields: &mut [MaybeUninit<httparse::Header<'b>>],
+    spans: &mut [Span],
+    limits: HeadLimits,
+) -> Result<Option<Scan>, Http1Error> {
+    let allowed = fields.len().min(limits.max_fields);
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields[..allowed],
+    ) {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return Err(Http1Error::HeadTooLarge),
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => return Err(Http1Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::TooManyFields),
+        Err(_) => return Err(Http1Error::Malformed("response head")),
+    };
+    let base = buf.as_ptr() as usize;
+    let offsets = |field: &[u8]| {
+        let start = field.as_ptr() as usize - base;
+        // Within a head of at most `max_bytes` (a u32).
+        (start as u32, (start + field.len()) as u32)
+    };
+    for (field, span) in response.headers.iter().zip(spans.iter_mut()) {
+        *span = Span { name: offsets(field.name.as_bytes()), value: offsets(field.value) };
+    }
+    let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    Ok(Some(Scan { len, code: response.code.unwrap_or_default(), version, fields: response.headers.len() }))
+}
+
+/// Takes a scanned head off `buf` and turns it into `http` types.
+fn finish(
+    buf: &mut BytesMut,
+    request_method: &Method,
+    scanned: Result<Option<Scan>, Http1Error>,
+    spans: &[Span],
+) -> Result<Parsed, Http1Error> {
+    let scan = match scanned {
+        Ok(Some(scan)) => scan,
+        Ok(None) => return Ok(Parsed::Partial),
+        Err(Http1Error::TooManyFields) => return Err(Http1Error::HeadTooLarge),
+        Err(err) => return Err(err),
+    };
+    let status = StatusCode::from_u16(scan.code).map_err(|_| Http1Error::Malformed("status code"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Http1Error::Malformed("unrequested protocol switch"));
+        }
+        let _ = buf.split_to(scan.len);
+        return Ok(Parsed::Interim);
+    }
+    let head: Bytes = buf.split_to(scan.len).freeze();
+    let mut headers = HeaderMap::with_capacity(scan.fields);
+    for span in &spans[..scan.fields] {
+        let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
+            .map_err(|_| Http1Error::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0 as usize..span.value.1 as usize))
+            .map_err(|_| Http1Error::Malformed("header value"))?;
+        headers.append(name, value);
+    }
+
+    let (framing, keep_alive) = framing(request_method, status, scan.version, &mut headers)?;
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = scan.version;
+    parts.headers = headers;
+    Ok(Parsed::Final(ResponseHead { parts, framing, keep_alive }))
+}
+
+/// The body's framing and whether the connection stays open after it (RFC 9112, sections 6.3
+/// and 9.3). A `Content-Length` beside `Transfer-Encoding` is removed: the encoding wins, and
+/// the length would misdescribe the body the client gets.
+fn framing(
+    request_method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> Result<(ResponseFraming, bool), Http1Error> {
+    let mut keep_alive = version == Version::HTTP_11;
+    for value in headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                keep_alive = true;
+            }
+        }
+    }
+    if *request_method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((ResponseFraming::Empty, keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back().map(HeaderValue::as_bytes).unwrap_or_default();
+        let chunked = last
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked && version == Version::HTTP_11 {
+            (ResponseFraming::Chunked, keep_alive)
+        } else {
+            (ResponseFraming::UntilClose, false)
+        });
+    }
+    match content_length(headers)? {
+        Some(0) => Ok((ResponseFraming::Empty, keep_alive)),
+        Some(length) => Ok((ResponseFraming::Length(length), keep_alive)),
+        None => Ok((ResponseFraming::UntilClose, false)),
+    }
+}
+
+/// The response's `Content-Length`: every value (and every item of a list) must be the same
+/// run of digits, or the message is malformed.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Http1Error> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let parsed = parse_digits(item).ok_or(Http1Error::Malformed("content-length"))?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(Http1Error::Malformed("content-length"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+fn parse_digits(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits { max_bytes: 8192, max_fields: 256 };
+
+    fn parse(bytes: &str) -> Result<Parsed, Http1Error> {
+        parse_response(&mut BytesMut::from(bytes), &Method::POST, LIMITS)
+    }
+
+    fn head(bytes: &str) -> ResponseHead {
+        match parse(bytes) {
+            Ok(Parsed::Final(head)) => head,
+            other => panic!("not a final head: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_heads_carry_the_host_and_frame_the_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("client.example"));
+        headers.insert("x-api-key", HeaderValue::from_static("sk-1"));
+        let host = HeaderValue::from_static("127.0.0.1:9");
+        let mut out = Vec::new();
+        let framing = write_request(&mut out, &Method::POST, "/v1/messages?beta=true", &host, &headers, Some(12));
+        assert_eq!(framing, RequestFraming::Length);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /v1/messages?beta=true HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-api-key: sk-1\r\ncontent-length: 12\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        assert_eq!(
+            write_request(&mut out, &Method::POST, "/", &host, &HeaderMap::new(), None),
+            RequestFraming::Chunked
+        );
+        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+
+        let mut out = Vec::new();
+        write_request(&mut out, &Method::GET, "/v1/models", &host, &HeaderMap::new(), Some(0));
+        assert_eq!(out, b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n");
+        let mut out = Vec::new();
+        write_request(&mut out, &Method::POST, "/", &host, &HeaderMap::new(), Some(0));
+        assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
+
+        // The client's exact length stays, and no second one is written.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("12"));
+        let mut out = Vec::new();
+        write_request(&mut out, &Method::POST, "/", &host, &headers, Some(12));
+        assert_eq!(String::from_utf8(out).unwrap().matches("content-length").count(), 1);
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        assert_eq!(itoa_u64(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa_u64(4096, &mut [0; 20]), b"4096");
+        assert_eq!(itoa_u64(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn a_head_is_parsed_into_http_types_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nX-Multi: a\r\nx-multi: b\r\n\r\n{}",
+        );
+        let Ok(Parsed::Final(head)) = parse_response(&mut buf, &Method::POST, LIMITS) else { panic!("not parsed") };
+        assert_eq!(head.parts.status, StatusCode::OK);
+        assert_eq!(head.parts.headers["content-type"], "application/json");
+        assert_eq!(head.parts.headers.get_all("x-multi").iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(head.framing, ResponseFraming::Length(2));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"{}");
+    }
+
+    #[test]
+    fn partial_interim_and_malformed_heads() {
+        assert!(matches!(parse("HTTP/1.1 200 OK\r\nContent-Le"), Ok(Parsed::Partial)));
+        let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+        assert!(matches!(parse_response(&mut buf, &Method::POST, LIMITS), Ok(Parsed::Interim)));
+        assert!(matches!(parse_response(&mut buf, &Method::POST, LIMITS), Ok(Parsed::Final(_))));
+        assert!(matches!(parse("HTTP/1.1 101 Switching Protocols\r\n\r\n"), Err(Http1Error::Malformed(_))));
+        assert!(matches!(parse("HTTP/1.1 2000 OK\r\n\r\n"), Err(Http1Error::Malformed(_))));
+        assert!(matches!(parse("SMTP ready\r\n\r\n"), Err(Http1Error::Malformed(_))));
+        assert!(matches!(parse("HTTP/1.1 200 OK\r\nbad header\r\n\r\n"), Err(Http1Error::Malformed(_))));
+        assert!(matches!(parse("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"), Err(Http1Error::Malformed(_))));
+        assert!(matches!(parse("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), Err(Http1Error::Malformed(_))));
+    }
+
+    #[test]
+    fn heads_over_the_limits_are_refused() {
+        let long = format!("HTTP/1.1 200 OK\r\nx-long: {}\r\n\r\n", "a".repeat(9000));
+        assert!(matches!(parse(&long), Err(Http1Error::HeadTooLarge)));
+        let unfinished = format!("HTTP/1.1 200 OK\r\nx-long: {}", "a".repeat(9000));
+        assert!(matches!(parse(&unfinished), Err(Http1Error::HeadTooLarge)));
+        let many: String = (0..300).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(matches!(parse(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")), Err(Http1Error::HeadTooLarge)));
+        // More fields than fit on the stack, within the limit.
+        let some: String = (0..100).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert_eq!(head(&format!("HTTP/1.1 200 OK\r\n{some}content-length: 0\r\n\r\n")).parts.headers.len(), 101);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").framing, ResponseFraming::Chunked);
+        let both = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(both.framing, ResponseFraming::Chunked);
+        assert!(!both.parts.headers.contains_key(CONTENT_LENGTH));
+        let not_chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((not_chunked.framing, not_chunked.keep_alive), (ResponseFraming::UntilClose, false));
+        let unframed = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((unframed.framing, unframed.keep_alive), (ResponseFraming::UntilClose, false));
+        assert_eq!(head("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n").framing, ResponseFraming::Empty);
+        assert_eq!(head("HTTP/1.1 304 Not Modified\r\n\r\n").framing, ResponseFraming::Empty);
+        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").framing, ResponseFraming::Empty);
+        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n").framing, ResponseFraming::Length(7));
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n");
+        let Ok(Parsed::Final(head_of_head)) = parse_response(&mut buf, &Method::HEAD, LIMITS) else { panic!() };
+        assert_eq!(head_of_head.framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn connection_reuse_follows_the_version_and_connection_tokens() {
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: upgrade, Close\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(!head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        // Chunked framing does not exist in HTTP/1.0: read to the close.
+        let old = head("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((old.framing, old.keep_alive), (ResponseFraming::UntilClose, false));
+    }
+}

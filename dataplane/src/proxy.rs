@@ -369,7 +369,7 @@ impl Proxy {
                     self.upstream_max_header_bytes,
                 ));
             }
-            Some(Http1Error::RequestBody(_)) => return GatewayError::RequestBody,
+            Some(Http1Error::RequestBody(_) | Http1Error::BodyLength) => return GatewayError::RequestBody,
             _ => {}
         }
         // The provider answered, but with a response hyper refused to parse.

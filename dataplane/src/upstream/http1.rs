@@ -40,6 +40,7 @@ mod head;
 
 pub use self::body::{Http1Body, PooledBody};
 pub use self::exchange::SendBody;
+use self::exchange::Sender;
 use self::head::HeadLimits;
 
 /// Idle connections kept per upstream authority and worker; more are closed when they go idle.
@@ -126,6 +127,8 @@ pub enum Http1Error {
     Write(#[source] std::io::Error),
     #[error("the client's request body failed")]
     RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request body's length differs from the length its head declared")]
+    BodyLength,
     #[error("reading the upstream response failed")]
     Read(#[source] std::io::Error),
     #[error("the upstream closed the connection without answering")]
@@ -187,17 +190,19 @@ impl Http1Client {
         let mut out = Vec::with_capacity(512);
         let framing =
             head::write_request(&mut out, &parts.method, target, &host, &parts.headers, body.size_hint().exact());
+        let sender = Sender::new(out, framing, body);
         let mut connection = match pooled {
             Some(connection) => connection,
             None => self.connect(&authority).await?,
         };
-        let answered = exchange::exchange(&mut connection, out, framing, body, &parts.method, self.limits).await?;
-        let checkin = (answered.sent && answered.head.keep_alive).then(|| Checkin {
+        let answered = exchange::exchange(&mut connection, sender, &parts.method, self.limits).await?;
+        let checkin = (!answered.send_failed && answered.head.keep_alive).then(|| Checkin {
             client: self.id,
             authority,
             idle_timeout: self.idle_timeout,
         });
-        let body = Http1Body::new(connection, answered.head.framing, checkin);
+        let unsent = answered.unsent.map(Sender::boxed);
+        let body = Http1Body::new(connection, answered.head.framing, checkin, unsent);
         Ok(Response::from_parts(answered.head.parts, PooledBody::Own(body)))
     }
 

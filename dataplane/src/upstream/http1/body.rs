@@ -8,12 +8,15 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
+use super::exchange::{PendingBody, Sender};
 use super::head::ResponseFraming;
 use super::{Checkin, Connection, Http1Error};
 
 /// The most bytes a chunk-size line or a trailer section may take before the body is refused
 /// as malformed: both are tiny in any real response.
 const MAX_CHUNK_META: usize = 64 * 1024;
+/// The most trailer fields a chunked body may end with.
+const MAX_TRAILER_FIELDS: usize = 32;
 
 /// Where the body's reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,17 +52,25 @@ pub struct Http1Body {
     decoding: Decoding,
     /// Where the connection goes once the body has been read to the end, if it can be reused.
     checkin: Option<Checkin>,
+    /// The request body, when the response began before it had all been sent: driven as this
+    /// body is polled, and the connection is reusable only once it is done.
+    sending: Option<Sender<PendingBody>>,
 }
 
 impl Http1Body {
-    pub(super) fn new(connection: Connection, framing: ResponseFraming, checkin: Option<Checkin>) -> Self {
+    pub(super) fn new(
+        connection: Connection,
+        framing: ResponseFraming,
+        checkin: Option<Checkin>,
+        sending: Option<Sender<PendingBody>>,
+    ) -> Self {
         let decoding = match framing {
             ResponseFraming::Empty => Decoding::Done,
             ResponseFraming::Length(length) => Decoding::Length(length),
             ResponseFraming::Chunked => Decoding::ChunkSize,
             ResponseFraming::UntilClose => Decoding::UntilClose,
         };
-        let mut body = Http1Body { connection: Some(connection), decoding, checkin };
+        let mut body = Http1Body { connection: Some(connection), decoding, checkin, sending };
         // An empty body is never polled: the connection is free already.
         if body.decoding == Decoding::Done {
             body.release();
@@ -71,8 +82,9 @@ impl Http1Body {
     /// read to its end and nothing beyond it came.
     fn release(&mut self) {
         let connection = self.connection.take();
+        let sent = self.sending.take().is_none();
         if let (Some(checkin), Some(connection)) = (self.checkin.take(), connection) {
-            if connection.read.is_empty() {
+            if sent && connection.read.is_empty() {
                 checkin.put_back(connection);
             }
         }
@@ -98,6 +110,9 @@ impl Http1Body {
                 };
                 Ok(Step::Data(data))
             }
+            // `httparse` reads a line without digits (a stray CRLF) as the last chunk.
+            Decoding::ChunkSize if buf.is_empty() => Ok(Step::NeedMore),
+            Decoding::ChunkSize if !buf[0].is_ascii_hexdigit() => Err(Http1Error::Malformed("chunk size")),
             Decoding::ChunkSize => match httparse::parse_chunk_size(buf) {
                 Ok(httparse::Status::Complete((used, 0))) => {
                     buf.advance(used);
@@ -124,20 +139,19 @@ impl Http1Body {
             },
             Decoding::Trailers => {
                 // Field lines, then an empty line; none is forwarded (the client's framing is
-                // the gateway's own), so only their end matters.
-                if buf.starts_with(b"\r\n") {
-                    buf.advance(2);
-                    self.decoding = Decoding::Done;
-                    return Ok(Step::Moved);
-                }
-                match memchr::memmem::find(buf, b"\r\n\r\n") {
-                    Some(at) => {
-                        buf.advance(at + 4);
+                // the gateway's own), but they must be field lines.
+                let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+                match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, _))) => {
+                        buf.advance(used);
                         self.decoding = Decoding::Done;
                         Ok(Step::Moved)
                     }
-                    None if buf.len() > MAX_CHUNK_META => Err(Http1Error::Malformed("trailers")),
-                    None => Ok(Step::NeedMore),
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_META => {
+                        Err(Http1Error::Malformed("trailers"))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(Step::NeedMore),
+                    Err(_) => Err(Http1Error::Malformed("trailers")),
                 }
             }
             Decoding::UntilClose => {
@@ -175,6 +189,7 @@ impl Http1Body {
     fn fail(&mut self, err: Http1Error) -> Poll<Option<Result<Frame<Bytes>, Http1Error>>> {
         // Not reusable: dropping the connection closes it.
         self.checkin = None;
+        self.sending = None;
         self.connection = None;
         self.decoding = Decoding::Done;
         Poll::Ready(Some(Err(err)))
@@ -186,6 +201,19 @@ impl Body for Http1Body {
     type Error = Http1Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Http1Error>>> {
+        let this = &mut *self;
+        if let (Some(sending), Some(connection)) = (this.sending.as_mut(), this.connection.as_ref()) {
+            match sending.poll_send(&connection.io, cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => this.sending = None,
+                // The upstream answers anyway; the connection is not reused.
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(error = %err, "the rest of the request could not be sent upstream");
+                    this.sending = None;
+                    this.checkin = None;
+                }
+            }
+        }
         loop {
             match self.decode() {
                 Ok(Some(data)) => {

@@ -1,177 +1,213 @@
 //! One request and its response head on an upstream connection, driven by the forwarding task
 //! itself. The request body is written while the response head is awaited, so an upstream that
 //! answers early (a 413 before the whole upload) is heard, and the head and the first body
-//! frames go out in one write when they are ready together (nearly every API call).
+//! frames go out in one write when they are ready together (nearly every API call). A body
+//! still going out when the head arrives goes on with the response body ([`super::Http1Body`]),
+//! as hyper's client does: an upstream may answer first and read the rest of the upload after.
 
 use std::future::poll_fn;
 use std::io::Write as _;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::Method;
 use http_body::Body;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::net::TcpStream;
 
 use super::head::{self, HeadLimits, Parsed, RequestFraming, ResponseHead};
 use super::{Connection, Http1Error};
 
-/// Pending output is written once it reaches this size, even if more frames are ready.
-const WRITE_AT: usize = 64 * 1024;
-/// A data frame at least this large is written from its own buffer instead of being copied.
-const WRITE_DIRECT: usize = 16 * 1024;
-/// Bytes read at a time while the head is awaited.
-const READ_SIZE: usize = 8 * 1024;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body this client can send: the data plane's (the client's body, counted and
 /// limited), or any other in tests.
-pub trait SendBody: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin {}
+pub trait SendBody: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + 'static {}
 
-impl<B> SendBody for B where B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin {}
+impl<B> SendBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + 'static {}
+
+/// A request body that outlived its exchange, boxed once for the response body to drive.
+pub(super) type PendingBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Pending output is written once it reaches this size, even if more frames are ready.
+const WRITE_AT: usize = 64 * 1024;
+
+/// A request on its way out: the bytes not yet written, then the body's frames as they come.
+pub(super) struct Sender<B> {
+    body: B,
+    out: Vec<u8>,
+    written: usize,
+    framing: RequestFraming,
+    ended: bool,
+}
+
+impl<B> std::fmt::Debug for Sender<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("framing", &self.framing).field("ended", &self.ended).finish_non_exhaustive()
+    }
+}
+
+impl<B: SendBody> Sender<B> {
+    /// A request whose head is `head`, its body framed as `framing`.
+    pub(super) fn new(head: Vec<u8>, framing: RequestFraming, body: B) -> Self {
+        let ended = body.is_end_stream();
+        let mut sender = Sender { body, out: head, written: 0, framing, ended: false };
+        if ended {
+            sender.end();
+        }
+        sender
+    }
+
+    /// The same request with its body boxed, to be driven by a response body.
+    pub(super) fn boxed(self) -> Sender<PendingBody> {
+        Sender {
+            body: self.body.map_err(Into::into).boxed_unsync(),
+            out: self.out,
+            written: self.written,
+            framing: self.framing,
+            ended: self.ended,
+        }
+    }
+
+    /// Writes what is ready, gathering the frames the body has ready into as few writes as it
+    /// can; ready once the whole request has been written.
+    pub(super) fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
+        loop {
+            while !self.ended && self.out.len() < WRITE_AT {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Pending if self.out.is_empty() => return Poll::Pending,
+                    Poll::Pending => break,
+                    Poll::Ready(None) => self.end_checked()?,
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(Http1Error::RequestBody(err.into()))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not forwarded: a request's trailers carry nothing an API
+                        // reads.
+                        if let Ok(data) = frame.into_data() {
+                            self.append(data)?;
+                        }
+                        if self.body.is_end_stream() {
+                            self.end_checked()?;
+                        }
+                    }
+                }
+            }
+            ready!(self.poll_write_out(io, cx))?;
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Adds one data frame, framed as a chunk if the body is chunked. A body longer than the
+    /// length its head declared is refused: the excess would read as another request.
+    fn append(&mut self, data: Bytes) -> Result<(), Http1Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            RequestFraming::Length(remaining) => {
+                *remaining = remaining.checked_sub(data.len() as u64).ok_or(Http1Error::BodyLength)?;
+                self.out.extend_from_slice(&data);
+            }
+            RequestFraming::Chunked => {
+                // Writing to a vector cannot fail.
+                let _ = write!(self.out, "{:x}\r\n", data.len());
+                self.out.extend_from_slice(&data);
+                self.out.extend_from_slice(b"\r\n");
+            }
+        }
+        Ok(())
+    }
+
+    /// The body ended: it must have been as long as its head said.
+    fn end_checked(&mut self) -> Result<(), Http1Error> {
+        if matches!(self.framing, RequestFraming::Length(remaining) if remaining > 0) {
+            return Err(Http1Error::BodyLength);
+        }
+        self.end();
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        if self.framing == RequestFraming::Chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.ended = true;
+    }
+
+    fn poll_write_out(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
+        while self.written < self.out.len() {
+            match io.try_write(&self.out[self.written..]) {
+                Ok(0) => return Poll::Ready(Err(Http1Error::Write(std::io::ErrorKind::WriteZero.into()))),
+                Ok(written) => self.written += written,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready!(io.poll_write_ready(cx)).map_err(Http1Error::Write)?;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Poll::Ready(Err(Http1Error::Write(err))),
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// What came of an exchange that got a response head.
 #[derive(Debug)]
-pub(super) struct Answered {
+pub(super) struct Answered<B> {
     pub(super) head: ResponseHead,
-    /// Whether the whole request went out (otherwise the connection cannot be reused).
-    pub(super) sent: bool,
+    /// The request body still going out when the head arrived.
+    pub(super) unsent: Option<Sender<B>>,
+    /// Whether writing the request failed (the connection cannot be reused).
+    pub(super) send_failed: bool,
 }
 
-/// Sends the request whose head is `out` (the body follows, framed as `framing`) and reads the
-/// response head.
+/// Sends the request `sender` holds and reads the response head.
 pub(super) async fn exchange<B: SendBody>(
     connection: &mut Connection,
-    out: Vec<u8>,
-    framing: RequestFraming,
-    body: B,
+    sender: Sender<B>,
     method: &Method,
     limits: HeadLimits,
-) -> Result<Answered, Http1Error> {
-    let Connection { io, read } = connection;
-    let (mut reader, mut writer) = io.split();
-    let send = send(&mut writer, out, framing, body);
-    let answer = async {
-        loop {
-            if !read.is_empty() {
-                match head::parse_response(read, method, limits)? {
-                    Parsed::Final(head) => return Ok(head),
-                    Parsed::Interim => continue,
-                    Parsed::Partial => {}
-                }
-            }
-            read.reserve(READ_SIZE);
-            if reader.read_buf(read).await.map_err(Http1Error::Read)? == 0 {
-                return Err(if read.is_empty() { Http1Error::Closed } else { Http1Error::Incomplete });
-            }
-        }
-    };
-    tokio::pin!(send, answer);
-    let mut sending = true;
+) -> Result<Answered<B>, Http1Error> {
+    let mut sender = Some(sender);
     let mut send_failed = None;
-    loop {
-        tokio::select! {
-            biased;
-            sent = &mut send, if sending => {
-                sending = false;
-                match sent {
-                    Ok(()) => {}
-                    // The client's body failed: the exchange is over.
-                    Err(err @ Http1Error::RequestBody(_)) => return Err(err),
-                    // The upstream may have answered and closed early: read what it said.
-                    Err(err) => send_failed = Some(err),
+    let head = poll_fn(|cx| {
+        if let Some(sending) = sender.as_mut() {
+            match sending.poll_send(&connection.io, cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => sender = None,
+                // The client's body failed: the exchange is over.
+                Poll::Ready(Err(err @ (Http1Error::RequestBody(_) | Http1Error::BodyLength))) => {
+                    return Poll::Ready(Err(err));
+                }
+                // The upstream may have answered and closed early: read what it said.
+                Poll::Ready(Err(err)) => {
+                    sender = None;
+                    send_failed = Some(err);
                 }
             }
-            head = &mut answer => {
-                return match head {
-                    Ok(head) => Ok(Answered { head, sent: !sending && send_failed.is_none() }),
-                    Err(err) => Err(send_failed.unwrap_or(err)),
-                };
-            }
         }
-    }
-}
-
-/// Writes the head in `out` and the body, coalescing what is ready into as few writes as it
-/// can.
-async fn send<W: AsyncWrite + Unpin, B: SendBody>(
-    writer: &mut W,
-    mut out: Vec<u8>,
-    framing: RequestFraming,
-    mut body: B,
-) -> Result<(), Http1Error> {
-    let chunked = framing == RequestFraming::Chunked;
-    let mut ended = body.is_end_stream();
-    while !ended {
-        // Whatever frames are ready join the pending output; waiting starts only when nothing
-        // is pending.
-        let frame = if out.is_empty() {
-            poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        } else {
-            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-                Poll::Ready(frame) => frame,
-                Poll::Pending => {
-                    write(writer, &mut out).await?;
-                    continue;
+        let failed = |err, send_failed: &mut Option<Http1Error>| Poll::Ready(Err(send_failed.take().unwrap_or(err)));
+        loop {
+            if !connection.read.is_empty() {
+                match head::parse_response(&mut connection.read, method, limits) {
+                    Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
+                    Ok(Parsed::Interim) => continue,
+                    Ok(Parsed::Partial) => {}
+                    Err(err) => return failed(err, &mut send_failed),
                 }
             }
-        };
-        match frame {
-            None => ended = true,
-            Some(Err(err)) => return Err(Http1Error::RequestBody(err.into())),
-            Some(Ok(frame)) => {
-                // Trailers are not forwarded: a request's trailers carry nothing an API reads.
-                if let Ok(data) = frame.into_data() {
-                    append(writer, &mut out, data, chunked).await?;
-                }
-                ended = body.is_end_stream();
+            match ready!(connection.poll_fill(cx)) {
+                Ok(0) if connection.read.is_empty() => return failed(Http1Error::Closed, &mut send_failed),
+                Ok(0) => return failed(Http1Error::Incomplete, &mut send_failed),
+                Ok(_) => {}
+                Err(err) => return failed(Http1Error::Read(err), &mut send_failed),
             }
         }
-        if out.len() >= WRITE_AT {
-            write(writer, &mut out).await?;
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    write(writer, &mut out).await
-}
-
-/// Adds one data frame to the output, framed as a chunk if the body is chunked.
-async fn append<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    out: &mut Vec<u8>,
-    mut data: Bytes,
-    chunked: bool,
-) -> Result<(), Http1Error> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    if chunked {
-        // Writing to a vector cannot fail.
-        let _ = write!(out, "{:x}\r\n", data.len());
-    }
-    if data.len() >= WRITE_DIRECT {
-        write(writer, out).await?;
-        while data.has_remaining() {
-            let written = writer.write(&data).await.map_err(Http1Error::Write)?;
-            if written == 0 {
-                return Err(Http1Error::Write(std::io::ErrorKind::WriteZero.into()));
-            }
-            data.advance(written);
-        }
-    } else {
-        out.extend_from_slice(&data);
-    }
-    if chunked {
-        out.extend_from_slice(b"\r\n");
-    }
-    Ok(())
-}
-
-async fn write<W: AsyncWrite + Unpin>(writer: &mut W, out: &mut Vec<u8>) -> Result<(), Http1Error> {
-    if !out.is_empty() {
-        writer.write_all(out).await.map_err(Http1Error::Write)?;
-        out.clear();
-    }
-    Ok(())
+    })
+    .await?;
+    Ok(Answered { head, unsent: sender, send_failed: send_failed.is_some() })
 }

@@ -17,14 +17,17 @@ const STACK_FIELDS: usize = 64;
 /// How the request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RequestFraming {
-    /// The body's length is in the head (the client's own `Content-Length`, or one written here).
-    Length,
+    /// The body's length is in the head; this many bytes of it are still to be sent.
+    Length(u64),
     /// `Transfer-Encoding: chunked`: the body's length is not known before it ends.
     Chunked,
 }
 
 /// Writes the request line and header section of `headers` (already filtered for the upstream)
-/// to `out`, with `host` as the `Host` and the body's framing.
+/// to `out`, with `host` as the `Host` and the body's framing: a `Content-Length` of the body's
+/// exact length when it is known, else chunked. The client's own `Content-Length` and
+/// `Transfer-Encoding` never pass as they are: the framing written is the one the body is sent
+/// by.
 pub(super) fn write_request(
     out: &mut Vec<u8>,
     method: &Method,
@@ -41,32 +44,30 @@ pub(super) fn write_request(
     out.extend_from_slice(b"\r\n");
     let mut stated_length = false;
     for (name, value) in headers {
-        if name == HOST {
+        if name == HOST || name == TRANSFER_ENCODING {
             continue;
         }
-        stated_length |= name == CONTENT_LENGTH;
+        if name == CONTENT_LENGTH {
+            stated_length = true;
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // `headers::prepare_request` keeps the client's `Content-Length` only when it is exact.
-    let framing = match (stated_length, body_length) {
-        (true, _) => RequestFraming::Length,
-        // An empty body needs no header, except where the method expects a body.
-        (false, Some(0)) => {
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-                out.extend_from_slice(b"content-length: 0\r\n");
-            }
-            RequestFraming::Length
+    let framing = match body_length {
+        // An empty body needs no header, unless the client sent one or the method expects a body.
+        Some(0) if !stated_length && !matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+            RequestFraming::Length(0)
         }
-        (false, Some(length)) => {
+        Some(length) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa_u64(length, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
-            RequestFraming::Length
+            RequestFraming::Length(length)
         }
-        (false, None) => {
+        None => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
             RequestFraming::Chunked
         }
@@ -248,31 +249,30 @@ fn framing(
     version: Version,
     headers: &mut HeaderMap,
 ) -> Result<(ResponseFraming, bool), Http1Error> {
-    let mut keep_alive = version == Version::HTTP_11;
+    // A `close` anywhere wins, whatever comes after it.
+    let (mut close, mut keep) = (false, false);
     for value in headers.get_all(CONNECTION) {
         for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
-            }
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
         }
     }
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
     if *request_method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((ResponseFraming::Empty, keep_alive));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
+        // HTTP/1.0 has no transfer codings: a message claiming one is not to be trusted.
+        if version == Version::HTTP_10 {
+            return Err(Http1Error::Malformed("transfer-encoding"));
+        }
         headers.remove(CONTENT_LENGTH);
         let last = headers.get_all(TRANSFER_ENCODING).iter().next_back().map(HeaderValue::as_bytes).unwrap_or_default();
         let chunked = last
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked && version == Version::HTTP_11 {
-            (ResponseFraming::Chunked, keep_alive)
-        } else {
-            (ResponseFraming::UntilClose, false)
-        });
+        return Ok(if chunked { (ResponseFraming::Chunked, keep_alive) } else { (ResponseFraming::UntilClose, false) });
     }
     match content_length(headers)? {
         Some(0) => Ok((ResponseFraming::Empty, keep_alive)),
@@ -329,7 +329,7 @@ mod tests {
         let host = HeaderValue::from_static("127.0.0.1:9");
         let mut out = Vec::new();
         let framing = write_request(&mut out, &Method::POST, "/v1/messages?beta=true", &host, &headers, Some(12));
-        assert_eq!(framing, RequestFraming::Length);
+        assert_eq!(framing, RequestFraming::Length(12));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /v1/messages?beta=true HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-api-key: sk-1\r\ncontent-length: 12\r\n\r\n"
@@ -349,11 +349,18 @@ mod tests {
         write_request(&mut out, &Method::POST, "/", &host, &HeaderMap::new(), Some(0));
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
 
-        // The client's exact length stays, and no second one is written.
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("12"));
+        // The client's framing headers never pass as they are: the body's own framing does.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         let mut out = Vec::new();
-        write_request(&mut out, &Method::POST, "/", &host, &headers, Some(12));
-        assert_eq!(String::from_utf8(out).unwrap().matches("content-length").count(), 1);
+        assert_eq!(write_request(&mut out, &Method::POST, "/", &host, &headers, Some(12)), RequestFraming::Length(12));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(text.contains("content-length: 12\r\n") && !text.contains("transfer-encoding"), "{text}");
+        // An empty GET keeps the client's `Content-Length: 0`.
+        let mut out = Vec::new();
+        write_request(&mut out, &Method::GET, "/", &host, &headers, Some(0));
+        assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
     }
 
     #[test]
@@ -429,8 +436,14 @@ mod tests {
         assert!(!head("HTTP/1.1 200 OK\r\nConnection: upgrade, Close\r\nContent-Length: 0\r\n\r\n").keep_alive);
         assert!(!head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
         assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").keep_alive);
-        // Chunked framing does not exist in HTTP/1.0: read to the close.
-        let old = head("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!((old.framing, old.keep_alive), (ResponseFraming::UntilClose, false));
+        // A `close` is not undone by a `keep-alive` after it.
+        assert!(!head("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        let two_lines = "HTTP/1.0 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        assert!(!head(two_lines).keep_alive);
+        // Transfer codings do not exist in HTTP/1.0.
+        assert!(matches!(
+            parse("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Http1Error::Malformed(_))
+        ));
     }
 }

@@ -257,3 +257,113 @@ fn only_plain_http_is_served() {
     assert!(Http1Client::handles(&Uri::from_static("http://127.0.0.1:1/v1/messages")));
     assert!(!Http1Client::handles(&Uri::from_static("https://api.anthropic.com/v1/messages")));
 }
+
+#[tokio::test]
+async fn a_stray_line_where_a_chunk_size_belongs_is_malformed_not_the_end() {
+    // An extra CRLF after a chunk: read as the last chunk, it would end the body early and
+    // leave the rest on a pooled connection.
+    let upstream = scripted(
+        |_, _| {
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n5\r\nworld\r\n0\r\n\r\n"
+                    .to_vec(),
+                false,
+            )
+        },
+        false,
+    )
+    .await;
+    let err = text(client().request(post(&upstream.url, "{}")).await.unwrap()).await.unwrap_err();
+    assert!(matches!(err.downcast_ref::<Http1Error>(), Some(Http1Error::Malformed("chunk size"))), "{err}");
+
+    let upstream = scripted(
+        |_, _| {
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nnot a field\r\n\r\n".to_vec(),
+                false,
+            )
+        },
+        false,
+    )
+    .await;
+    let err = text(client().request(post(&upstream.url, "{}")).await.unwrap()).await.unwrap_err();
+    assert!(matches!(err.downcast_ref::<Http1Error>(), Some(Http1Error::Malformed("trailers"))), "{err}");
+}
+
+#[tokio::test]
+async fn an_upload_goes_on_after_an_early_head_and_the_connection_is_reused_once_done() {
+    // The upstream sends its head at once, reads the whole (chunked) upload, then ends its body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        count.fetch_add(1, Ordering::SeqCst);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = stream.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..read]);
+        }
+        stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let read = stream.read(&mut buf).await.unwrap();
+            assert_ne!(read, 0, "the upload was cut short");
+            seen.extend_from_slice(&buf[..read]);
+        }
+        stream.write_all(b"4\r\ndone\r\n0\r\n\r\n").await.unwrap();
+        // The next request comes on the same connection.
+        read_request(&mut stream).await.unwrap();
+        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let (frames, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    frames.send(Ok(Frame::data(Bytes::from_static(b"first,")))).await.unwrap();
+    let request =
+        Request::post(format!("{url}/v1/upload")).body(StreamBody::new(ReceiverStream::new(receiver))).unwrap();
+    let client = client();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The rest of the upload is sent while the response body is read.
+    frames.send(Ok(Frame::data(Bytes::from_static(b"second")))).await.unwrap();
+    drop(frames);
+    // Dropping the upload at the head would leave both sides waiting.
+    let body = tokio::time::timeout(Duration::from_secs(10), text(response)).await;
+    assert_eq!(body.expect("the upload went on").unwrap(), "done");
+    assert_eq!(text(client.request(post(&url, "{}")).await.unwrap()).await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A body whose size hint is not its length.
+struct Mislabelled {
+    data: Option<Bytes>,
+    hint: u64,
+}
+
+impl Body for Mislabelled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.hint)
+    }
+}
+
+#[tokio::test]
+async fn a_body_longer_or_shorter_than_its_declared_length_is_not_sent_as_is() {
+    let upstream = scripted(|_, _| (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), false), false).await;
+    for (data, hint) in [("{\"a\":1}", 3), ("{}", 5)] {
+        let body = Mislabelled { data: Some(Bytes::from_static(data.as_bytes())), hint };
+        let request = Request::post(format!("{}/v1/x", upstream.url)).body(body).unwrap();
+        let err = client().request(request).await.unwrap_err();
+        assert!(matches!(err, Http1Error::BodyLength), "{err}");
+    }
+}

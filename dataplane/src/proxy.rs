@@ -363,7 +363,7 @@ impl Proxy {
                 tracing::warn!(error = %DisplayChain(err), "upstream response refused");
                 return GatewayError::UpstreamResponseInvalid(InvalidResponse::Malformed);
             }
-            Some(Http1Error::HeadTooLarge | Http1Error::TooManyFields) => {
+            Some(Http1Error::HeadTooLarge) => {
                 tracing::warn!(error = %DisplayChain(err), "upstream response refused");
                 return GatewayError::UpstreamResponseInvalid(InvalidResponse::HeadersTooLarge(
                     self.upstream_max_header_bytes,

@@ -139,9 +139,6 @@ pub enum Http1Error {
     Malformed(&'static str),
     #[error("the upstream response head is too large")]
     HeadTooLarge,
-    /// More header fields than the parser was given room for (parsed again with more).
-    #[error("the upstream response head has too many fields")]
-    TooManyFields,
 }
 
 impl Http1Error {

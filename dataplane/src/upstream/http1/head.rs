@@ -138,17 +138,25 @@ pub(super) fn parse_response(
 ) -> Result<Parsed, Http1Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut spans = [Span::default(); STACK_FIELDS];
-    let scanned = match scan(buf, &mut fields, &mut spans, limits) {
-        Err(Http1Error::TooManyFields) if limits.max_fields > STACK_FIELDS => {
+    match scan(buf, &mut fields, &mut spans, limits)? {
+        Scanned::OutOfRoom if limits.max_fields > STACK_FIELDS => {
             let mut fields = Vec::new();
             fields.resize_with(limits.max_fields, MaybeUninit::uninit);
             let mut spans = vec![Span::default(); limits.max_fields];
-            let scanned = scan(buf, &mut fields, &mut spans, limits);
-            return finish(buf, request_method, scanned, &spans);
+            let scanned = scan(buf, &mut fields, &mut spans, limits)?;
+            finish(buf, request_method, scanned, &spans)
         }
-        scanned => scanned,
-    };
-    finish(buf, request_method, scanned, &spans)
+        scanned => finish(buf, request_method, scanned, &spans),
+    }
+}
+
+/// What `httparse` made of the bytes read so far.
+#[derive(Debug)]
+enum Scanned {
+    Partial,
+    Complete(Scan),
+    /// More fields than the slots it was given.
+    OutOfRoom,
 }
 
 /// Where one field's name and value lie in the head.
@@ -173,7 +181,7 @@ fn scan<'b>(
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
     spans: &mut [Span],
     limits: HeadLimits,
-) -> Result<Option<Scan>, Http1Error> {
+) -> Result<Scanned, Http1Error> {
     let allowed = fields.len().min(limits.max_fields);
     let mut response = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -184,8 +192,8 @@ fn scan<'b>(
         Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return Err(Http1Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => return Err(Http1Error::HeadTooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::TooManyFields),
+        Ok(httparse::Status::Partial) => return Ok(Scanned::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Ok(Scanned::OutOfRoom),
         Err(_) => return Err(Http1Error::Malformed("response head")),
     };
     let base = buf.as_ptr() as usize;
@@ -198,21 +206,21 @@ fn scan<'b>(
         *span = Span { name: offsets(field.name.as_bytes()), value: offsets(field.value) };
     }
     let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    Ok(Some(Scan { len, code: response.code.unwrap_or_default(), version, fields: response.headers.len() }))
+    Ok(Scanned::Complete(Scan {
+        len,
+        code: response.code.unwrap_or_default(),
+        version,
+        fields: response.headers.len(),
+    }))
 }
 
 /// Takes a scanned head off `buf` and turns it into `http` types.
-fn finish(
-    buf: &mut BytesMut,
-    request_method: &Method,
-    scanned: Result<Option<Scan>, Http1Error>,
-    spans: &[Span],
-) -> Result<Parsed, Http1Error> {
+fn finish(buf: &mut BytesMut, request_method: &Method, scanned: Scanned, spans: &[Span]) -> Result<Parsed, Http1Error> {
     let scan = match scanned {
-        Ok(Some(scan)) => scan,
-        Ok(None) => return Ok(Parsed::Partial),
-        Err(Http1Error::TooManyFields) => return Err(Http1Error::HeadTooLarge),
-        Err(err) => return Err(err),
+        Scanned::Complete(scan) => scan,
+        Scanned::Partial => return Ok(Parsed::Partial),
+        // More fields than the configured limit allows.
+        Scanned::OutOfRoom => return Err(Http1Error::HeadTooLarge),
     };
     let status = StatusCode::from_u16(scan.code).map_err(|_| Http1Error::Malformed("status code"))?;
     if status.is_informational() {

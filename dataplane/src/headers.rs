@@ -20,7 +20,7 @@ const DEFAULT_ANTHROPIC_VERSION: HeaderValue = HeaderValue::from_static("2023-06
 /// Connection-scoped headers (RFC 9110 §7.6.1 and the legacy ones), removed in both directions.
 /// Matched by name (a `match` on the string compiles to a length switch and a compare, where a
 /// `const` array of `HeaderName`s was built and dropped again for every header checked).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

@@ -9,6 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 
 use super::Http1Error;
+use crate::headers;
 
 /// Header fields parsed on the stack; a head with more is parsed again with room for all the
 /// configured limit allows.
@@ -166,6 +167,16 @@ struct Span {
     value: (u32, u32),
 }
 
+impl Span {
+    fn name<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.name.0 as usize..self.name.1 as usize]
+    }
+
+    fn value<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.value.0 as usize..self.value.1 as usize]
+    }
+}
+
 /// A complete head's shape, holding no borrow of the bytes it was read from.
 #[derive(Debug)]
 struct Scan {
@@ -215,6 +226,12 @@ fn scan<'b>(
 }
 
 /// Takes a scanned head off `buf` and turns it into `http` types.
+///
+/// The connection-scoped fields (RFC 9110, section 7.6.1: `Connection`, `Transfer-Encoding`
+/// and the rest of [`headers::is_hop_by_hop`], and any field `Connection` names) describe this
+/// connection, which this client manages: they are read here, for the framing and the
+/// connection's reuse, and left out of the header map, so that the proxy's own filtering finds
+/// nothing of them to look up or remove. `Content-Length` is end to end, and stays.
 fn finish(buf: &mut BytesMut, request_method: &Method, scanned: Scanned, spans: &[Span]) -> Result<Parsed, Http1Error> {
     let scan = match scanned {
         Scanned::Complete(scan) => scan,
@@ -231,16 +248,31 @@ fn finish(buf: &mut BytesMut, request_method: &Method, scanned: Scanned, spans: 
         return Ok(Parsed::Interim);
     }
     let head: Bytes = buf.split_to(scan.len).freeze();
+    let spans = &spans[..scan.fields];
     let mut headers = HeaderMap::with_capacity(scan.fields);
-    for span in &spans[..scan.fields] {
-        let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
-            .map_err(|_| Http1Error::Malformed("header name"))?;
+    let mut fields = FramingFields::default();
+    for span in spans {
+        let name = HeaderName::from_bytes(span.name(&head)).map_err(|_| Http1Error::Malformed("header name"))?;
+        if headers::is_hop_by_hop(&name) {
+            fields.read_connection_scoped(&name, span.value(&head));
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            fields.read_content_length(span.value(&head));
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0 as usize..span.value.1 as usize))
             .map_err(|_| Http1Error::Malformed("header value"))?;
         headers.append(name, value);
     }
+    if fields.names_other_fields {
+        remove_named_by_connection(&mut headers, &head, spans);
+    }
 
-    let (framing, keep_alive) = framing(request_method, status, scan.version, &mut headers)?;
+    let (framing, keep_alive) = framing(request_method, status, scan.version, &fields)?;
+    if fields.transfer_encoding.is_some() && framing != ResponseFraming::Empty {
+        // The encoding wins, and the length would misdescribe the body the client gets.
+        headers.remove(CONTENT_LENGTH);
+    }
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     parts.version = scan.version;
@@ -248,61 +280,100 @@ fn finish(buf: &mut BytesMut, request_method: &Method, scanned: Scanned, spans: 
     Ok(Parsed::Final(ResponseHead { parts, framing, keep_alive }))
 }
 
+/// What the fields that frame the body and govern the connection said, read as the head's
+/// fields go by (each value once, with no lookup in the map afterwards).
+#[derive(Debug, Default)]
+struct FramingFields {
+    /// A `Connection` token `close`, anywhere.
+    close: bool,
+    /// A `Connection` token `keep-alive`, anywhere.
+    keep_alive: bool,
+    /// A `Connection` token naming another field, which is connection-scoped too.
+    names_other_fields: bool,
+    /// `Transfer-Encoding` was present: whether the last coding of its last field is `chunked`.
+    transfer_encoding: Option<bool>,
+    content_length: ContentLength,
+}
+
+/// Every `Content-Length` of a head, taken together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ContentLength {
+    #[default]
+    Absent,
+    /// Every value (and every item of a list) is this same run of digits.
+    Agreed(u64),
+    /// Values that disagree, or one that is not digits: malformed, if the length frames the body.
+    Malformed,
+}
+
+impl FramingFields {
+    fn read_connection_scoped(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == CONNECTION {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !token.is_empty() {
+                    self.names_other_fields = true;
+                }
+            }
+        } else if *name == TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+
+    fn read_content_length(&mut self, value: &[u8]) {
+        for item in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            self.content_length = match (self.content_length, parse_digits(item)) {
+                (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
+                (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
+                _ => ContentLength::Malformed,
+            };
+        }
+    }
+}
+
+/// Removes the fields a `Connection` field names (rare: the usual tokens are `close` and
+/// `keep-alive`, which name none).
+fn remove_named_by_connection(headers: &mut HeaderMap, head: &[u8], spans: &[Span]) {
+    for span in spans.iter().filter(|span| span.name(head).eq_ignore_ascii_case(b"connection")) {
+        let tokens = span.value(head).split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        for token in tokens.filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
 /// The body's framing and whether the connection stays open after it (RFC 9112, sections 6.3
-/// and 9.3). A `Content-Length` beside `Transfer-Encoding` is removed: the encoding wins, and
-/// the length would misdescribe the body the client gets.
+/// and 9.3).
 fn framing(
     request_method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &mut HeaderMap,
+    fields: &FramingFields,
 ) -> Result<(ResponseFraming, bool), Http1Error> {
     // A `close` anywhere wins, whatever comes after it.
-    let (mut close, mut keep) = (false, false);
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
     if *request_method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((ResponseFraming::Empty, keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(chunked) = fields.transfer_encoding {
         // HTTP/1.0 has no transfer codings: a message claiming one is not to be trusted.
         if version == Version::HTTP_10 {
             return Err(Http1Error::Malformed("transfer-encoding"));
         }
-        headers.remove(CONTENT_LENGTH);
-        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back().map(HeaderValue::as_bytes).unwrap_or_default();
-        let chunked = last
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked { (ResponseFraming::Chunked, keep_alive) } else { (ResponseFraming::UntilClose, false) });
     }
-    match content_length(headers)? {
-        Some(0) => Ok((ResponseFraming::Empty, keep_alive)),
-        Some(length) => Ok((ResponseFraming::Length(length), keep_alive)),
-        None => Ok((ResponseFraming::UntilClose, false)),
+    match fields.content_length {
+        ContentLength::Malformed => Err(Http1Error::Malformed("content-length")),
+        ContentLength::Agreed(0) => Ok((ResponseFraming::Empty, keep_alive)),
+        ContentLength::Agreed(length) => Ok((ResponseFraming::Length(length), keep_alive)),
+        ContentLength::Absent => Ok((ResponseFraming::UntilClose, false)),
     }
-}
-
-/// The response's `Content-Length`: every value (and every item of a list) must be the same
-/// run of digits, or the message is malformed.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Http1Error> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let parsed = parse_digits(item).ok_or(Http1Error::Malformed("content-length"))?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(Http1Error::Malformed("content-length"));
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(length)
 }
 
 fn parse_digits(digits: &[u8]) -> Option<u64> {
@@ -436,6 +507,25 @@ mod tests {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n");
         let Ok(Parsed::Final(head_of_head)) = parse_response(&mut buf, &Method::HEAD, LIMITS) else { panic!() };
         assert_eq!(head_of_head.framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn connection_scoped_fields_are_read_and_left_out() {
+        let chunked = head(concat!(
+            "HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n",
+            "X-End: 2\r\nTransfer-Encoding: chunked\r\nTrailer: x-t\r\nContent-Length: 9\r\n\r\n",
+        ));
+        assert_eq!((chunked.framing, chunked.keep_alive), (ResponseFraming::Chunked, true));
+        let names: Vec<_> = chunked.parts.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-end"], "only the end-to-end fields, less the length the encoding overrides");
+        // `close` and `keep-alive` name no field.
+        let closing = head("HTTP/1.1 200 OK\r\nConnection: close\r\nClose: kept\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(closing.parts.headers["close"], "kept");
+        // A length that frames nothing is not read.
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
+        let Ok(Parsed::Final(head_of_head)) = parse_response(&mut buf, &Method::HEAD, LIMITS) else { panic!() };
+        assert_eq!(head_of_head.framing, ResponseFraming::Empty);
+        assert_eq!(head_of_head.parts.headers["content-length"], "x");
     }
 
     #[test]

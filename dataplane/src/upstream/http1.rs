@@ -200,7 +200,7 @@ impl Http1Client {
         });
         let unsent = answered.unsent.map(Sender::boxed);
         let body = Http1Body::new(connection, answered.head.framing, checkin, unsent);
-        Ok(Response::from_parts(answered.head.parts, PooledBody::Own(body)))
+        Ok(Response::from_parts(answered.head.parts, PooledBody::Own(Box::new(body))))
     }
 
     /// The authority's `Host` value and an idle connection if one is still open.

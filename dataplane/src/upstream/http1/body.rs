@@ -259,9 +259,13 @@ impl Body for Http1Body {
 
 /// The upstream response body of either upstream path: this module's own connections, or the
 /// general (hyper-util) client's.
+///
+/// Ours is boxed: the response it rides in is moved about ten times on its way to hyper (out of
+/// each layer's future, into each wrapping body), and with the connection and its buffer inline
+/// each move copied some 400 bytes, which cost more than the allocation.
 #[derive(Debug)]
 pub enum PooledBody {
-    Own(Http1Body),
+    Own(Box<Http1Body>),
     General(hyper::body::Incoming),
 }
 

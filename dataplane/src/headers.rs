@@ -118,14 +118,22 @@ pub fn prepare_request(
 /// Whether `headers` hold exactly one `Content-Length`, of exactly `length` (digits only).
 fn states_length(headers: &HeaderMap, length: u64) -> bool {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let stated = values.next().and_then(|value| {
-        let digits = value.as_bytes();
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let stated = values.next().and_then(|value| decimal_length(value.as_bytes()));
+    stated == Some(length) && values.next().is_none()
+}
+
+/// A `Content-Length` value: one or more ASCII digits that fit a `u64`, nothing else (no sign,
+/// no spaces, unlike `str::parse`).
+pub(crate) fn decimal_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
             return None;
         }
-        std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
-    });
-    stated == Some(length) && values.next().is_none()
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Filters the upstream's response headers before they go back to the client. Everything else,
@@ -373,5 +381,15 @@ mod tests {
         let headers = map(&[("a", "bc"), ("x-y", "")]);
         assert_eq!(section_size(&headers), (1 + 2 + 32) + (3 + 32));
         assert_eq!(field_ceiling(64 * 1024), 2048);
+    }
+
+    #[test]
+    fn content_lengths_are_plain_digits_that_fit() {
+        assert_eq!(decimal_length(b"0"), Some(0));
+        assert_eq!(decimal_length(b"4096"), Some(4096));
+        assert_eq!(decimal_length(u64::MAX.to_string().as_bytes()), Some(u64::MAX));
+        for bad in [&b""[..], b"+5", b" 5", b"5 ", b"-1", b"0x10", b"18446744073709551616"] {
+            assert_eq!(decimal_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

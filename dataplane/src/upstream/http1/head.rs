@@ -64,7 +64,7 @@ pub(super) fn write_request(
         }
         Some(length) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(length, &mut [0; 20]));
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
             out.extend_from_slice(b"\r\n");
             RequestFraming::Length(length)
         }
@@ -75,19 +75,6 @@ pub(super) fn write_request(
     };
     out.extend_from_slice(b"\r\n");
     framing
-}
-
-/// `n` in decimal, in `buf`'s tail.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// How the response body is delimited (RFC 9112, section 6.3).
@@ -326,7 +313,7 @@ impl FramingFields {
 
     fn read_content_length(&mut self, value: &[u8]) {
         for item in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            self.content_length = match (self.content_length, parse_digits(item)) {
+            self.content_length = match (self.content_length, headers::decimal_length(item)) {
                 (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
                 (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
                 _ => ContentLength::Malformed,
@@ -374,13 +361,6 @@ fn framing(
         ContentLength::Agreed(length) => Ok((ResponseFraming::Length(length), keep_alive)),
         ContentLength::Absent => Ok((ResponseFraming::UntilClose, false)),
     }
-}
-
-fn parse_digits(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -440,13 +420,6 @@ mod tests {
         let mut out = Vec::new();
         write_request(&mut out, &Method::GET, "/", &host, &headers, Some(0));
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
-    }
-
-    #[test]
-    fn decimal_lengths() {
-        assert_eq!(itoa_u64(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa_u64(4096, &mut [0; 20]), b"4096");
-        assert_eq!(itoa_u64(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
     }
 
     #[test]

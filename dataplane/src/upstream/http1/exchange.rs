@@ -4,13 +4,15 @@
 //! frames go out in one write when they are ready together (nearly every API call). A body
 //! still going out when the head arrives goes on with the response body ([`super::Http1Body`]),
 //! as hyper's client does: an upstream may answer first and read the rest of the upload after.
+//! Small frames are gathered into one buffer; a large one is written from its own buffer, in
+//! the same vectored write as what precedes it, so an upload is never copied.
 
 use std::future::poll_fn;
-use std::io::Write as _;
+use std::io::{IoSlice, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::Method;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -33,13 +35,21 @@ pub(super) type PendingBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Pending output is written once it reaches this size, even if more frames are ready.
 const WRITE_AT: usize = 64 * 1024;
+/// A data frame at least this large is written from its own buffer instead of being copied.
+const WRITE_DIRECT: usize = 16 * 1024;
 
 /// A request on its way out: the bytes not yet written, then the body's frames as they come.
 pub(super) struct Sender<B> {
     body: B,
+    /// Output gathered for the next write (the head, chunk framing, small frames); written from
+    /// `written` on.
     out: Vec<u8>,
     written: usize,
+    /// A large frame, written after `out` and before anything else: nothing is added to `out`
+    /// until it has gone, then its chunk's CRLF (and the body's terminator, if the body ended).
+    direct: Bytes,
     framing: RequestFraming,
+    /// Every frame of the body has been taken (its terminator is in `out` or follows `direct`).
     ended: bool,
 }
 
@@ -53,7 +63,7 @@ impl<B: SendBody> Sender<B> {
     /// A request whose head is `head`, its body framed as `framing`.
     pub(super) fn new(head: Vec<u8>, framing: RequestFraming, body: B) -> Self {
         let ended = body.is_end_stream();
-        let mut sender = Sender { body, out: head, written: 0, framing, ended: false };
+        let mut sender = Sender { body, out: head, written: 0, direct: Bytes::new(), framing, ended: false };
         if ended {
             sender.end();
         }
@@ -66,6 +76,7 @@ impl<B: SendBody> Sender<B> {
             body: self.body.map_err(Into::into).boxed_unsync(),
             out: self.out,
             written: self.written,
+            direct: self.direct,
             framing: self.framing,
             ended: self.ended,
         }
@@ -75,7 +86,7 @@ impl<B: SendBody> Sender<B> {
     /// can; ready once the whole request has been written.
     pub(super) fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
         loop {
-            while !self.ended && self.out.len() < WRITE_AT {
+            while !self.ended && self.direct.is_empty() && self.out.len() < WRITE_AT {
                 match Pin::new(&mut self.body).poll_frame(cx) {
                     Poll::Pending if self.out.is_empty() => return Poll::Pending,
                     Poll::Pending => break,
@@ -100,8 +111,9 @@ impl<B: SendBody> Sender<B> {
         }
     }
 
-    /// Adds one data frame, framed as a chunk if the body is chunked. A body longer than the
-    /// length its head declared is refused: the excess would read as another request.
+    /// Adds one data frame, framed as a chunk if the body is chunked: copied into `out` if it
+    /// is small, else held as the direct frame. A body longer than the length its head declared
+    /// is refused: the excess would read as another request.
     fn append(&mut self, data: Bytes) -> Result<(), Http1Error> {
         if data.is_empty() {
             return Ok(());
@@ -109,14 +121,19 @@ impl<B: SendBody> Sender<B> {
         match &mut self.framing {
             RequestFraming::Length(remaining) => {
                 *remaining = remaining.checked_sub(data.len() as u64).ok_or(Http1Error::BodyLength)?;
-                self.out.extend_from_slice(&data);
             }
             RequestFraming::Chunked => {
                 // Writing to a vector cannot fail.
                 let _ = write!(self.out, "{:x}\r\n", data.len());
-                self.out.extend_from_slice(&data);
-                self.out.extend_from_slice(b"\r\n");
             }
+        }
+        if data.len() >= WRITE_DIRECT {
+            self.direct = data;
+            return Ok(());
+        }
+        self.out.extend_from_slice(&data);
+        if self.framing == RequestFraming::Chunked {
+            self.out.extend_from_slice(b"\r\n");
         }
         Ok(())
     }
@@ -130,18 +147,49 @@ impl<B: SendBody> Sender<B> {
         Ok(())
     }
 
+    /// Every frame has been taken; a chunked body's terminator follows the direct frame, if
+    /// there is one, else what `out` holds.
     fn end(&mut self) {
-        if self.framing == RequestFraming::Chunked {
+        self.ended = true;
+        if self.direct.is_empty() && self.framing == RequestFraming::Chunked {
             self.out.extend_from_slice(b"0\r\n\r\n");
         }
-        self.ended = true;
     }
 
+    /// The direct frame has gone (and `out` with it): its chunk's CRLF, and the terminator if
+    /// the body ended meanwhile, come next.
+    fn direct_written(&mut self) {
+        self.out.clear();
+        self.written = 0;
+        if self.framing == RequestFraming::Chunked {
+            self.out.extend_from_slice(b"\r\n");
+            if self.ended {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+    }
+
+    /// Writes `out`, then the direct frame, in one vectored write when both are pending.
     fn poll_write_out(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
-        while self.written < self.out.len() {
-            match io.try_write(&self.out[self.written..]) {
+        while self.written < self.out.len() || !self.direct.is_empty() {
+            let gathered = &self.out[self.written..];
+            let attempt = if self.direct.is_empty() {
+                io.try_write(gathered)
+            } else {
+                io.try_write_vectored(&[IoSlice::new(gathered), IoSlice::new(&self.direct)])
+            };
+            match attempt {
                 Ok(0) => return Poll::Ready(Err(Http1Error::Write(std::io::ErrorKind::WriteZero.into()))),
-                Ok(written) => self.written += written,
+                Ok(written) => {
+                    let from_out = written.min(gathered.len());
+                    self.written += from_out;
+                    if written > from_out {
+                        self.direct.advance(written - from_out);
+                        if self.direct.is_empty() {
+                            self.direct_written();
+                        }
+                    }
+                }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                     ready!(io.poll_write_ready(cx)).map_err(Http1Error::Write)?;
                 }

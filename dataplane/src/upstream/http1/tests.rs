@@ -63,22 +63,23 @@ async fn scripted(answer: Answer, trickle: bool) -> Script {
 /// One request off the stream, head and body (by `content-length` or chunked), as text.
 async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head_end = None;
     loop {
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let head = text[..end].to_ascii_lowercase();
+        head_end = head_end.or_else(|| bytes.windows(4).position(|w| w == b"\r\n\r\n"));
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
             let length = head
                 .lines()
                 .find_map(|line| line.strip_prefix("content-length: "))
                 .map_or(0, |n| n.parse::<usize>().unwrap());
             let complete = if head.contains("transfer-encoding: chunked") {
-                text.ends_with("0\r\n\r\n")
+                bytes.ends_with(b"0\r\n\r\n")
             } else {
                 bytes.len() >= end + 4 + length
             };
             if complete {
-                return Some(text);
+                return Some(String::from_utf8_lossy(&bytes).into_owned());
             }
         }
         let read = stream.read(&mut buf).await.ok()?;
@@ -335,13 +336,20 @@ async fn an_upload_goes_on_after_an_early_head_and_the_connection_is_reused_once
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
-/// A body whose size hint is not its length.
-struct Mislabelled {
-    data: Option<Bytes>,
-    hint: u64,
+/// A body of ready frames that knows when it has ended, whose exact size hint (if any) says
+/// `hint`, its length or not.
+struct Frames {
+    frames: std::collections::VecDeque<Bytes>,
+    hint: Option<u64>,
 }
 
-impl Body for Mislabelled {
+impl Frames {
+    fn new(frames: impl IntoIterator<Item = Bytes>, hint: Option<u64>) -> Self {
+        Frames { frames: frames.into_iter().collect(), hint }
+    }
+}
+
+impl Body for Frames {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -349,11 +357,15 @@ impl Body for Mislabelled {
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        std::task::Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+        std::task::Poll::Ready(self.frames.pop_front().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.hint)
+        self.hint.map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
     }
 }
 
@@ -361,9 +373,42 @@ impl Body for Mislabelled {
 async fn a_body_longer_or_shorter_than_its_declared_length_is_not_sent_as_is() {
     let upstream = scripted(|_, _| (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), false), false).await;
     for (data, hint) in [("{\"a\":1}", 3), ("{}", 5)] {
-        let body = Mislabelled { data: Some(Bytes::from_static(data.as_bytes())), hint };
+        let body = Frames::new([Bytes::from_static(data.as_bytes())], Some(hint));
         let request = Request::post(format!("{}/v1/x", upstream.url)).body(body).unwrap();
         let err = client().request(request).await.unwrap_err();
         assert!(matches!(err, Http1Error::BodyLength), "{err}");
     }
+}
+
+#[tokio::test]
+async fn large_frames_go_out_in_order_with_their_framing_whatever_the_body_length() {
+    let mut upstream = scripted(|_, _| (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), false), false).await;
+    // Small frames are gathered, frames of 16 KiB and more are written from their own buffers:
+    // between them, after one another, and as the last frame, whose chunk terminator must
+    // follow it (the body knows it has ended as that frame is taken). The 8 MiB frame fills
+    // the socket's buffers, so its writes are partial and resume where they stopped.
+    let sizes = [10, 20 * 1024, 5, 8 * 1024 * 1024, 16 * 1024, 3, 16 * 1024 - 1, 100 * 1024];
+    let frames: Vec<Bytes> =
+        sizes.iter().enumerate().map(|(index, &size)| Bytes::from(vec![b'a' + index as u8; size])).collect();
+    let total = frames.iter().map(Bytes::len).sum::<usize>() as u64;
+    let plain: String = frames.iter().map(|frame| std::str::from_utf8(frame).unwrap()).collect();
+    let chunked: String = frames
+        .iter()
+        .map(|frame| format!("{:x}\r\n{}\r\n", frame.len(), std::str::from_utf8(frame).unwrap()))
+        .collect();
+
+    let request =
+        Request::post(format!("{}/v1/x", upstream.url)).body(Frames::new(frames.clone(), Some(total))).unwrap();
+    assert_eq!(client().request(request).await.unwrap().status(), StatusCode::OK);
+    let seen = upstream.requests.recv().await.unwrap();
+    assert!(seen.contains(&format!("content-length: {total}\r\n")), "{}", &seen[..200]);
+    assert!(seen.ends_with(&format!("\r\n\r\n{plain}")), "the length-framed body differs");
+
+    let request = Request::post(format!("{}/v1/x", upstream.url)).body(Frames::new(frames, None)).unwrap();
+    assert_eq!(client().request(request).await.unwrap().status(), StatusCode::OK);
+    let seen = upstream.requests.recv().await.unwrap();
+    assert!(
+        seen.ends_with(&format!("transfer-encoding: chunked\r\n\r\n{chunked}0\r\n\r\n")),
+        "the chunked body differs"
+    );
 }

@@ -74,9 +74,12 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
 ///
 /// `body_length` is the exact length of the body that goes upstream, when it is known. The
 /// client's `Content-Length` stays only when it is a single value equal to it (the server
-/// framed the body by it, so it is exactly right, and the upstream client then need not
-/// format and insert its own); any other is removed, and the upstream client frames the body
-/// itself (chunked, or by a length it computes).
+/// framed the body by it, so it is exactly right, and hyper-util's client then need not
+/// format and insert its own); any other is removed, and that client frames the body itself
+/// (chunked, or by a length it computes). The plain-HTTP/1.1 client
+/// ([`crate::upstream::http1`]) always writes the body's framing itself and skips both fields;
+/// the check is kept for it too because which client sends a request is decided later, by the
+/// forwarding step, and a second copy of that decision here could drift from it.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     upstream: &Upstream,

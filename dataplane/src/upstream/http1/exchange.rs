@@ -4,8 +4,9 @@
 //! frames go out in one write when they are ready together (nearly every API call). A body
 //! still going out when the head arrives goes on with the response body ([`super::Http1Body`]),
 //! as hyper's client does: an upstream may answer first and read the rest of the upload after.
-//! Small frames are gathered into one buffer; a large one is written from its own buffer, in
-//! the same vectored write as what precedes it, so an upload is never copied.
+//! Small frames are copied into one buffer and gathered; a frame of 16 KiB or more is written
+//! from its own buffer, in the same vectored write as what precedes it, so the bulk of a large
+//! upload is never copied.
 
 use std::future::poll_fn;
 use std::io::{IoSlice, Write as _};

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, full};
 use crate::metrics::{self, Metrics};
+use crate::server::ClientBody;
 use crate::server::Handler;
 use crate::state::ConfigState;
 
@@ -30,7 +30,7 @@ impl Admin {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    fn respond(&self, request: &Request<Incoming>) -> (StatusCode, &'static str) {
+    fn respond(&self, request: &Request<ClientBody>) -> (StatusCode, &'static str) {
         match request.uri().path() {
             "/healthz" => (StatusCode::OK, "ok\n"),
             "/readyz" if self.draining.load(Ordering::Relaxed) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
@@ -44,7 +44,7 @@ impl Admin {
 impl Handler for Admin {
     type Body = ProxyBody;
 
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<ClientBody>) -> Response<ProxyBody> {
         if request.uri().path() == "/metrics" {
             let mut response = Response::new(full(self.metrics.encode()));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));

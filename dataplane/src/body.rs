@@ -13,9 +13,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use crate::access::{End, Exchange};
+use crate::server::ClientBody;
 
 mod idle_timeout;
 
@@ -31,7 +31,7 @@ pub type ProxyBody = Either<Full<Bytes>, UpstreamBody>;
 pub type ResponseBody = Metered<ProxyBody>;
 
 /// The client's request body, counted, failing with `LengthLimitError` past the configured size.
-pub type RequestBody = http_body_util::Limited<Counted<Incoming>>;
+pub type RequestBody = http_body_util::Limited<Counted<ClientBody>>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Either::Left(Full::new(bytes.into()))

@@ -17,7 +17,6 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::access::{Exchange, Recorder};
 use crate::auth;
@@ -29,6 +28,7 @@ use crate::error::{GatewayError, InvalidResponse};
 use crate::limits::{Admission, Limiters};
 use crate::metering::Metering;
 use crate::metrics::labels::Source;
+use crate::server::ClientBody;
 use crate::snapshot::{ManagedKey, ProviderTls, Snapshot};
 use crate::state::ConfigState;
 use crate::upstream::Upstreams;
@@ -125,7 +125,7 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = request_id::for_request(request.headers());
         // Dropped with this future if the client goes away before the response: the exchange
@@ -166,7 +166,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         request_id: &HeaderValue,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
@@ -401,7 +401,7 @@ impl crate::server::Handler for Proxy {
         Arc::new(proxy)
     }
 
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
+    async fn call(self: Arc<Self>, request: Request<ClientBody>) -> Response<ResponseBody> {
         self.handle(request).await
     }
 }

@@ -1,11 +1,16 @@
 //! Accepting connections: HTTP/1.1 and h2c on one port, at most a configured number at once,
-//! with a graceful drain on shutdown. What happens on each connection is in [`connection`];
+//! with a graceful drain on shutdown. What happens on each connection is in [`connection`]
+//! (HTTP/1.1's plain API calls by the own codec in [`http1`], everything else by hyper);
 //! how the passthrough listener is spread over one single-threaded runtime per core is in
 //! [`workers`].
 
 mod activity;
+mod client_body;
 mod connection;
+mod http1;
 pub mod workers;
+
+pub use self::client_body::ClientBody;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -31,9 +35,9 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Something that answers a request; implemented by the proxy and the admin endpoints.
 pub trait Handler: Send + Sync + 'static {
-    type Body: Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static;
+    type Body: Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin + Send + 'static;
 
-    fn call(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = Response<Self::Body>> + Send;
+    fn call(self: Arc<Self>, request: Request<ClientBody>) -> impl Future<Output = Response<Self::Body>> + Send;
 
     /// The handler a serving worker uses: by default this one. A handler whose requests clone
     /// its `Arc` (every one does: the request's future must own it) can give each worker its
@@ -176,7 +180,7 @@ fn builders(settings: &Settings) -> connection::Builders {
         // idle but live ones are closed by the idle timeout instead.
         .keep_alive_interval(settings.connections.keepalive_interval)
         .keep_alive_timeout(settings.connections.keepalive_timeout);
-    connection::Builders { auto: builder, http1 }
+    connection::Builders { auto: builder, http1, max_head_bytes: max_buf_size }
 }
 
 /// Logs reaching the connection cap at most once per [`REFUSAL_LOG_INTERVAL`], with how many

@@ -20,6 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -27,8 +29,9 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::Handler;
-use super::activity;
+use super::activity::{self, Streams};
+use super::http1::Served;
+use super::{ClientBody, Handler};
 use crate::config::ConnectionConfig;
 
 /// How long a new connection may stay silent before its first byte. After that, a connection
@@ -45,6 +48,8 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) struct Builders {
     pub(super) auto: auto::Builder<TokioExecutor>,
     pub(super) http1: http1::Builder,
+    /// The most bytes a request head may take (the own codec hands a larger one to hyper).
+    pub(super) max_head_bytes: usize,
 }
 
 /// An accepted connection and what it is served with.
@@ -79,19 +84,25 @@ impl Connection {
         let (streams, idle) = activity::track();
         let signal = Arc::new(Signal::default());
         let watcher = tokio::spawn(watch(signal.clone(), idle, stop, settings));
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            let open = streams.open();
-            async move { Ok::<_, Infallible>(handler.call(request).await.map(|body| open.attach(body))) }
-        });
         let ended = if http1 {
-            let connection = builders.http1.serve_connection(TokioIo::new(stream), service);
-            let graceful = |connection: Pin<&mut _>| http1::Connection::graceful_shutdown(connection);
-            Supervised { connection, graceful, signal, closing: false }.await
+            // The own codec serves the plain API call and hands anything else to hyper.
+            let own = super::http1::serve(stream, &handler, &streams, &signal, builders.max_head_bytes);
+            let graceful = |_: Pin<&mut _>| {};
+            let served = (Supervised { connection: own, graceful, signal: signal.clone(), closing: false }).await;
+            match served {
+                Some(Ok(Served::HandedOff(io))) => {
+                    let connection = builders.http1.serve_connection(io, service(handler, streams));
+                    let graceful = |connection: Pin<&mut _>| http1::Connection::graceful_shutdown(connection);
+                    ended((Supervised { connection, graceful, signal, closing: false }).await)
+                }
+                Some(Ok(Served::Closed)) => Ended::Served(Ok(())),
+                Some(Err(err)) => Ended::Served(Err(err.into())),
+                None => Ended::Dropped,
+            }
         } else {
-            let connection = builders.auto.serve_connection(TokioIo::new(stream), service);
+            let connection = builders.auto.serve_connection(TokioIo::new(stream), service(handler, streams));
             let graceful = |connection: Pin<&mut _>| auto::Connection::graceful_shutdown(connection);
-            Supervised { connection, graceful, signal, closing: false }.await
+            ended((Supervised { connection, graceful, signal, closing: false }).await)
         };
         watcher.abort();
         match ended {
@@ -102,9 +113,29 @@ impl Connection {
     }
 }
 
+/// hyper's service for a connection: the handler, each request counted while in flight.
+fn service<H: Handler>(
+    handler: Arc<H>,
+    streams: Streams,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<activity::Tracked<H::Body>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    hyper::service::service_fn(move |request: Request<Incoming>| {
+        let handler = handler.clone();
+        let open = streams.open();
+        async move {
+            let response = handler.call(request.map(ClientBody::Streamed)).await;
+            Ok::<_, Infallible>(response.map(|body| open.attach(body)))
+        }
+    })
+}
+
 /// What the watcher tells the connection's task.
 #[derive(Debug)]
-struct Signal {
+pub(super) struct Signal {
     /// One of the `SERVING`, `CLOSE` or `DROP` constants; it only ever grows.
     state: AtomicU8,
     task: AtomicWaker,
@@ -126,6 +157,11 @@ impl Default for Signal {
 }
 
 impl Signal {
+    /// Whether the connection should close: now if idle, else after the current response.
+    pub(super) fn closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) >= CLOSE
+    }
+
     fn raise(&self, state: u8) {
         self.state.fetch_max(state, Ordering::AcqRel);
         self.task.wake();
@@ -154,6 +190,11 @@ async fn watch(
     }
 }
 
+/// How hyper's connection ended: served, or dropped by the watcher.
+fn ended<E: Into<Box<dyn std::error::Error + Send + Sync>>>(served: Option<Result<(), E>>) -> Ended {
+    served.map_or(Ended::Dropped, |served| Ended::Served(served.map_err(Into::into)))
+}
+
 /// How a connection's task ended.
 enum Ended {
     Served(Result<(), Box<dyn std::error::Error + Send + Sync>>),
@@ -172,29 +213,28 @@ pin_project! {
     }
 }
 
-impl<C, G, E> Future for Supervised<C, G>
+impl<C, G> Future for Supervised<C, G>
 where
-    C: Future<Output = Result<(), E>>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C: Future,
     G: FnMut(Pin<&mut C>),
 {
-    type Output = Ended;
+    /// `None` when the watcher dropped the connection.
+    type Output = Option<C::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<C::Output>> {
         let mut this = self.project();
         // Registered before reading the state, so a signal raised in between still wakes us.
         this.signal.task.register(cx.waker());
         let state = this.signal.state.load(Ordering::Acquire);
         if state == DROP {
-            return Poll::Ready(Ended::Dropped);
+            return Poll::Ready(None);
         }
         if state == CLOSE && !*this.closing {
             *this.closing = true;
             (this.graceful)(this.connection.as_mut());
         }
         // The requests this poll finishes are recorded once hyper has flushed their answers.
-        let polled = crate::access::after_flush::serve(|| this.connection.poll(cx));
-        polled.map(|served| Ended::Served(served.map_err(Into::into)))
+        crate::access::after_flush::serve(|| this.connection.poll(cx)).map(Some)
     }
 }
 

@@ -154,7 +154,6 @@ mod tests {
 
     use http::{Request, Response};
     use http_body_util::Full;
-    use hyper::body::Incoming;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -167,7 +166,7 @@ mod tests {
     impl Handler for ThreadName {
         type Body = Full<bytes::Bytes>;
 
-        async fn call(self: Arc<Self>, _request: Request<Incoming>) -> Response<Full<bytes::Bytes>> {
+        async fn call(self: Arc<Self>, _request: Request<crate::server::ClientBody>) -> Response<Full<bytes::Bytes>> {
             let name = std::thread::current().name().unwrap_or_default().to_owned();
             Response::new(Full::new(bytes::Bytes::from(format!("{name} {}", current()))))
         }

@@ -40,8 +40,9 @@ mod head;
 
 pub use self::body::{Http1Body, PooledBody};
 pub use self::exchange::SendBody;
-use self::exchange::Sender;
+pub(crate) use self::exchange::Sender;
 use self::head::HeadLimits;
+pub(crate) use self::head::SendFraming;
 
 /// Idle connections kept per upstream authority and worker; more are closed when they go idle.
 pub const MAX_IDLE_PER_AUTHORITY: usize = 256;

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::net::TcpStream;
 
-use super::head::{self, HeadLimits, Parsed, RequestFraming, ResponseHead};
+use super::head::{self, HeadLimits, Parsed, ResponseHead, SendFraming};
 use super::{Connection, Http1Error};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,7 +40,7 @@ const WRITE_AT: usize = 64 * 1024;
 const WRITE_DIRECT: usize = 16 * 1024;
 
 /// A request on its way out: the bytes not yet written, then the body's frames as they come.
-pub(super) struct Sender<B> {
+pub(crate) struct Sender<B> {
     body: B,
     /// Output gathered for the next write (the head, chunk framing, small frames); written from
     /// `written` on.
@@ -49,7 +49,7 @@ pub(super) struct Sender<B> {
     /// A large frame, written after `out` and before anything else: nothing is added to `out`
     /// until it has gone, then its chunk's CRLF (and the body's terminator, if the body ended).
     direct: Bytes,
-    framing: RequestFraming,
+    framing: SendFraming,
     /// Every frame of the body has been taken (its terminator is in `out` or follows `direct`).
     ended: bool,
 }
@@ -62,13 +62,20 @@ impl<B> std::fmt::Debug for Sender<B> {
 
 impl<B: SendBody> Sender<B> {
     /// A request whose head is `head`, its body framed as `framing`.
-    pub(super) fn new(head: Vec<u8>, framing: RequestFraming, body: B) -> Self {
+    pub(crate) fn new(head: Vec<u8>, framing: SendFraming, body: B) -> Self {
         let ended = body.is_end_stream();
         let mut sender = Sender { body, out: head, written: 0, direct: Bytes::new(), framing, ended: false };
         if ended {
             sender.end();
         }
         sender
+    }
+
+    /// The output buffer back, emptied, for the next message on the same connection.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        let mut out = self.out;
+        out.clear();
+        out
     }
 
     /// The same request with its body boxed, to be driven by a response body.
@@ -85,7 +92,7 @@ impl<B: SendBody> Sender<B> {
 
     /// Writes what is ready, gathering the frames the body has ready into as few writes as it
     /// can; ready once the whole request has been written.
-    pub(super) fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
+    pub(crate) fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Http1Error>> {
         loop {
             while !self.ended && self.direct.is_empty() && self.out.len() < WRITE_AT {
                 match Pin::new(&mut self.body).poll_frame(cx) {
@@ -120,10 +127,10 @@ impl<B: SendBody> Sender<B> {
             return Ok(());
         }
         match &mut self.framing {
-            RequestFraming::Length(remaining) => {
+            SendFraming::Length(remaining) => {
                 *remaining = remaining.checked_sub(data.len() as u64).ok_or(Http1Error::BodyLength)?;
             }
-            RequestFraming::Chunked => {
+            SendFraming::Chunked => {
                 // Writing to a vector cannot fail.
                 let _ = write!(self.out, "{:x}\r\n", data.len());
             }
@@ -133,7 +140,7 @@ impl<B: SendBody> Sender<B> {
             return Ok(());
         }
         self.out.extend_from_slice(&data);
-        if self.framing == RequestFraming::Chunked {
+        if self.framing == SendFraming::Chunked {
             self.out.extend_from_slice(b"\r\n");
         }
         Ok(())
@@ -141,7 +148,7 @@ impl<B: SendBody> Sender<B> {
 
     /// The body ended: it must have been as long as its head said.
     fn end_checked(&mut self) -> Result<(), Http1Error> {
-        if matches!(self.framing, RequestFraming::Length(remaining) if remaining > 0) {
+        if matches!(self.framing, SendFraming::Length(remaining) if remaining > 0) {
             return Err(Http1Error::BodyLength);
         }
         self.end();
@@ -152,7 +159,7 @@ impl<B: SendBody> Sender<B> {
     /// there is one, else what `out` holds.
     fn end(&mut self) {
         self.ended = true;
-        if self.direct.is_empty() && self.framing == RequestFraming::Chunked {
+        if self.direct.is_empty() && self.framing == SendFraming::Chunked {
             self.out.extend_from_slice(b"0\r\n\r\n");
         }
     }
@@ -162,7 +169,7 @@ impl<B: SendBody> Sender<B> {
     fn direct_written(&mut self) {
         self.out.clear();
         self.written = 0;
-        if self.framing == RequestFraming::Chunked {
+        if self.framing == SendFraming::Chunked {
             self.out.extend_from_slice(b"\r\n");
             if self.ended {
                 self.out.extend_from_slice(b"0\r\n\r\n");

@@ -15,9 +15,9 @@ use crate::headers;
 /// configured limit allows.
 const STACK_FIELDS: usize = 64;
 
-/// How the request body is framed on the wire.
+/// How a body this side sends is framed on the wire (a request upstream, a response to a client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RequestFraming {
+pub(crate) enum SendFraming {
     /// The body's length is in the head; this many bytes of it are still to be sent.
     Length(u64),
     /// `Transfer-Encoding: chunked`: the body's length is not known before it ends.
@@ -36,7 +36,7 @@ pub(super) fn write_request(
     host: &HeaderValue,
     headers: &HeaderMap,
     body_length: Option<u64>,
-) -> RequestFraming {
+) -> SendFraming {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -60,17 +60,17 @@ pub(super) fn write_request(
     let framing = match body_length {
         // An empty body needs no header, unless the client sent one or the method expects a body.
         Some(0) if !stated_length && !matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
-            RequestFraming::Length(0)
+            SendFraming::Length(0)
         }
         Some(length) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
             out.extend_from_slice(b"\r\n");
-            RequestFraming::Length(length)
+            SendFraming::Length(length)
         }
         None => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            RequestFraming::Chunked
+            SendFraming::Chunked
         }
     };
     out.extend_from_slice(b"\r\n");
@@ -388,17 +388,14 @@ mod tests {
         let host = HeaderValue::from_static("127.0.0.1:9");
         let mut out = Vec::new();
         let framing = write_request(&mut out, &Method::POST, "/v1/messages?beta=true", &host, &headers, Some(12));
-        assert_eq!(framing, RequestFraming::Length(12));
+        assert_eq!(framing, SendFraming::Length(12));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /v1/messages?beta=true HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-api-key: sk-1\r\ncontent-length: 12\r\n\r\n"
         );
 
         let mut out = Vec::new();
-        assert_eq!(
-            write_request(&mut out, &Method::POST, "/", &host, &HeaderMap::new(), None),
-            RequestFraming::Chunked
-        );
+        assert_eq!(write_request(&mut out, &Method::POST, "/", &host, &HeaderMap::new(), None), SendFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
 
         let mut out = Vec::new();
@@ -412,7 +409,7 @@ mod tests {
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
         headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         let mut out = Vec::new();
-        assert_eq!(write_request(&mut out, &Method::POST, "/", &host, &headers, Some(12)), RequestFraming::Length(12));
+        assert_eq!(write_request(&mut out, &Method::POST, "/", &host, &headers, Some(12)), SendFraming::Length(12));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
         assert!(text.contains("content-length: 12\r\n") && !text.contains("transfer-encoding"), "{text}");

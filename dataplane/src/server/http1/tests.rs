@@ -1,0 +1,284 @@
+//! The own codec end to end over real sockets: what it serves itself, what it hands to hyper,
+//! and how a connection ends.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{ConnectionConfig, Limits};
+use crate::metrics::ConnectionMetrics;
+use crate::server::{ClientBody, ConnectionCap, Handler, Listener, Settings};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+type Stream = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+/// Answers `<method> <path> <body length> <x-test>`; `/hang` never answers (and reports when
+/// its future is dropped); `/stream` answers in two frames of unknown total length.
+struct Echo {
+    dropped: mpsc::UnboundedSender<()>,
+}
+
+struct Guard(mpsc::UnboundedSender<()>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Handler for Echo {
+    type Body = Either<Full<Bytes>, Stream>;
+
+    async fn call(self: Arc<Self>, request: Request<ClientBody>) -> Response<Self::Body> {
+        let (parts, body) = request.into_parts();
+        match parts.uri.path() {
+            "/hang" => {
+                let _guard = Guard(self.dropped.clone());
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            "/stream" => {
+                let frames = vec![
+                    Ok(Frame::data(Bytes::from_static(b"first,"))),
+                    Ok(Frame::data(Bytes::from_static(b"second"))),
+                ];
+                Response::new(Either::Right(StreamBody::new(futures_util::stream::iter(frames))))
+            }
+            path => {
+                let length = body.collect().await.map(|body| body.to_bytes().len()).unwrap_or(usize::MAX);
+                let test = parts.headers.get("x-test").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                let text = format!("{} {path} {length} {test}", parts.method);
+                Response::new(Either::Left(Full::new(Bytes::from(text))))
+            }
+        }
+    }
+}
+
+/// A server with an [`Echo`] handler and an 8 KiB head limit; its address, the stream of
+/// dropped `/hang` futures, and the shutdown trigger.
+async fn start() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<()>, oneshot::Sender<()>) {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (dropped, drops) = mpsc::unbounded_channel();
+    let listener = Listener { name: "test", tcp, cap: ConnectionCap::new(16), metrics: ConnectionMetrics::default() };
+    let settings = Settings {
+        limits: Limits { max_request_body_bytes: 1 << 20, max_header_bytes: 8192 },
+        connections: ConnectionConfig {
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+        },
+        grace: Duration::from_secs(5),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(crate::server::serve(listener, Arc::new(Echo { dropped }), settings, async {
+        let _ = stopped.await;
+    }));
+    (addr, drops, stop)
+}
+
+/// A client reading whole responses off one connection.
+struct Client {
+    stream: TcpStream,
+    read: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        Client { stream: TcpStream::connect(addr).await.unwrap(), read: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more; false at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk)).await.expect("no answer").unwrap_or(0);
+        self.read.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next response: its head (as text) and its body, decoded from its framing.
+    async fn response(&mut self) -> (String, Vec<u8>) {
+        let head_len = loop {
+            if let Some(at) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(self.fill().await, "closed before a head: {:?}", String::from_utf8_lossy(&self.read));
+        };
+        let head = String::from_utf8(self.read.drain(..head_len).collect()).unwrap();
+        let lower = head.to_ascii_lowercase();
+        if let Some(length) = lower.lines().find_map(|line| line.strip_prefix("content-length: ")) {
+            let length: usize = length.trim().parse().unwrap();
+            while self.read.len() < length {
+                assert!(self.fill().await, "closed inside a body");
+            }
+            return (head, self.read.drain(..length).collect());
+        }
+        if lower.contains("transfer-encoding: chunked") {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(at) = self.read.windows(2).position(|w| w == b"\r\n") {
+                        break at;
+                    }
+                    assert!(self.fill().await, "closed inside a chunked body");
+                };
+                let size = usize::from_str_radix(std::str::from_utf8(&self.read[..line_end]).unwrap(), 16).unwrap();
+                while self.read.len() < line_end + 2 + size + 2 {
+                    assert!(self.fill().await, "closed inside a chunk");
+                }
+                body.extend_from_slice(&self.read[line_end + 2..line_end + 2 + size]);
+                self.read.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    return (head, body);
+                }
+            }
+        }
+        (head, Vec::new())
+    }
+
+    /// Whether the server closes the connection (with nothing more to read).
+    async fn closed(&mut self) -> bool {
+        !self.fill().await && self.read.is_empty()
+    }
+}
+
+fn text(body: &[u8]) -> &str {
+    std::str::from_utf8(body).unwrap()
+}
+
+#[tokio::test]
+async fn plain_calls_are_answered_in_order_on_one_connection_even_pipelined() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    // Two requests in one write: the second waits in the buffer for the first's answer.
+    client
+        .send(b"POST /v1/messages HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nx-test: one\r\n\r\nhelloGET /v1/models?limit=2 HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    let (head, body) = client.response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("\r\ndate: "), "{head}");
+    assert_eq!(text(&body), "POST /v1/messages 5 one");
+    let (_, body) = client.response().await;
+    assert_eq!(text(&body), "GET /v1/models 0 -");
+    // And the connection stays open for more.
+    client.send(b"DELETE /v1/files/f1 HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(text(&client.response().await.1), "DELETE /v1/files/f1 0 -");
+}
+
+#[tokio::test]
+async fn a_head_split_over_several_writes_is_put_together() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"POST /a HTTP/1.1\r\nhost: t\r\ncont").await;
+    client.stream.flush().await.unwrap();
+    tokio::task::yield_now().await;
+    client.send(b"ent-length: 2\r\n\r\nhi").await;
+    assert_eq!(text(&client.response().await.1), "POST /a 2 -");
+}
+
+#[tokio::test]
+async fn what_the_codec_does_not_take_is_served_by_hyper_with_the_bytes_already_read() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(text(&client.response().await.1), "GET /first 0 -");
+
+    // `Expect: 100-continue`: hyper's interim answer, then the body.
+    client.send(b"POST /upload HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n").await;
+    let (head, _) = client.response().await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    client.send(b"data").await;
+    assert_eq!(text(&client.response().await.1), "POST /upload 4 -");
+    // A chunked upload and then a plain call, on the same (now hyper's) connection.
+    client.send(b"POST /chunked HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await;
+    assert_eq!(text(&client.response().await.1), "POST /chunked 3 -");
+    client.send(b"GET /after HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(text(&client.response().await.1), "GET /after 0 -");
+
+    // A body still on its way when the head is read, on a new connection.
+    let mut client = Client::connect(addr).await;
+    client.send(b"POST /partial HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\nx-test: p\r\n\r\nhello").await;
+    client.stream.flush().await.unwrap();
+    tokio::task::yield_now().await;
+    client.send(b"world").await;
+    assert_eq!(text(&client.response().await.1), "POST /partial 10 p");
+
+    // HTTP/1.0 and HEAD.
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /old HTTP/1.0\r\n\r\n").await;
+    let (head, body) = client.response().await;
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+    assert_eq!(text(&body), "GET /old 0 -");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_heads_get_hyper_answers() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET / HTTP/1.1\r\nbad header\r\n\r\n").await;
+    let (head, _) = client.response().await;
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request"), "{head}");
+    assert!(client.closed().await);
+
+    // Past the 8 KiB limit, whether it arrives whole or keeps coming.
+    let mut client = Client::connect(addr).await;
+    let big = format!("GET / HTTP/1.1\r\nhost: t\r\nx-big: {}\r\n\r\n", "a".repeat(9000));
+    client.send(big.as_bytes()).await;
+    let (head, _) = client.response().await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+
+    // Conflicting lengths.
+    let mut client = Client::connect(addr).await;
+    client.send(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab").await;
+    let (head, _) = client.response().await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
+
+#[tokio::test]
+async fn streamed_answers_are_chunked_and_close_is_honoured() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let (head, body) = client.response().await;
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert_eq!(text(&body), "first,second");
+
+    client.send(b"GET /last HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await;
+    let (head, body) = client.response().await;
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert_eq!(text(&body), "GET /last 0 -");
+    assert!(client.closed().await, "the server closes after a `Connection: close` request");
+}
+
+#[tokio::test]
+async fn a_client_that_closes_its_side_abandons_its_request() {
+    let (addr, mut drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /hang HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    // However soon: the server reads the head before the end of the stream.
+    drop(client);
+    tokio::time::timeout(DEADLINE, drops.recv()).await.expect("the handler's future was not dropped").unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_on_shutdown() {
+    let (addr, _drops, stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    client.response().await;
+    let _ = stop.send(());
+    assert!(client.closed().await, "an idle keep-alive connection closes when the listener stops");
+}

@@ -72,20 +72,19 @@ pub fn field_ceiling(max_header_bytes: u32) -> usize {
 /// is left in place for the upstream client to replace (a replacement costs less than a
 /// removal and an insertion); whoever sends the request must set it.
 ///
-/// `body_length` is the exact length of the body that goes upstream, when it is known. The
-/// client's `Content-Length` stays only when it is a single value equal to it (the server
-/// framed the body by it, so it is exactly right, and hyper-util's client then need not
-/// format and insert its own); any other is removed, and that client frames the body itself
-/// (chunked, or by a length it computes). The plain-HTTP/1.1 client
-/// ([`crate::upstream::http1`]) always writes the body's framing itself and skips both fields;
-/// the check is kept for it too because which client sends a request is decided later, by the
-/// forwarding step, and a second copy of that decision here could drift from it.
+/// `framing` says who frames the body upstream. The plain-HTTP/1.1 client
+/// ([`crate::upstream::http1`]) always writes the body's framing itself and skips the
+/// client's `Content-Length` and `Transfer-Encoding`, so they are left for it to skip. For
+/// hyper-util's client, the client's `Content-Length` stays only when it is a single value
+/// equal to the body's exact length (the server framed the body by it, so it is exactly right,
+/// and that client then need not format and insert its own); any other is removed, and that
+/// client frames the body itself (chunked, or by a length it computes).
 pub fn prepare_request(
     headers: &mut HeaderMap,
     upstream: &Upstream,
     credential: Option<&HeaderValue>,
     request_id: &HeaderValue,
-    body_length: Option<u64>,
+    framing: BodyFraming,
 ) {
     let credential_header = match upstream.kind.auth_style() {
         AuthStyle::XApiKey => X_API_KEY,
@@ -94,7 +93,10 @@ pub fn prepare_request(
     // The header the credential goes in is replaced below, every value of it: no need to
     // remove the client's first.
     let replaced = |name: &HeaderName| credential.is_some() && *name == credential_header;
-    let length_frames_body = body_length.is_some_and(|length| states_length(headers, length));
+    let length_frames_body = match framing {
+        BodyFraming::BySender => true,
+        BodyFraming::ByLength(body_length) => body_length.is_some_and(|length| states_length(headers, length)),
+    };
     remove_where(headers, |name| {
         is_hop_by_hop(name)
             || (is_request_denied(name) && !replaced(name))
@@ -116,6 +118,17 @@ pub fn prepare_request(
         headers.entry(ANTHROPIC_VERSION).or_insert(DEFAULT_ANTHROPIC_VERSION);
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+/// Who frames a request body on its way upstream (see [`prepare_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// The plain-HTTP/1.1 client: it writes the framing of the body it sends, whatever the
+    /// client's fields say.
+    BySender,
+    /// hyper-util's client: by the client's `Content-Length` when that states the body's exact
+    /// length (given here when known), else by a framing of its own.
+    ByLength(Option<u64>),
 }
 
 /// Whether `headers` hold exactly one `Content-Length`, of exactly `length` (digits only).
@@ -187,12 +200,14 @@ impl Doomed {
 /// Removes every header `matches` names, and the headers a `Connection` header lists (they
 /// are hop-by-hop by declaration), in one pass over the names present.
 fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
-    let mut doomed = Doomed::new();
+    // Made at the first name to remove: a response usually has none, and an unused list still
+    // cost its setting up and its drop.
+    let mut doomed: Option<Doomed> = None;
     let mut has_connection = false;
     for name in headers.keys() {
         has_connection |= name == header::CONNECTION;
         if matches(name) {
-            doomed.push(name.clone());
+            doomed.get_or_insert_with(Doomed::new).push(name.clone());
         }
     }
     if has_connection {
@@ -206,10 +221,12 @@ fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) 
             .filter(|token| !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close"))
             .filter_map(|token| HeaderName::from_bytes(token).ok())
         {
-            doomed.push(listed);
+            doomed.get_or_insert_with(Doomed::new).push(listed);
         }
     }
-    doomed.remove_from(headers);
+    if let Some(doomed) = doomed {
+        doomed.remove_from(headers);
+    }
 }
 
 #[cfg(test)]
@@ -256,7 +273,7 @@ mod tests {
         ]);
         let id = HeaderValue::from_static("req-1");
         let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
-        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, None);
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, BodyFraming::ByLength(None));
 
         let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
@@ -285,20 +302,20 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let mut headers = HeaderMap::new();
         let anthropic = upstream(ProviderKind::Anthropic, Some("sk-ant"));
-        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, None);
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, BodyFraming::ByLength(None));
         assert_eq!(headers["anthropic-version"], "2023-06-01");
 
         for kind in [ProviderKind::OpenAi, ProviderKind::OpenRouter, ProviderKind::Zai, ProviderKind::Vllm] {
             let mut headers = map(&[("authorization", "Bearer aurora")]);
             let up = upstream(kind, Some("sk-up"));
-            prepare_request(&mut headers, &up, up.credential(), &id, None);
+            prepare_request(&mut headers, &up, up.credential(), &id, BodyFraming::ByLength(None));
             assert_eq!(headers["authorization"], "Bearer sk-up", "{kind}");
             assert!(!headers.contains_key("anthropic-version"));
         }
 
         let mut headers = map(&[("authorization", "Bearer aurora")]);
         let vllm = upstream(ProviderKind::Vllm, None);
-        prepare_request(&mut headers, &vllm, vllm.credential(), &id, None);
+        prepare_request(&mut headers, &vllm, vllm.credential(), &id, BodyFraming::ByLength(None));
         assert!(!headers.contains_key("authorization"), "no credential configured: nothing sent");
     }
 
@@ -312,7 +329,13 @@ mod tests {
         .unwrap();
         let upstream = upstream(ProviderKind::OpenRouter, Some("sk-or")).with_default_headers(&defaults);
         let mut headers = map(&[("x-title", "Client App"), ("authorization", "Bearer aurora")]);
-        prepare_request(&mut headers, &upstream, upstream.credential(), &HeaderValue::from_static("r"), None);
+        prepare_request(
+            &mut headers,
+            &upstream,
+            upstream.credential(),
+            &HeaderValue::from_static("r"),
+            BodyFraming::ByLength(None),
+        );
         assert_eq!(headers["http-referer"], "https://example.com");
         assert_eq!(headers["x-title"], "Client App", "the client's own value wins");
         assert_eq!(headers.get_all("x-title").iter().count(), 1);
@@ -335,7 +358,7 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let forwarded = |pairs: &[(&'static str, &'static str)], body_length: Option<u64>| {
             let mut headers = map(pairs);
-            prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, body_length);
+            prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, BodyFraming::ByLength(body_length));
             headers.get_all("content-length").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
         };
         assert_eq!(forwarded(&[("content-length", "12")], Some(12)), ["12"]);
@@ -348,6 +371,11 @@ mod tests {
         assert!(forwarded(&[("content-length", "12, 12")], Some(12)).is_empty());
         assert!(forwarded(&[("content-length", "")], Some(0)).is_empty());
         assert!(forwarded(&[("transfer-encoding", "chunked")], Some(12)).is_empty());
+
+        // The plain-HTTP/1.1 client frames the body itself and skips the field: left in place.
+        let mut headers = map(&[("content-length", "12, 13")]);
+        prepare_request(&mut headers, &anthropic, anthropic.credential(), &id, BodyFraming::BySender);
+        assert_eq!(headers["content-length"], "12, 13");
     }
 
     #[test]

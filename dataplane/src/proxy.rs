@@ -25,6 +25,7 @@ use crate::config::{Limits, UpstreamConfig};
 use crate::deadline::{Deadlines, Passed};
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
+use crate::headers::BodyFraming;
 use crate::limits::{Admission, Limiters};
 use crate::metering::Metering;
 use crate::metrics::labels::Source;
@@ -64,6 +65,9 @@ struct Forward {
     provider: ProviderKind,
     /// The provider's own TLS material, when it has some (rare: cloning the `Arc` is the cost).
     tls: Option<Arc<ProviderTls>>,
+    /// Whether the worker's plain-HTTP/1.1 client sends it (decided once, in `check`, since the
+    /// headers are prepared for the client that sends them).
+    own_client: bool,
     /// The credential the request carries, whose health is told about the upstream's answer.
     credential: Option<CredentialRef>,
     /// The key's hold on its limits, when it has any.
@@ -171,7 +175,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let (mut parts, body) = request.into_parts();
-        let Forward { uri, shape, provider, tls, credential, admission } =
+        let Forward { uri, shape, provider, tls, own_client, credential, admission } =
             self.check(&mut parts, body.size_hint().exact(), request_id, exchange)?;
         if let Some(admission) = admission {
             exchange.admit(admission);
@@ -179,13 +183,14 @@ impl Proxy {
 
         let body = Counted::new(body, exchange.bytes_in());
         let body = Limited::new(body, usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX));
-        let mut upstream_request = Request::new(body);
-        *upstream_request.method_mut() = parts.method;
-        *upstream_request.uri_mut() = uri;
+        // The client's method and (prepared) headers go on in its own parts, which saves building
+        // and dropping an empty header map; what the server attached to it (extensions) does not.
+        parts.uri = uri;
         // The client library picks HTTP/1.1 or HTTP/2 per connection (ALPN); the version the
         // client spoke to us has no bearing on it.
-        *upstream_request.version_mut() = Version::HTTP_11;
-        *upstream_request.headers_mut() = parts.headers;
+        parts.version = Version::HTTP_11;
+        parts.extensions.clear();
+        let mut upstream_request = Request::from_parts(parts, body);
         if let Some(auth) = self.upstreams.proxy.as_ref().and_then(|p| p.http_authorization(upstream_request.uri())) {
             upstream_request.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
         }
@@ -193,14 +198,12 @@ impl Proxy {
         let sent = Instant::now();
         self.recorder.metrics.overhead(provider, sent.duration_since(exchange.started()));
         let deadline = tokio::time::Instant::from_std(sent + self.response_header_timeout);
-        let answered = match (&tls, &self.upstreams.http1) {
-            (None, Some(http1)) if Http1Client::handles(upstream_request.uri()) => {
-                match self.deadlines.bound(deadline, http1.request(upstream_request)).await {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
-                    Err(Passed) => Err(GatewayError::UpstreamTimeout),
-                }
-            }
+        let answered = match &self.upstreams.http1 {
+            Some(http1) if own_client => match self.deadlines.bound(deadline, http1.request(upstream_request)).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(err)) => Err(self.classify(&err, err.is_connect())),
+                Err(Passed) => Err(GatewayError::UpstreamTimeout),
+            },
             _ => {
                 // hyper-util's client sets `Host` only when there is none: the client's must go.
                 upstream_request.headers_mut().remove(http::header::HOST);
@@ -306,9 +309,12 @@ impl Proxy {
             Some(key) => self.admit(snapshot, key).map_err(|err| (err, shape))?,
             None => None,
         };
-        headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id, body_length);
+        let tls = upstream.tls().cloned();
+        let own_client = tls.is_none() && self.upstreams.http1.is_some() && Http1Client::handles(&uri);
+        let framing = if own_client { BodyFraming::BySender } else { BodyFraming::ByLength(body_length) };
+        headers::prepare_request(&mut parts.headers, upstream, credential.map(|c| c.header()), request_id, framing);
         let credential = credential.map(|c| CredentialRef { provider: kind, health: Arc::as_ptr(&c.health) as usize });
-        Ok(Forward { uri, shape, provider: kind, tls: upstream.tls().cloned(), credential, admission })
+        Ok(Forward { uri, shape, provider: kind, tls, own_client, credential, admission })
     }
 
     /// Admits the request under the key's limits: its own, else the snapshot's defaults. A key

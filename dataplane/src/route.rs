@@ -63,10 +63,18 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
 /// refused. `v1beta/...` is not a `v1` segment and passes untouched.
 pub fn normalize_endpoint(endpoint: &str, v1_alias_enabled: bool) -> Result<&str, PathError> {
     let bytes = endpoint.as_bytes();
-    if bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\' && b != b'%') {
+    // One pass: whether the endpoint is plain, and whether any segment starts with a dot (a dot
+    // segment does, so without one there is none to look for).
+    let (mut plain, mut dotted, mut previous) = (true, false, b'/');
+    for &b in bytes {
+        plain &= b.is_ascii_graphic() && b != b'\\' && b != b'%';
+        dotted |= b == b'.' && previous == b'/';
+        previous = b;
+    }
+    if plain {
         // Nearly every endpoint: visible ASCII with nothing to decode, so nothing to refuse byte
         // by byte; only dot segments are left to find (what `check_segment` does for these).
-        if bytes.split(|&b| b == b'/').any(is_dot_segment) {
+        if dotted && bytes.split(|&b| b == b'/').any(is_dot_segment) {
             return Err(PathError::DotSegment);
         }
     } else {

@@ -91,9 +91,16 @@ impl Connection {
             let served = (Supervised { connection: own, graceful, signal: signal.clone(), closing: false }).await;
             match served {
                 Some(Ok(Served::HandedOff(io))) => {
-                    let connection = builders.http1.serve_connection(io, service(handler, streams));
+                    // Told to close already: hyper must still answer the request it is handed,
+                    // which a graceful shutdown before its first read would drop unanswered.
+                    let closing = signal.closing();
+                    let connection = if closing {
+                        builders.http1.clone().keep_alive(false).serve_connection(io, service(handler, streams))
+                    } else {
+                        builders.http1.serve_connection(io, service(handler, streams))
+                    };
                     let graceful = |connection: Pin<&mut _>| http1::Connection::graceful_shutdown(connection);
-                    ended((Supervised { connection, graceful, signal, closing: false }).await)
+                    ended((Supervised { connection, graceful, signal, closing }).await)
                 }
                 Some(Ok(Served::Closed)) => Ended::Served(Ok(())),
                 Some(Err(err)) => Ended::Served(Err(err.into())),

@@ -16,9 +16,10 @@
 //! request on, with the bytes already read replayed first ([`replay`]). hyper then answers it
 //! (a 400, a 431, a `100 Continue`, a streamed upload) as it always did.
 //!
-//! While a request is in flight the connection's reads go on, as hyper's do: bytes a client
-//! pipelines wait in the buffer for their turn, and a client that closes its side abandons
-//! the request (the handler's future is dropped, which cancels the upstream exchange).
+//! While a request is in flight the connection is still read, as hyper reads it: the first
+//! bytes a client pipelines wait in the buffer for their turn, and a client that closes its
+//! side with nothing pipelined abandons the request (the handler's future is dropped, which
+//! cancels the upstream exchange).
 
 mod replay;
 mod request;
@@ -40,7 +41,7 @@ use self::response::Written;
 use super::Handler;
 use super::activity::Streams;
 use super::connection::Signal;
-use crate::upstream::http1::{Http1Error, SendFraming, Sender};
+use crate::upstream::http1::{Http1Error, SendBody, SendFraming, Sender};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -90,13 +91,16 @@ pub(super) async fn serve<H: Handler>(
         };
         let (parts, body) = response.into_parts();
         let close = !keep_alive || signal.closing();
-        let Written { framing, close } =
-            response::write_head(&mut out, parts.status, &parts.headers, body.size_hint().exact(), close);
-        let framing = framing.unwrap_or(SendFraming::Length(0));
-        let mut sender = Sender::new(std::mem::take(&mut out), framing, body);
-        let sent = client.while_in_flight(|cx, io| sender.poll_send(io, cx)).await;
+        // A body already over is exactly empty, whatever its size hint or a stated length say.
+        let length = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
+        let Written { framing, close } = response::write_head(&mut out, parts.status, &parts.headers, length, close);
         // The body goes before the count: its request has ended.
-        out = sender.into_buffer();
+        let sent;
+        (sent, out) = match framing {
+            Some(framing) => client.send(out, framing, body).await,
+            // A status without a body (204, 304): the head alone, whatever the body holds.
+            None => client.send(out, SendFraming::Length(0), http_body_util::Empty::new()).await,
+        };
         if out.capacity() > 4 * RESPONSE_HEAD_SIZE {
             out = Vec::with_capacity(RESPONSE_HEAD_SIZE);
         }
@@ -179,6 +183,19 @@ impl Client {
         }
     }
 
+    /// Sends a response whose head is in `out`, and gives the buffer back emptied: `None` if
+    /// the client left first.
+    async fn send<B: SendBody>(
+        &mut self,
+        out: Vec<u8>,
+        framing: SendFraming,
+        body: B,
+    ) -> (Option<Result<(), Http1Error>>, Vec<u8>) {
+        let mut sender = Sender::new(out, framing, body);
+        let sent = self.while_in_flight(|cx, io| sender.poll_send(io, cx)).await;
+        (sent, sender.into_buffer())
+    }
+
     /// Runs `work` (the handler, then the response's sending) to its end while watching the
     /// client: `None` if it closed its side first, or the connection failed.
     async fn while_in_flight<T>(&mut self, mut work: impl FnMut(&mut Context<'_>, &TcpStream) -> Poll<T>) -> Option<T> {
@@ -186,9 +203,10 @@ impl Client {
             if let Poll::Ready(done) = work(cx, &self.io) {
                 return Poll::Ready(Some(done));
             }
-            // Pipelined bytes are kept for their turn, up to a head's worth; past that the
-            // client is not read (nor watched) until this request is over.
-            while self.read.len() < self.max_buffered {
+            // Watched only while nothing is buffered, as hyper does: once a client has pipelined
+            // its next request, its end of the stream (a half-close after the last request)
+            // must not abandon the requests it is waiting for. Those bytes wait their turn.
+            if self.read.is_empty() {
                 match ready!(self.poll_fill(cx)) {
                     Ok(0) | Err(_) => return Poll::Ready(None),
                     Ok(_) => {}

@@ -144,14 +144,13 @@ impl Framing {
         self.close |= value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
     }
 
+    /// As hyper's server reads it: each field one run of digits (a list such as `5, 5` is
+    /// refused), and repeated fields only when they agree.
     fn read_content_length(&mut self, value: &[u8]) {
-        // hyper takes a list of equal values (`5, 5`) as one; so does this.
-        for item in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            self.content_length = match (self.content_length, headers::decimal_length(item)) {
-                (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
-                (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
-                _ => ContentLength::Malformed,
-            };
-        }
+        self.content_length = match (self.content_length, headers::decimal_length(value)) {
+            (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
+            (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
+            _ => ContentLength::Malformed,
+        };
     }
 }

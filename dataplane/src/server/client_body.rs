@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 /// A request body: streamed by hyper (h2c, and the HTTP/1.1 connections the own codec hands
 /// to it), or read whole with its head by the server's own HTTP/1.1 ([`super::http1`]), which
-/// takes that path only when the whole body came in the same reads as the head.
+/// does so only for a small body.
 #[derive(Debug)]
 pub enum ClientBody {
     Streamed(Incoming),

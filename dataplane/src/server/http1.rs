@@ -1,5 +1,6 @@
-//! The server's own HTTP/1.1, for the plain API call: a request whose head and whole body
-//! arrive together, answered on a keep-alive connection. The connection's task reads the head
+//! The server's own HTTP/1.1, for the plain API call: a request with a small body (at most
+//! [`request::MAX_WHOLE_BODY`], read whole before the handler is called; an API call's JSON is
+//! a few KiB), answered on a keep-alive connection. The connection's task reads the head
 //! with `httparse` ([`request`]), calls the handler, and writes the response head
 //! ([`response`]) and body with the upstream client's [`Sender`] (small frames gathered, large
 //! ones written from their own buffers, the head in the same write as the first frames).
@@ -11,8 +12,8 @@
 //! refused one (callgrind, `scripts/bench-instructions`).
 //!
 //! Everything else is hyper's, unchanged: a head this codec does not take ([`request::Head`]
-//! lists them: every head hyper refuses, and `Expect`, `Upgrade`, chunked or partly arrived
-//! bodies, HTTP/1.0, unusual methods) hands the connection to hyper's HTTP/1.1 server from that
+//! lists them: every head hyper refuses, and `Expect`, `Upgrade`, chunked or larger bodies,
+//! HTTP/1.0, unusual methods) hands the connection to hyper's HTTP/1.1 server from that
 //! request on, with the bytes already read replayed first ([`replay`]). hyper then answers it
 //! (a 400, a 431, a `100 Continue`, a streamed upload) as it always did.
 //!
@@ -84,6 +85,7 @@ pub(super) async fn serve<H: Handler>(
             Next::Closed => return Ok(Served::Closed),
             Next::Failed(err) => return Err(ServeError::Read(err)),
         };
+        let large = request.body().size_hint().exact().is_some_and(|length| length > READ_SIZE as u64);
         let open = streams.open();
         let mut answer = pin!(handler.clone().call(request));
         let Some(response) = client.while_in_flight(|cx, _| answer.as_mut().poll(cx)).await else {
@@ -103,6 +105,10 @@ pub(super) async fn serve<H: Handler>(
         };
         if out.capacity() > 4 * RESPONSE_HEAD_SIZE {
             out = Vec::with_capacity(RESPONSE_HEAD_SIZE);
+        }
+        // Nor a large body's read buffer, which the rest of the buffer still shares.
+        if large && client.read.is_empty() {
+            client.read = BytesMut::new();
         }
         drop(open);
         match sent {

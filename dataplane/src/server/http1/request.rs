@@ -1,6 +1,5 @@
 //! A client's request head, parsed by `httparse` (the parser hyper itself uses) into `http`
-//! types, with its body when the body came whole in the same reads. Only the plain API call is
-//! taken; every other head is left to hyper ([`Head::Handoff`]), which answers it exactly as it
+//! types, with its whole body when that is small. Only the plain API call is taken; every other head is left to hyper ([`Head::Handoff`]), which answers it exactly as it
 //! always has.
 
 use std::mem::MaybeUninit;
@@ -15,11 +14,17 @@ use crate::server::ClientBody;
 /// Header fields parsed on the stack; a head with more goes to hyper.
 const STACK_FIELDS: usize = 64;
 
+/// The largest body read whole before the request is handed to the handler (an API call's JSON
+/// is a few KiB); a larger one goes to hyper, which streams it. What nginx holds the same way
+/// by default is 8 or 16 KiB (`client_body_buffer_size`), before spilling to a file.
+pub(super) const MAX_WHOLE_BODY: usize = 64 * 1024;
+
 /// What the bytes read so far hold.
 #[derive(Debug)]
 #[expect(clippy::large_enum_variant, reason = "matched as soon as returned; a box would allocate for every request")]
 pub(super) enum Head {
-    /// Not a whole head (or its body) yet.
+    /// Not a whole head yet, or a whole head whose body (of at most [`MAX_WHOLE_BODY`]) is not
+    /// all there yet.
     Partial,
     /// A request, taken off the buffer with its body; `keep_alive` is false when the client
     /// said `Connection: close`.
@@ -28,7 +33,8 @@ pub(super) enum Head {
     /// connection from here on. That covers every head hyper refuses (malformed, too large,
     /// too many fields), so the client gets hyper's answer to it, and every feature this codec
     /// does not implement: HTTP/1.0, `HEAD`, `CONNECT` and other methods, `Expect`, `Upgrade`,
-    /// `Transfer-Encoding`, a target that is not a path, and a body still on its way.
+    /// `Transfer-Encoding`, a target that is not a path, and a body larger than
+    /// [`MAX_WHOLE_BODY`].
     Handoff,
     /// A head `httparse` accepts and `http` does not (a target or field it will not hold),
     /// found only once the head was off the buffer: refused with a 400, as hyper refuses it.
@@ -83,7 +89,9 @@ pub(super) fn parse(buf: &mut BytesMut, max_bytes: usize) -> Head {
         return Head::Handoff;
     };
     if buf.len() < body_end {
-        return Head::Handoff;
+        // A small body still on its way (an SDK that writes its head and its body apart) is
+        // waited for; a larger one streams, through hyper.
+        return if body_end - len <= MAX_WHOLE_BODY { Head::Partial } else { Head::Handoff };
     }
 
     // Where the target and each field lie in the head, to be sliced once the head is off the

@@ -1,8 +1,9 @@
 //! One client connection: wait for its first byte, serve it, and close it when it has been
 //! idle too long or the listener shuts down.
 //!
-//! The connection's task polls hyper and nothing else: on every wake-up (several per request)
-//! it reads one atomic to learn whether it should start closing. Each poll runs inside
+//! The connection's task polls its connection (the own HTTP/1.1 codec, [`super::http1`], or
+//! hyper's) and nothing else: on every wake-up it reads one atomic to learn whether it should
+//! start closing. Each poll runs inside
 //! [`crate::access::after_flush::serve`], so the records of the requests it finishes are written
 //! once their answers are flushed, not before. The timers and the listener's
 //! stop signal are watched by a second task per connection ([`watch`]), which raises that
@@ -77,8 +78,9 @@ impl Connection {
             () = stopping(&mut stop) => return,
         };
         // An h2c connection starts with the preface `PRI * HTTP/2.0`; two other bytes make it
-        // HTTP/1.1 for certain, served by hyper's own HTTP/1.1 connection rather than through
-        // hyper-util's version detection, which wraps every read in its replay buffer.
+        // HTTP/1.1 for certain, served by the own codec (and by hyper's HTTP/1.1 connection from
+        // a hand-off on) rather than through hyper-util's version detection, which wraps every
+        // read in its replay buffer.
         let http1 = peeked == first.len() && first != *b"PR";
 
         let (streams, idle) = activity::track();

@@ -96,12 +96,15 @@ pub(super) async fn serve<H: Handler>(
         // A body already over is exactly empty, whatever its size hint or a stated length say.
         let length = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
         let Written { framing, close } = response::write_head(&mut out, parts.status, &parts.headers, length, close);
-        // The body goes before the count: its request has ended.
+        // The body goes (in `send`, or here) before the count: its request has ended.
         let sent;
         (sent, out) = match framing {
             Some(framing) => client.send(out, framing, body).await,
             // A status without a body (204, 304): the head alone, whatever the body holds.
-            None => client.send(out, SendFraming::Length(0), http_body_util::Empty::new()).await,
+            None => {
+                drop(body);
+                client.send(out, SendFraming::Length(0), http_body_util::Empty::new()).await
+            }
         };
         if out.capacity() > 4 * RESPONSE_HEAD_SIZE {
             out = Vec::with_capacity(RESPONSE_HEAD_SIZE);

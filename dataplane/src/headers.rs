@@ -138,6 +138,28 @@ fn states_length(headers: &HeaderMap, length: u64) -> bool {
     stated == Some(length) && values.next().is_none()
 }
 
+/// Every `Content-Length` of a message head, taken together as its fields go by.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentLength {
+    #[default]
+    Absent,
+    /// Every value seen is this same run of digits.
+    Agreed(u64),
+    /// Values that disagree, or one that is not digits: malformed, if the length frames the body.
+    Malformed,
+}
+
+impl ContentLength {
+    /// With one more value (its digits read by [`decimal_length`]; `None` if it is not digits).
+    pub(crate) fn and(self, value: Option<u64>) -> ContentLength {
+        match (self, value) {
+            (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
+            (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
+            _ => ContentLength::Malformed,
+        }
+    }
+}
+
 /// A `Content-Length` value: one or more ASCII digits that fit a `u64`, nothing else (no sign,
 /// no spaces, unlike `str::parse`).
 pub(crate) fn decimal_length(digits: &[u8]) -> Option<u64> {

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
-use crate::headers;
+use crate::headers::{self, ContentLength};
 use crate::server::ClientBody;
 
 /// Header fields parsed on the stack; a head with more goes to hyper.
@@ -137,16 +137,6 @@ struct Framing {
     content_length: ContentLength,
 }
 
-/// Every `Content-Length` of a head, taken together.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ContentLength {
-    #[default]
-    Absent,
-    Agreed(u64),
-    /// Values that disagree, or one that is not digits.
-    Malformed,
-}
-
 impl Framing {
     fn read_connection(&mut self, value: &[u8]) {
         self.close |= value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
@@ -155,10 +145,6 @@ impl Framing {
     /// As hyper's server reads it: each field one run of digits (a list such as `5, 5` is
     /// refused), and repeated fields only when they agree.
     fn read_content_length(&mut self, value: &[u8]) {
-        self.content_length = match (self.content_length, headers::decimal_length(value)) {
-            (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
-            (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
-            _ => ContentLength::Malformed,
-        };
+        self.content_length = self.content_length.and(headers::decimal_length(value));
     }
 }

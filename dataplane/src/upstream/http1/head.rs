@@ -9,7 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 
 use super::Http1Error;
-use crate::headers;
+use crate::headers::{self, ContentLength};
 
 /// Header fields parsed on the stack; a head with more is parsed again with room for all the
 /// configured limit allows.
@@ -282,17 +282,6 @@ struct FramingFields {
     content_length: ContentLength,
 }
 
-/// Every `Content-Length` of a head, taken together.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ContentLength {
-    #[default]
-    Absent,
-    /// Every value (and every item of a list) is this same run of digits.
-    Agreed(u64),
-    /// Values that disagree, or one that is not digits: malformed, if the length frames the body.
-    Malformed,
-}
-
 impl FramingFields {
     fn read_connection_scoped(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == CONNECTION {
@@ -312,12 +301,9 @@ impl FramingFields {
     }
 
     fn read_content_length(&mut self, value: &[u8]) {
+        // A list of equal values (`5, 5`) is one length, as hyper's client reads it.
         for item in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            self.content_length = match (self.content_length, headers::decimal_length(item)) {
-                (ContentLength::Absent, Some(length)) => ContentLength::Agreed(length),
-                (ContentLength::Agreed(seen), Some(length)) if seen == length => ContentLength::Agreed(length),
-                _ => ContentLength::Malformed,
-            };
+            self.content_length = self.content_length.and(headers::decimal_length(item));
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Nothing here ever holds a key secret: the log names a key by its id. A request that reached
 //! an upstream also carries the response's [`Meter`]: the exchange feeds it the frames sent and
 //! the record ends it, so each upstream response yields exactly one [`crate::usage::Usage`]. A
-//! request of a limited key also carries its [`Admission`]: its record is written in the `Drop`
+//! request of a limited key also carries its [`Admission`], and its response's rate-limit headers
+//! for the server to write with the head (see [`crate::server::Handler::late_fields`]): its record is written in the `Drop`
 //! itself, which charges the metered tokens and then frees the concurrency slot, whichever way
 //! the request ended, so the tokens are spent before the client can read the answer and ask
 //! again. Every other record is written after the answer's last bytes are flushed to the client
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::auth::Principal;
-use crate::limits::Admission;
+use crate::limits::{Admission, RateHeaders};
 use crate::metering::Meter;
 use crate::metrics::labels::Source;
 use crate::metrics::{Completed, RequestMetrics};
@@ -75,6 +76,8 @@ pub struct Exchange {
     bytes_in: Arc<AtomicU64>,
     /// A limited key's hold on its limits; dropped (freeing its slot) with the exchange.
     admission: Option<Admission>,
+    /// The rate-limit headers of a limited key's response, written with its head by the server.
+    rate_headers: Option<RateHeaders>,
 }
 
 /// What an [`Exchange`] learns of its request, from its arrival to its end.
@@ -138,6 +141,7 @@ impl Exchange {
             record: Record::new(recorder, started, request_id, method, path),
             bytes_in: Arc::default(),
             admission: None,
+            rate_headers: None,
         }
     }
 
@@ -179,6 +183,15 @@ impl Exchange {
 
     pub fn admission(&self) -> Option<&Admission> {
         self.admission.as_ref()
+    }
+
+    /// The response's head is to carry these rate-limit headers.
+    pub fn set_rate_headers(&mut self, headers: RateHeaders) {
+        self.rate_headers = Some(headers);
+    }
+
+    pub fn rate_headers(&self) -> Option<&RateHeaders> {
+        self.rate_headers.as_ref()
     }
 
     /// A data frame is on its way to the client.

@@ -99,6 +99,10 @@ impl<B: Body> Metered<B> {
         let expected = inner.size_hint().exact().or(content_length);
         Metered { inner, exchange, expected, sent: 0 }
     }
+
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
 }
 
 impl<B: Body<Data = Bytes>> Body for Metered<B> {

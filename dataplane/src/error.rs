@@ -181,7 +181,7 @@ impl GatewayError {
             }
             GatewayError::Limited(refusal) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
-                crate::limits::write_headers(&refusal.view, shape, || refusal.now_ms, headers);
+                crate::limits::RateHeaders::new(&refusal.view, shape, || refusal.now_ms).insert_into(headers);
             }
             _ => {}
         }

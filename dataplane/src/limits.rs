@@ -12,7 +12,8 @@
 //!   periods' ends (cached per thread);
 //! - `lease.rs`: leases from the control plane and the caps they (or the fallback) give;
 //! - `admission.rs`: one request's admission, and the [`Admission`] guard it holds;
-//! - `refusal.rs`: why a request was refused, and the providers' rate-limit headers;
+//! - `refusal.rs`: why a request was refused;
+//! - `rate_headers.rs`: the providers' rate-limit headers, on every response of a limited key;
 //! - `demand.rs`: the demand reports sent to the control plane;
 //! - `metrics.rs`: refusals and leases at scrape time.
 //!
@@ -30,6 +31,7 @@ mod demand;
 mod lease;
 pub mod metrics;
 mod policy;
+mod rate_headers;
 mod refusal;
 mod window;
 
@@ -44,7 +46,8 @@ pub use config::{BudgetPeriod, Fallback, KeyLimits, LimitSettings, limits_from_p
 pub use demand::DemandReporter;
 pub use lease::Lease;
 pub use policy::{EndpointNotAllowed, KeyPolicy};
-pub use refusal::{RateView, Refusal, RefusalReason, write_headers};
+pub use rate_headers::RateHeaders;
+pub use refusal::{RateView, Refusal, RefusalReason};
 
 use crate::snapshot::KeyId;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aurora_core::{ErrorShape, ProviderKind};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, LengthLimitError, Limited};
 
@@ -26,7 +26,7 @@ use crate::deadline::{Deadlines, Passed};
 use crate::egress::connector::ConnectError;
 use crate::error::{GatewayError, InvalidResponse};
 use crate::headers::BodyFraming;
-use crate::limits::{Admission, Limiters};
+use crate::limits::{Admission, Limiters, RateHeaders};
 use crate::metering::Metering;
 use crate::metrics::labels::Source;
 use crate::server::ClientBody;
@@ -241,8 +241,11 @@ impl Proxy {
         }
         headers::prepare_response(&mut parts.headers, request_id);
         if let Some(admission) = exchange.admission() {
-            // A limited key's own limits, so its clients can pace themselves before a refusal.
-            crate::limits::write_headers(admission.view(), shape, || self.limiters.now_ms(), &mut parts.headers);
+            // A limited key's own limits, so its clients can pace themselves before a refusal:
+            // the server writes them with the head (`late_fields`), where the provider's went.
+            let rate_headers = RateHeaders::new(admission.view(), shape, || self.limiters.now_ms());
+            rate_headers.remove_replaced(&mut parts.headers);
+            exchange.set_rate_headers(rate_headers);
         }
         Ok(Response::from_parts(
             parts,
@@ -409,6 +412,12 @@ impl crate::server::Handler for Proxy {
 
     async fn call(self: Arc<Self>, request: Request<ClientBody>) -> Response<ResponseBody> {
         self.handle(request).await
+    }
+
+    fn late_fields(response: &Response<ResponseBody>, field: &mut dyn FnMut(&HeaderName, &[u8])) {
+        if let Some(rate_headers) = response.body().exchange().rate_headers() {
+            rate_headers.for_each(field);
+        }
     }
 }
 

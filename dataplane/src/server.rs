@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use http_body::Body;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -38,6 +38,14 @@ pub trait Handler: Send + Sync + 'static {
     type Body: Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin + Send + 'static;
 
     fn call(self: Arc<Self>, request: Request<ClientBody>) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// Header fields `response` carries beside its header map (none by default), handed to
+    /// `field` as a name and a value of visible ASCII when its head is written: the own
+    /// HTTP/1.1 codec writes them straight into the head's bytes, hyper's paths insert them into
+    /// the map first. For fields made per response, which would cost a map insert each (the
+    /// rate-limit headers of a limited key). They are ordinary fields, never framing or
+    /// `Connection`, and the map holds none of their names.
+    fn late_fields(_response: &Response<Self::Body>, _field: &mut dyn FnMut(&HeaderName, &[u8])) {}
 
     /// The handler a serving worker uses: by default this one. A handler whose requests clone
     /// its `Arc` (every one does: the request's future must own it) can give each worker its

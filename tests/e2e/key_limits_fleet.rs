@@ -357,3 +357,43 @@ async fn default_limits_bind_keys_without_their_own_and_no_limits_opts_out() {
         assert!(!answer.headers.contains_key("anthropic-ratelimit-requests-limit"));
     }
 }
+
+#[tokio::test]
+async fn a_limited_keys_headers_replace_the_providers_own_over_http1_and_h2c() {
+    let fleet = LimitFleet::start(1).await;
+    // The provider's headers describe the upstream credential: 50 requests, 80,000 tokens.
+    Mock::given(method("POST"))
+        .and(path("/anthropic/v1/complete"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("anthropic-ratelimit-requests-limit", "50")
+                .insert_header("anthropic-ratelimit-requests-remaining", "49")
+                .insert_header("anthropic-ratelimit-tokens-limit", "80000")
+                .set_body_raw(r#"{"type":"completion","completion":"ok"}"#, "application/json"),
+        )
+        .mount(&fleet.upstream)
+        .await;
+    let key = fleet.key("replaced", &["--rpm", "1000"]).await;
+    let dp = &fleet.dataplanes[0];
+    let http1 = reqwest::Client::builder().no_proxy().http1_only().build().unwrap();
+    let h2c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for (client, version) in [(&http1, reqwest::Version::HTTP_11), (&h2c, reqwest::Version::HTTP_2)] {
+        let response = client
+            .post(dp.url("/p/anthropic/v1/complete"))
+            .bearer_auth(&key)
+            .body(r#"{"model":"claude-2.1","prompt":"hi","max_tokens_to_sample":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((response.status().as_u16(), response.version()), (200, version));
+        let headers = response.headers();
+        let all = |name: &str| headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        // The key's own limit, once; what is left of it, not the provider's 49.
+        assert_eq!(all("anthropic-ratelimit-requests-limit"), ["1000"], "{version:?}: {headers:?}");
+        let remaining = all("anthropic-ratelimit-requests-remaining");
+        assert!(remaining.len() == 1 && remaining[0].parse::<u64>().unwrap() < 1000, "{version:?}: {headers:?}");
+        assert_eq!(all("anthropic-ratelimit-requests-reset").len(), 1, "{version:?}: {headers:?}");
+        // The key has no token limit: the provider's passes unchanged.
+        assert_eq!(all("anthropic-ratelimit-tokens-limit"), ["80000"], "{version:?}: {headers:?}");
+    }
+}

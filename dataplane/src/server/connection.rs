@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -136,10 +136,24 @@ fn service<H: Handler>(
         let handler = handler.clone();
         let open = streams.open();
         async move {
-            let response = handler.call(request.map(ClientBody::Streamed)).await;
+            let mut response = handler.call(request.map(ClientBody::Streamed)).await;
+            insert_late_fields::<H>(&mut response);
             Ok::<_, Infallible>(response.map(|body| open.attach(body)))
         }
     })
+}
+
+/// Moves the response's late fields into its header map, for hyper to write.
+fn insert_late_fields<H: Handler>(response: &mut Response<H::Body>) {
+    let mut fields = Vec::new();
+    H::late_fields(response, &mut |name, value| {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            fields.push((name.clone(), value));
+        }
+    });
+    for (name, value) in fields {
+        response.headers_mut().insert(name, value);
+    }
 }
 
 /// What the watcher tells the connection's task.

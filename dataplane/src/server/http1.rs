@@ -91,11 +91,14 @@ pub(super) async fn serve<H: Handler>(
         let Some(response) = client.while_in_flight(|cx, _| answer.as_mut().poll(cx)).await else {
             return Ok(Served::Closed);
         };
-        let (parts, body) = response.into_parts();
         let close = !keep_alive || signal.closing();
         // A body already over is exactly empty, whatever its size hint or a stated length say.
+        let body = response.body();
         let length = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
-        let Written { framing, close } = response::write_head(&mut out, parts.status, &parts.headers, length, close);
+        let late = |field: &mut dyn FnMut(&_, &_)| H::late_fields(&response, field);
+        let Written { framing, close } =
+            response::write_head(&mut out, response.status(), response.headers(), late, length, close);
+        let body = response.into_body();
         // The body goes (in `send`, or here) before the count: its request has ended.
         let sent;
         (sent, out) = match framing {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::upstream::http1::SendFraming;
 
@@ -23,14 +23,15 @@ pub(super) struct Written {
     pub(super) close: bool,
 }
 
-/// Writes the head of a response with `status` and `headers` to `out`. The body is framed by
-/// its exact length when it knows it, else by a single valid `Content-Length` the handler
-/// gave, else chunked. `close` asks for `Connection: close`; a handler's own `Connection:
-/// close` is honoured too.
+/// Writes the head of a response with `status` and `headers` to `out`, and after them the
+/// fields `late` hands out (the handler's late fields). The body is framed by its exact length
+/// when it knows it, else by a single valid `Content-Length` the handler gave, else chunked.
+/// `close` asks for `Connection: close`; a handler's own `Connection: close` is honoured too.
 pub(super) fn write_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    late: impl FnOnce(&mut dyn FnMut(&HeaderName, &[u8])),
     body_length: Option<u64>,
     close: bool,
 ) -> Written {
@@ -59,11 +60,9 @@ pub(super) fn write_head(
             continue;
         }
         dated |= name == DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value.as_bytes());
     }
+    late(&mut |name, value| write_field(out, name, value));
     if !dated {
         out.extend_from_slice(b"date: ");
         write_date(out);
@@ -90,6 +89,13 @@ pub(super) fn write_head(
     }
     out.extend_from_slice(b"\r\n");
     Written { framing, close }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 thread_local! {
@@ -125,7 +131,7 @@ mod tests {
 
     fn head(status: StatusCode, headers: &HeaderMap, length: Option<u64>, close: bool) -> (String, Written) {
         let mut out = Vec::new();
-        let written = write_head(&mut out, status, headers, length, close);
+        let written = write_head(&mut out, status, headers, |_| {}, length, close);
         (String::from_utf8(out).unwrap(), written)
     }
 

@@ -22,7 +22,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 type Stream = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 /// Answers `<method> <path> <body length> <x-test>`; `/hang` never answers (and reports when
-/// its future is dropped); `/stream` answers in two frames of unknown total length.
+/// its future is dropped); `/stream` answers in two frames of unknown total length. A request's
+/// `x-late` comes back as a late field of the same name, with `x-late-count` after it.
 struct Echo {
     dropped: mpsc::UnboundedSender<()>,
 }
@@ -62,11 +63,26 @@ impl Handler for Echo {
                 let length = body.collect().await.map(|body| body.to_bytes().len()).unwrap_or(usize::MAX);
                 let test = parts.headers.get("x-test").and_then(|v| v.to_str().ok()).unwrap_or("-");
                 let text = format!("{} {path} {length} {test}", parts.method);
-                Response::new(Either::Left(Full::new(Bytes::from(text))))
+                let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+                if let Some(late) = parts.headers.get("x-late") {
+                    response.extensions_mut().insert(Late(late.as_bytes().to_vec()));
+                }
+                response
             }
         }
     }
+
+    fn late_fields(response: &Response<Self::Body>, field: &mut dyn FnMut(&http::HeaderName, &[u8])) {
+        if let Some(Late(value)) = response.extensions().get::<Late>() {
+            field(&http::HeaderName::from_static("x-late"), value);
+            field(&http::HeaderName::from_static("x-late-count"), b"1");
+        }
+    }
 }
+
+/// The value of a response's `x-late` late field.
+#[derive(Clone)]
+struct Late(Vec<u8>);
 
 /// A server with an [`Echo`] handler and an 8 KiB head limit; its address, the stream of
 /// dropped `/hang` futures, and the shutdown trigger.
@@ -374,4 +390,26 @@ async fn an_idle_connection_closes_on_shutdown() {
     client.response().await;
     let _ = stop.send(());
     assert!(client.closed().await, "an idle keep-alive connection closes when the listener stops");
+}
+
+#[tokio::test]
+async fn late_fields_are_written_once_by_the_codec_and_by_hyper() {
+    let (addr, _drops, _stop) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /own HTTP/1.1\r\nhost: t\r\nx-late: a\r\n\r\n").await;
+    let (head, body) = client.response().await;
+    assert!(by_own_codec(&head), "{head}");
+    assert_eq!((head.matches("\r\nx-late: a\r\n").count(), head.matches("x-late-count: 1").count()), (1, 1), "{head}");
+    assert_eq!(text(&body), "GET /own 0 -");
+    client.send(b"GET /none HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let (head, _) = client.response().await;
+    assert!(!head.contains("x-late"), "a response without late fields has none: {head}");
+
+    // A connection hyper serves: the same fields, from the map.
+    let mut client = Client::connect(addr).await;
+    client.send(b"GET /hyper HTTP/1.0\r\nx-late: b\r\n\r\n").await;
+    let (head, body) = client.response().await;
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+    assert_eq!((head.matches("\r\nx-late: b\r\n").count(), head.matches("x-late-count: 1").count()), (1, 1), "{head}");
+    assert_eq!(text(&body), "GET /hyper 0 -");
 }

@@ -91,11 +91,32 @@ pub(crate) fn section(report: &mut Report, output: Option<&str>) {
     } else {
         String::new()
     };
+    let limited = limited_key(&counts);
     report.section(format!(
-        "## Instructions per request\n\nUser-space instructions each gateway executes per request (valgrind's callgrind; the kernel's share is not counted), for the same job: token check, header rewrite, a keep-alive upstream; and per invalid-token rejection, the same request with an unknown `Bearer` token, which each gateway answers with a 401 of its own without going upstream (the script checks both: the 401 and its `x-aurora-error` header once, and the upstream's request counter every round). Each gateway runs under callgrind in front of the same upstream and is driven by wrk with 8 connections; after a warm-up, each round zeroes the counters, runs the proxied load and divides the instructions by the requests completed, then does the same with the invalid token; median of the rounds (range). Repeatable where wall-clock figures are not: `scripts/bench-instructions` reproduces it alone.{rejection}\n\n{}\nAurora's profile of proxied requests (the last round; `file:function`, instructions and their share):\n\n```text\n{}\n```\n",
+        "## Instructions per request\n\nUser-space instructions each gateway executes per request (valgrind's callgrind; the kernel's share is not counted), for the same job: token check, header rewrite, a keep-alive upstream; and per invalid-token rejection, the same request with an unknown `Bearer` token, which each gateway answers with a 401 of its own without going upstream (the script checks both: the 401 and its `x-aurora-error` header once, and the upstream's request counter every round). Each gateway runs under callgrind in front of the same upstream and is driven by wrk with 8 connections; after a warm-up, each round zeroes the counters, runs the proxied load and divides the instructions by the requests completed, then does the same with the invalid token; median of the rounds (range). Repeatable where wall-clock figures are not: `scripts/bench-instructions` reproduces it alone.{rejection}{limited}\n\n{}\nAurora's profile of proxied requests (the last round; `file:function`, instructions and their share):\n\n```text\n{}\n```\n",
         table.render(),
         counts.frames.trim_end()
     ));
+}
+
+/// What a limited key adds, from the rounds that served a key with every limit and a key
+/// without on the same connected data plane (none when the script did not count them).
+fn limited_key(counts: &Counts) -> String {
+    let rounds = |name: &str| counts.per_request.get(name).map(Vec::as_slice).unwrap_or_default();
+    let (keyed, limited) = (rounds("aurora-keyed"), rounds("aurora-limited"));
+    if keyed.is_empty() || keyed.len() != limited.len() {
+        return String::new();
+    }
+    let added: Vec<f64> = limited.iter().zip(keyed).map(|(on, off)| on - off).collect();
+    let added = Spread::of(&added);
+    format!(
+        " A limited key, every limit set far above the load, against a key without, served in turn each round by one data plane connected to a control plane (the control plane outside callgrind): {} against {} instructions per request; the limits add **{:+.0}** ({:+.0} to {:+.0}, round by round).",
+        count(Spread::of(limited)),
+        count(Spread::of(keyed)),
+        added.median,
+        added.min,
+        added.max
+    )
 }
 
 fn count(figure: Spread) -> String {
@@ -120,5 +141,14 @@ mod tests {
             counts.frames,
             "top frames of aurora, own instructions (last round):\n1,000 (10.0%)  x.rs:f [aurora]"
         );
+        assert_eq!(super::limited_key(&counts), "", "no limited-key rounds");
+    }
+
+    #[test]
+    fn a_limited_keys_cost_is_the_difference_round_by_round() {
+        let text = "instructions aurora-keyed 1 40000 500\ninstructions aurora-limited 1 41000 500\ninstructions aurora-keyed 2 40100 500\ninstructions aurora-limited 2 40900 500\n";
+        let line = super::limited_key(&super::parse(text));
+        assert!(line.contains("41000 (40900–41000) against 40100 (40000–40100)"), "{line}");
+        assert!(line.contains("**+1000** (+800 to +1000"), "{line}");
     }
 }

@@ -9,12 +9,13 @@
 //! Nothing here ever holds a key secret: the log names a key by its id. A request that reached
 //! an upstream also carries the response's [`Meter`]: the exchange feeds it the frames sent and
 //! the record ends it, so each upstream response yields exactly one [`crate::usage::Usage`]. A
-//! request of a limited key also carries its [`Admission`], and its response's rate-limit headers
-//! for the server to write with the head (see [`crate::server::Handler::late_fields`]): its record is written in the `Drop`
-//! itself, which charges the metered tokens and then frees the concurrency slot, whichever way
-//! the request ended, so the tokens are spent before the client can read the answer and ask
-//! again. Every other record is written after the answer's last bytes are flushed to the client
-//! ([`after_flush`]): reading the usage and writing the log need not delay them.
+//! request of a limited key also carries its [`Admission`], and its response's rate-limit
+//! headers for the server to write with the head ([`crate::server::Handler::late_fields`]). Its
+//! record is written in the `Drop` itself, which charges the metered tokens and then frees the
+//! concurrency slot, whichever way the request ended, so the tokens are spent before the client
+//! can read the answer and ask again. Every other record is written after the answer's last
+//! bytes are flushed to the client ([`after_flush`]): reading the usage and writing the log need
+//! not delay them.
 
 pub mod after_flush;
 

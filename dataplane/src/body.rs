@@ -100,6 +100,7 @@ impl<B: Body> Metered<B> {
         Metered { inner, exchange, expected, sent: 0 }
     }
 
+    /// The request's exchange, for what the response's head carries beside its map.
     pub fn exchange(&self) -> &Exchange {
         &self.exchange
     }

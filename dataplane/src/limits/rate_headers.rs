@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::refusal::{RateView, ceil_secs};
 
-/// The headers' names, `[limit, remaining, reset]` for requests then tokens: made at compile time, so no
-/// name is checked per response.
+/// The headers' names, `[limit, remaining, reset]` for requests then tokens: made at compile
+/// time, so no name is checked per response.
 static OPENAI: [[HeaderName; 3]; 2] = [
     [
         HeaderName::from_static("x-ratelimit-limit-requests"),

@@ -107,9 +107,13 @@ async fn data_plane_counts_requests_by_provider_status_class_and_source_and_auth
         assert!(!text.contains(forbidden), "{forbidden:?} must never be a label: {text}");
     }
 
-    // One access-log event per request, written when it finished.
-    let access: Vec<Value> =
-        dataplane.process.events().into_iter().filter(|e| e["target"] == "aurora::access").collect();
+    // One access-log event per request, written when it finished. The log reaches the test
+    // through a pipe and a reader thread, so the last line may still be on its way when the
+    // metrics already count its request: waited for, then counted exactly.
+    let access_events =
+        || dataplane.process.events().into_iter().filter(|e| e["target"] == "aurora::access").collect::<Vec<Value>>();
+    wait::until("every request's access-log event", || (access_events().len() >= calls.len()).then_some(())).await;
+    let access = access_events();
     assert_eq!(access.len(), calls.len(), "{access:#?}");
     let ok = access.iter().find(|e| e["status"] == 200).unwrap();
     assert_eq!(ok["source"], "upstream");

@@ -6,6 +6,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::controlplane::{ADMIN_KEY, NODE_TOKEN, TestControlplane};
 use crate::support::dataplane::TestDataplane;
+use crate::support::wait;
 
 const ANTHROPIC_SECRET: &str = "sk-ant-e2e-provider-secret-1f2e";
 const OPENAI_SECRET: &str = "sk-openai-e2e-provider-secret-3c4d";
@@ -93,6 +94,10 @@ async fn no_secret_reaches_any_log_or_error_body() {
     // Stop the control plane too, so its shutdown path is covered.
     cp.process.signal("TERM");
     assert_eq!(cp.process.wait_exit().await, Some(0));
+    // Every request's access-log line has reached the test (through a pipe and a reader thread)
+    // before the logs are searched.
+    let access_lines = || dp.process.events().into_iter().filter(|e| e["target"] == "aurora::access").count();
+    wait::until("every request's access-log line", || (access_lines() > calls.len()).then_some(())).await;
 
     let secrets =
         [ADMIN_KEY, managed.as_str(), ANTHROPIC_SECRET, OPENAI_SECRET, OPENROUTER_SECRET, NODE_TOKEN, PRESENTED_WRONG];
@@ -106,8 +111,7 @@ async fn no_secret_reaches_any_log_or_error_body() {
         }
     }
     // The logs checked are the real thing: debug level, every request, every mutation.
-    let access = dp.process.events().into_iter().filter(|e| e["target"] == "aurora::access").count();
-    assert_eq!(access, calls.len() + 1);
+    assert_eq!(access_lines(), calls.len() + 1);
     assert!(dp.process.logs().contains(&key_id), "keys are identified by id in the access log");
     assert!(cp.process.logs().contains("\"level\":\"DEBUG\""));
 }

@@ -102,7 +102,7 @@ impl RateHeaders {
             }
             Reset::At(unix_s) => {
                 at = rfc3339(unix_s);
-                at.as_bytes()
+                &at
             }
         };
         let mut number = itoa::Buffer::new();
@@ -143,27 +143,16 @@ impl RateHeaders {
     }
 }
 
-/// An RFC 3339 time as Anthropic writes resets: `2026-12-01T17:05:00Z`.
-#[derive(Debug, Clone, Copy)]
-struct Rfc3339 {
-    text: [u8; 20],
-}
-
-impl Rfc3339 {
-    fn as_bytes(&self) -> &[u8] {
-        &self.text
-    }
-}
-
 thread_local! {
     /// The reset last written on this thread, with its Unix second: every response of a limited
     /// key in one window says the same, and a date costs more to format than the rest of the
     /// fields together.
-    static LAST_RESET: Cell<Option<(i64, Rfc3339)>> = const { Cell::new(None) };
+    static LAST_RESET: Cell<Option<(i64, [u8; 20])>> = const { Cell::new(None) };
 }
 
-/// `unix_s` (UTC, whole seconds) as RFC 3339, formatted once per value per thread.
-fn rfc3339(unix_s: i64) -> Rfc3339 {
+/// `unix_s` (UTC, whole seconds) as RFC 3339, as Anthropic writes resets
+/// (`2026-12-01T17:05:00Z`), formatted once per value per thread.
+fn rfc3339(unix_s: i64) -> [u8; 20] {
     if let Some((made_from, text)) = LAST_RESET.get()
         && made_from == unix_s
     {
@@ -177,9 +166,8 @@ fn rfc3339(unix_s: i64) -> Rfc3339 {
     if formatted.len() == text.len() {
         text.copy_from_slice(formatted.as_bytes());
     }
-    let made = Rfc3339 { text };
-    LAST_RESET.set(Some((unix_s, made)));
-    made
+    LAST_RESET.set(Some((unix_s, text)));
+    text
 }
 
 #[cfg(test)]

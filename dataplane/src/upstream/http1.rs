@@ -16,13 +16,15 @@
 //! body has been read to the end, with nothing after it, on a connection both sides keep open;
 //! otherwise it is dropped, which closes it. A connection taken from the stack is checked for
 //! a close the upstream sent meanwhile (its keep-alive timeout), from the readiness the
-//! worker's reactor recorded, so a live one costs at most a `recv` that finds nothing. Idle
+//! worker's reactor recorded: a response is read until a read comes back short, which clears
+//! that readiness, so a live connection's check costs no system call. Idle
 //! connections older than the idle timeout are discarded when the stack is next used and by a
 //! sweep task per pool and worker (so an idle worker closes them too), and at most
 //! [`MAX_IDLE_PER_AUTHORITY`] are kept. TLS, HTTP/2 and egress proxies stay on the general
 //! client ([`super::WorkerClients`]).
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -99,17 +101,17 @@ impl Connection {
     }
 
     /// Reads more of the response into the buffer; `Ok(0)` at the end of the stream.
+    ///
+    /// Through `AsyncRead`, not `try_read_buf`: tokio's `poll_read` forgets the socket's
+    /// recorded readiness when a read comes back short (the socket is dry), so the next
+    /// [`is_usable`](Self::is_usable) answers without a system call. `try_read_buf` keeps the
+    /// readiness until a read fails with `WouldBlock`, which cost every reuse a `recv`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.read.capacity() - self.read.len() < Self::READ_SIZE / 2 {
             self.read.reserve(Self::READ_SIZE);
         }
         loop {
-            match self.io.try_read_buf(&mut self.read) {
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(err) = std::task::ready!(self.io.poll_read_ready(cx)) {
-                        return Poll::Ready(Err(err));
-                    }
-                }
+            match std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)) {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 read => return Poll::Ready(read),
             }

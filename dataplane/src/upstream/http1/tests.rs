@@ -170,6 +170,25 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
 }
 
 #[tokio::test]
+async fn a_connection_read_dry_goes_back_without_readiness_so_its_reuse_costs_no_recv() {
+    let upstream = scripted(|_, _| (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false), false).await;
+    let client = client();
+    assert_eq!(text(client.request(post(&upstream.url, "{}")).await.unwrap()).await.unwrap(), "ok");
+    // The short read that took the answer forgot the socket's readiness, so `is_usable` will
+    // answer from the reactor alone; had it kept it, the check would cost a `recv`.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let ready = POOLS.with(|pools| {
+        let pools = pools.borrow();
+        let pool = pools.iter().find(|pool| pool.client == client.id).expect("the client's pool");
+        let idle = pool.idle.last().expect("the connection went back to the pool");
+        idle.connection.io.poll_read_ready(&mut cx).is_ready()
+    });
+    assert!(!ready, "the pooled connection still has its readiness recorded");
+    assert_eq!(text(client.request(post(&upstream.url, "{}")).await.unwrap()).await.unwrap(), "ok");
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn truncated_and_malformed_responses_are_errors() {
     let cut = scripted(|_, _| (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_vec(), true), false).await;
     let response = client().request(post(&cut.url, "{}")).await.unwrap();
